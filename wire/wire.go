@@ -1,0 +1,280 @@
+// Package wire holds the parts of the device-streams protocol that the hub
+// and both SDKs must agree on byte for byte: header names, MQTT topics, the
+// streaming URL, the registry's device document and the error body. Keeping
+// them in one package that imports nothing of Tether's lets the SDKs share
+// them without linking hub code.
+//
+// docs/protocol.md describes the protocol in prose; ../shared/WIRE.md is the
+// compatibility reference it follows.
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HTTP headers of the stream-creation call (service → hub → service).
+const (
+	HeaderConnectTimeout  = "iothub-streaming-connect-timeout-in-seconds"
+	HeaderResponseTimeout = "iothub-streaming-response-timeout-in-seconds"
+	HeaderIsAccepted      = "iothub-streaming-is-accepted"
+	HeaderURL             = "iothub-streaming-url"
+	HeaderAuthToken       = "iothub-streaming-auth-token"
+	HeaderErrorCode       = "iothub-errorcode"
+)
+
+// APIVersion is the api-version Tether's SDKs send; the hub accepts any.
+const APIVersion = "2020-09-30"
+
+// Error codes of the Azure error body and the iothub-errorcode header.
+const (
+	CodeUnauthorized   = 401002 // IotHubUnauthorizedAccess
+	CodeDeviceNotFound = 404001 // DeviceNotFound
+	CodeNotOnline      = 404103 // DeviceNotOnline
+	CodeGatewayTimeout = 504101 // GatewayTimeout
+	CodeThrottled      = 429001 // ThrottlingException
+	CodeBadRequest     = 400004 // ArgumentInvalid
+	CodeConflict       = 409001 // DeviceAlreadyExists
+	CodePrecondition   = 412002 // PreconditionFailed
+	CodeServerError    = 500001 // ServerError
+)
+
+// CodeName is the iothub-errorcode header value for a code.
+func CodeName(code int) string {
+	switch code {
+	case CodeUnauthorized:
+		return "IotHubUnauthorizedAccess"
+	case CodeDeviceNotFound:
+		return "DeviceNotFound"
+	case CodeNotOnline:
+		return "DeviceNotOnline"
+	case CodeGatewayTimeout:
+		return "GatewayTimeout"
+	case CodeThrottled:
+		return "ThrottlingException"
+	case CodeBadRequest:
+		return "ArgumentInvalid"
+	case CodeConflict:
+		return "DeviceAlreadyExists"
+	case CodePrecondition:
+		return "PreconditionFailed"
+	default:
+		return "ServerError"
+	}
+}
+
+// ErrorBody is the JSON body of an error response. Azure nests a JSON
+// document in a string, and clients parse it that way.
+type ErrorBody struct {
+	Message          string `json:"Message"`
+	ExceptionMessage string `json:"ExceptionMessage"`
+}
+
+type innerError struct {
+	ErrorCode int               `json:"errorCode"`
+	Message   string            `json:"message"`
+	Info      map[string]string `json:"info"`
+	Timestamp string            `json:"timestampUtc,omitempty"`
+}
+
+// EncodeError returns the body of an error response with code and message.
+func EncodeError(code int, message string) []byte {
+	inner, _ := json.Marshal(innerError{
+		ErrorCode: code, Message: message, Info: map[string]string{},
+		Timestamp: time.Now().UTC().Format(time.RFC3339Nano),
+	})
+	b, _ := json.Marshal(ErrorBody{Message: string(inner)})
+	return b
+}
+
+// DecodeError reads the code and message of an error body. It returns
+// code 0 and the raw text when the body is not of that shape.
+func DecodeError(body []byte) (code int, message string) {
+	var outer ErrorBody
+	if err := json.Unmarshal(body, &outer); err != nil || outer.Message == "" {
+		return 0, strings.TrimSpace(string(body))
+	}
+	var inner innerError
+	if err := json.Unmarshal([]byte(outer.Message), &inner); err != nil {
+		return 0, outer.Message
+	}
+	return inner.ErrorCode, inner.Message
+}
+
+// Device is the registry's device identity document, in Azure's shape.
+type Device struct {
+	DeviceID                   string         `json:"deviceId"`
+	ModuleID                   string         `json:"moduleId,omitempty"`
+	GenerationID               string         `json:"generationId"`
+	ETag                       string         `json:"etag"`
+	Status                     string         `json:"status"` // StatusEnabled or StatusDisabled
+	StatusReason               string         `json:"statusReason,omitempty"`
+	StatusUpdatedTime          time.Time      `json:"statusUpdatedTime"`
+	ConnectionState            string         `json:"connectionState"` // Connected or Disconnected
+	ConnectionStateUpdatedTime time.Time      `json:"connectionStateUpdatedTime"`
+	LastActivityTime           time.Time      `json:"lastActivityTime"`
+	CloudToDeviceMessageCount  int            `json:"cloudToDeviceMessageCount"`
+	Authentication             Authentication `json:"authentication"`
+	Capabilities               Capabilities   `json:"capabilities"`
+}
+
+// Device status and connection state values.
+const (
+	StatusEnabled   = "enabled"
+	StatusDisabled  = "disabled"
+	StateConnected  = "Connected"
+	StateDisconnect = "Disconnected"
+)
+
+// Authentication is a device's credentials.
+type Authentication struct {
+	Type           string          `json:"type"` // "sas"
+	SymmetricKey   *SymmetricKey   `json:"symmetricKey,omitempty"`
+	X509Thumbprint *X509Thumbprint `json:"x509Thumbprint,omitempty"`
+}
+
+// SymmetricKey holds a device's two base64 keys.
+type SymmetricKey struct {
+	PrimaryKey   string `json:"primaryKey"`
+	SecondaryKey string `json:"secondaryKey"`
+}
+
+// X509Thumbprint is accepted for shape compatibility.
+type X509Thumbprint struct {
+	PrimaryThumbprint   *string `json:"primaryThumbprint"`
+	SecondaryThumbprint *string `json:"secondaryThumbprint"`
+}
+
+// Capabilities is part of Azure's document; Tether keeps it as given.
+type Capabilities struct {
+	IotEdge bool `json:"iotEdge"`
+}
+
+// Endpoints is the answer of GET /devicestreams.
+type Endpoints struct {
+	StreamingEndpoints []string `json:"streamingEndpoints"`
+}
+
+// MQTT topics of the device control channel.
+const (
+	TopicRequestFilter  = "$iothub/streams/POST/#"
+	TopicResponseFilter = "$iothub/streams/res/#"
+	topicRequestPrefix  = "$iothub/streams/POST/"
+	topicResponsePrefix = "$iothub/streams/res/"
+)
+
+// StreamRequest is what the hub sends a device: a stream's name and where
+// and how to join it.
+type StreamRequest struct {
+	Name  string // stream name
+	RID   string // request id, echoed in the answer
+	URL   string // wss://.../bridges/...
+	Token string // the device side's bearer token
+}
+
+// Errors of the topic parsers.
+var (
+	ErrTopic = errors.New("wire: malformed stream topic")
+)
+
+// Topic is the MQTT topic that carries r to the device:
+//
+//	$iothub/streams/POST/{name}/?$rid={rid}&$url={escaped url}&$auth={token}
+//
+// Only $url is escaped; RID and Token must not contain = & / % + ? #.
+func (r StreamRequest) Topic() string {
+	return topicRequestPrefix + r.Name + "/?$rid=" + r.RID + "&$url=" + url.QueryEscape(r.URL) + "&$auth=" + r.Token
+}
+
+// ParseStreamRequest parses a request topic.
+func ParseStreamRequest(topic string) (StreamRequest, error) {
+	var r StreamRequest
+	rest, ok := strings.CutPrefix(topic, topicRequestPrefix)
+	if !ok {
+		return r, fmt.Errorf("%w: %q does not start with %s", ErrTopic, topic, topicRequestPrefix)
+	}
+	name, query, ok := strings.Cut(rest, "/?")
+	if !ok || name == "" || strings.Contains(name, "/") {
+		return r, fmt.Errorf("%w: no stream name", ErrTopic)
+	}
+	r.Name = name
+	for kv := range strings.SplitSeq(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "$rid":
+			r.RID = v
+		case "$url":
+			u, err := url.QueryUnescape(v)
+			if err != nil {
+				return r, fmt.Errorf("%w: $url: %v", ErrTopic, err)
+			}
+			r.URL = u
+		case "$auth":
+			r.Token = v
+		}
+	}
+	if r.RID == "" || r.URL == "" || r.Token == "" {
+		return r, fmt.Errorf("%w: $rid, $url and $auth are required", ErrTopic)
+	}
+	return r, nil
+}
+
+// ResponseTopic is the topic of a device's answer: status 200 accepts, 400
+// rejects.
+func ResponseTopic(status int, rid string) string {
+	return topicResponsePrefix + strconv.Itoa(status) + "/?$rid=" + rid
+}
+
+// ParseResponse parses an answer topic.
+func ParseResponse(topic string) (status int, rid string, err error) {
+	rest, ok := strings.CutPrefix(topic, topicResponsePrefix)
+	if !ok {
+		return 0, "", fmt.Errorf("%w: %q does not start with %s", ErrTopic, topic, topicResponsePrefix)
+	}
+	code, query, ok := strings.Cut(rest, "/?")
+	if !ok {
+		return 0, "", fmt.Errorf("%w: no query", ErrTopic)
+	}
+	status, err = strconv.Atoi(code)
+	if err != nil || status < 100 || status > 999 {
+		return 0, "", fmt.Errorf("%w: status %q", ErrTopic, code)
+	}
+	for kv := range strings.SplitSeq(query, "&") {
+		if k, v, _ := strings.Cut(kv, "="); k == "$rid" {
+			rid = v
+		}
+	}
+	if rid == "" {
+		return 0, "", fmt.Errorf("%w: no $rid", ErrTopic)
+	}
+	return status, rid, nil
+}
+
+// BridgePath is the path of a stream's streaming URL:
+// /bridges/{hub}/{deviceId}/{streamName}/{streamId}, the device ID escaped.
+func BridgePath(hub, deviceID, streamName, streamID string) string {
+	return "/bridges/" + url.PathEscape(hub) + "/" + url.PathEscape(deviceID) + "/" + streamName + "/" + streamID
+}
+
+// ParseBridgePath splits an escaped bridge path (URL.EscapedPath) into its
+// parts.
+func ParseBridgePath(escapedPath string) (hub, deviceID, streamName, streamID string, err error) {
+	rest, ok := strings.CutPrefix(escapedPath, "/bridges/")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 4 {
+		return "", "", "", "", fmt.Errorf("wire: %q is not /bridges/{hub}/{device}/{stream}/{id}", escapedPath)
+	}
+	for i, p := range parts {
+		u, err := url.PathUnescape(p)
+		if err != nil || u == "" {
+			return "", "", "", "", fmt.Errorf("wire: bad bridge path segment %d", i)
+		}
+		parts[i] = u
+	}
+	return parts[0], parts[1], parts[2], parts[3], nil
+}
