@@ -1,0 +1,331 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-io/tether/hub/registry"
+	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/wire"
+)
+
+// maxBody bounds a registry request body; a device document is small.
+const maxBody = 64 << 10
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /devicestreams", s.handleEndpoints)
+	mux.HandleFunc("POST /twins/{id}/streams/{name}", s.handleCreateStream)
+	mux.HandleFunc("POST /twins/{id}/modules/{module}/streams/{name}", s.handleCreateStream)
+	mux.HandleFunc("PUT /devices/{id}", s.handlePutDevice)
+	mux.HandleFunc("GET /devices/{id}", s.handleGetDevice)
+	mux.HandleFunc("DELETE /devices/{id}", s.handleDeleteDevice)
+	mux.HandleFunc("GET /devices", s.handleListDevices)
+	mux.Handle("/bridges/", s.relay)
+	mux.HandleFunc("/$iothub/websocket", s.broker.HandleWebSocket)
+	return mux
+}
+
+// writeError answers in Azure's error shape: the iothub-errorcode header
+// and a JSON body nesting the code and message.
+func writeError(w http.ResponseWriter, status, code int, msg string) {
+	h := w.Header()
+	h.Set(wire.HeaderErrorCode, wire.CodeName(code))
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(wire.EncodeError(code, msg))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "encoding the answer failed")
+		return
+	}
+	_, _ = w.Write(b)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if err := s.Ready(); err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// errUnauthorized is all a caller learns of why its token failed: which
+// check refused it is logged, not told.
+var errUnauthorized = errors.New("unauthorized")
+
+// authService checks the request's service SAS token and that its policy
+// holds right.
+func (s *Server) authService(r *http.Request, right registry.Right) (registry.Policy, error) {
+	tok, err := sas.ParseToken(r.Header.Get("Authorization"))
+	if err != nil {
+		return registry.Policy{}, s.authFailed(r, "malformed token", err)
+	}
+	if tok.KeyName == "" || !tok.ResourceIs(s.hostNames(), "") {
+		return registry.Policy{}, s.authFailed(r, "token names no policy of this hub", nil)
+	}
+	ctx, cancel := ctxTimeout(r.Context())
+	defer cancel()
+	p, err := s.reg.Policy(ctx, tok.KeyName)
+	if err != nil {
+		return p, s.authFailed(r, "unknown policy", err)
+	}
+	if err := verifyEither(tok, p.PrimaryKey, p.SecondaryKey); err != nil {
+		return p, s.authFailed(r, "bad signature or expired", err)
+	}
+	if right != "" && !p.Has(right) {
+		return p, s.authFailed(r, "policy lacks "+string(right), nil)
+	}
+	return p, nil
+}
+
+func (s *Server) authFailed(r *http.Request, why string, err error) error {
+	s.log.Info("service authentication failed", "remote", r.RemoteAddr, "path", r.URL.Path, "why", why, "err", err)
+	return errUnauthorized
+}
+
+// verifyEither accepts a token signed with either key, as Azure does so
+// keys can be rolled without downtime.
+func verifyEither(tok sas.Token, primary, secondary string) error {
+	now := time.Now()
+	err := tok.Verify(primary, now)
+	if err == nil || errors.Is(err, sas.ErrExpired) || secondary == "" {
+		return err
+	}
+	return tok.Verify(secondary, now)
+}
+
+func unauthorized(w http.ResponseWriter) {
+	writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "Unauthorized")
+}
+
+func (s *Server) handleEndpoints(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, ""); err != nil {
+		unauthorized(w)
+		return
+	}
+	pub := strings.TrimSuffix(s.opts.PublicURL, "/")
+	writeJSON(w, wire.Endpoints{StreamingEndpoints: []string{pub}})
+}
+
+// timeoutHeader reads one of the streaming timeout headers (seconds, may be
+// fractional), defaulting to def and clamped to max.
+func timeoutHeader(r *http.Request, name string, def, max time.Duration) (time.Duration, error) {
+	v := r.Header.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || f <= 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("header %s: %q is not a positive number of seconds", name, v)
+	}
+	d := time.Duration(f * float64(time.Second))
+	if f*float64(time.Second) > float64(max) {
+		d = max
+	}
+	return d, nil
+}
+
+func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, registry.ServiceConnect); err != nil {
+		unauthorized(w)
+		return
+	}
+	deviceID, module, name := r.PathValue("id"), r.PathValue("module"), r.PathValue("name")
+	if name == "" || strings.ContainsAny(name, "/?#+") {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "invalid stream name")
+		return
+	}
+	window, err := timeoutHeader(r, wire.HeaderConnectTimeout, s.opts.Window, s.opts.MaxWindow)
+	if err == nil {
+		var respTimeout time.Duration
+		respTimeout, err = timeoutHeader(r, wire.HeaderResponseTimeout, window, s.opts.MaxWindow)
+		if err == nil {
+			s.createStream(w, r, deviceID, module, name, window, respTimeout)
+			return
+		}
+	}
+	writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+}
+
+func (s *Server) createStream(w http.ResponseWriter, r *http.Request, deviceID, module, name string, window, respTimeout time.Duration) {
+	ctx, cancel := ctxTimeout(r.Context())
+	dev, err := s.reg.Get(ctx, deviceID)
+	cancel()
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		writeError(w, http.StatusNotFound, wire.CodeDeviceNotFound, fmt.Sprintf("Device %s not registered", deviceID))
+		return
+	case err != nil:
+		s.log.Error("reading the registry", "device", deviceID, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "registry unavailable")
+		return
+	case dev.Status == wire.StatusDisabled:
+		writeError(w, http.StatusNotFound, wire.CodeNotOnline, fmt.Sprintf("Device %s is disabled", deviceID))
+		return
+	}
+	clientID := deviceID
+	if module != "" {
+		clientID += "/" + module
+	}
+	st, err := s.relay.Open(deviceID, name, window)
+	if err != nil {
+		s.log.Warn("opening a stream", "device", deviceID, "err", err)
+		writeError(w, http.StatusServiceUnavailable, wire.CodeServerError, "the hub is shutting down")
+		return
+	}
+	status, err := s.askDevice(r.Context(), clientID, routeRequest{Name: name, URL: s.streamURL(st), Token: st.DeviceToken}, respTimeout)
+	switch {
+	case errors.Is(err, errOffline):
+		s.relay.Cancel(st.ID)
+		writeError(w, http.StatusNotFound, wire.CodeNotOnline, fmt.Sprintf("Device %s is not online", clientID))
+	case errors.Is(err, errTimeout):
+		s.relay.Cancel(st.ID)
+		writeError(w, http.StatusGatewayTimeout, wire.CodeGatewayTimeout, "Timed out waiting for the response from device.")
+	case err != nil:
+		s.relay.Cancel(st.ID)
+		s.log.Error("stream request", "device", clientID, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "routing the request failed")
+	case status != http.StatusOK:
+		s.relay.Cancel(st.ID)
+		w.Header().Set(wire.HeaderIsAccepted, "False")
+		w.WriteHeader(http.StatusOK)
+	default:
+		h := w.Header()
+		h.Set(wire.HeaderIsAccepted, "True")
+		h.Set(wire.HeaderURL, s.streamURL(st))
+		h.Set(wire.HeaderAuthToken, st.ServiceToken)
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (s *Server) handleGetDevice(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, registry.RegistryRead); err != nil {
+		unauthorized(w)
+		return
+	}
+	ctx, cancel := ctxTimeout(r.Context())
+	defer cancel()
+	d, err := s.reg.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		s.registryError(w, r.PathValue("id"), err)
+		return
+	}
+	w.Header().Set("ETag", `"`+d.ETag+`"`)
+	writeJSON(w, d)
+}
+
+func (s *Server) handleListDevices(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, registry.RegistryRead); err != nil {
+		unauthorized(w)
+		return
+	}
+	top := 1000
+	if v := r.URL.Query().Get("top"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 10000 {
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "top must be a number from 1 to 10000")
+			return
+		}
+		top = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	list, err := s.reg.List(ctx, top)
+	if err != nil {
+		s.registryError(w, "", err)
+		return
+	}
+	if list == nil {
+		list = []wire.Device{}
+	}
+	writeJSON(w, list)
+}
+
+func (s *Server) handlePutDevice(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, registry.RegistryWrite); err != nil {
+		unauthorized(w)
+		return
+	}
+	id := r.PathValue("id")
+	var d wire.Device
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, wire.CodeBadRequest, "request body too large")
+		return
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := json.Unmarshal(body, &d); err != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "malformed device document: "+err.Error())
+			return
+		}
+	}
+	if d.DeviceID != "" && d.DeviceID != id {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "deviceId in the body differs from the path")
+		return
+	}
+	d.DeviceID = id
+	ctx, cancel := ctxTimeout(r.Context())
+	defer cancel()
+	saved, _, err := s.reg.Put(ctx, d, unquoteETag(r.Header.Get("If-Match")))
+	if err != nil {
+		s.registryError(w, id, err)
+		return
+	}
+	if saved.Status == wire.StatusDisabled {
+		s.kick(id)
+	}
+	w.Header().Set("ETag", `"`+saved.ETag+`"`)
+	writeJSON(w, saved)
+}
+
+func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, registry.RegistryWrite); err != nil {
+		unauthorized(w)
+		return
+	}
+	id := r.PathValue("id")
+	ctx, cancel := ctxTimeout(r.Context())
+	defer cancel()
+	if err := s.reg.Delete(ctx, id, unquoteETag(r.Header.Get("If-Match"))); err != nil {
+		s.registryError(w, id, err)
+		return
+	}
+	s.kick(id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func unquoteETag(v string) string {
+	v = strings.TrimSpace(v)
+	v = strings.TrimPrefix(v, "W/")
+	return strings.Trim(v, `"`)
+}
+
+func (s *Server) registryError(w http.ResponseWriter, id string, err error) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		writeError(w, http.StatusNotFound, wire.CodeDeviceNotFound, fmt.Sprintf("Device %s not registered", id))
+	case errors.Is(err, registry.ErrExists):
+		writeError(w, http.StatusConflict, wire.CodeConflict, fmt.Sprintf("Device %s already exists", id))
+	case errors.Is(err, registry.ErrPrecondition):
+		writeError(w, http.StatusPreconditionFailed, wire.CodePrecondition, "ETag does not match")
+	case errors.Is(err, registry.ErrInvalid):
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+	default:
+		s.log.Error("registry", "device", id, "err", err)
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "registry unavailable")
+	}
+}

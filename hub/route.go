@@ -1,0 +1,206 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tether-io/tether/hub/broker"
+	"github.com/tether-io/tether/hub/cluster"
+	"github.com/tether-io/tether/hub/relay"
+	"github.com/tether-io/tether/wire"
+)
+
+// Subjects of one device, by MQTT client id. Only the node holding the
+// device's session subscribes, so "no responders" means offline everywhere.
+func streamSubject(clientID string) string { return "tether.dev." + cluster.SubjectToken(clientID) + ".stream" }
+func kickSubject(clientID string) string   { return "tether.dev." + cluster.SubjectToken(clientID) + ".kick" }
+func deviceSubjects(clientID string) string {
+	return "tether.dev." + cluster.SubjectToken(clientID) + ".*"
+}
+
+// routeRequest travels from a stream's home node to the device's node.
+type routeRequest struct {
+	Name      string `json:"name"`
+	URL       string `json:"url"`
+	Token     string `json:"token"`
+	TimeoutMs int64  `json:"timeoutMs"`
+}
+
+// routeReply is the device's answer, or why there is none.
+type routeReply struct {
+	Status int    `json:"status,omitempty"`
+	Error  string `json:"error,omitempty"` // replyOffline or replyTimeout
+}
+
+const (
+	replyOffline = "offline"
+	replyTimeout = "timeout"
+)
+
+// Errors of askDevice, mapped to Azure's codes by the REST handler.
+var (
+	errOffline = errors.New("device is not online")
+	errTimeout = errors.New("device did not answer in time")
+)
+
+func wireBridgePath(hub string, st *relay.Stream) string {
+	return wire.BridgePath(hub, st.DeviceID, st.Name, st.ID)
+}
+
+// deviceConnected runs when a device's MQTT session is up on this node.
+func (s *Server) deviceConnected(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if old := s.sessions[clientID]; old != nil {
+		// A session the broker took over without a disconnect callback.
+		_ = old.sub.Unsubscribe()
+	}
+	s.seq++
+	sess := &session{id: s.node + "/" + strconv.FormatUint(s.seq, 10)}
+	sub, err := s.nc.Subscribe(deviceSubjects(clientID), func(m *nats.Msg) { s.onDeviceMsg(clientID, m) })
+	if err != nil {
+		s.log.Error("cannot route to device; disconnecting it", "device", clientID, "err", err)
+		s.broker.Disconnect(clientID)
+		return
+	}
+	sess.sub = sub
+	s.sessions[clientID] = sess
+	s.markPresence(clientID, sess.id, true)
+	s.log.Info("device connected", "device", clientID)
+}
+
+// deviceDisconnected runs when that session ends.
+func (s *Server) deviceDisconnected(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.sessions[clientID]
+	if sess == nil {
+		return
+	}
+	delete(s.sessions, clientID)
+	_ = sess.sub.Unsubscribe()
+	s.markPresence(clientID, sess.id, false)
+	s.log.Info("device disconnected", "device", clientID)
+}
+
+// presenceUpdate is one change of a device's connection state.
+type presenceUpdate struct {
+	clientID, sessionID string
+	connected           bool
+}
+
+// markPresence queues a connection-state change for the registry. One
+// worker applies them in order, so a slow store never stalls MQTT sessions
+// and a disconnect is never written before the connect it follows. The
+// registry's compare-and-set keeps a late disconnect from hiding a newer
+// session on another node. Callers hold s.mu.
+func (s *Server) markPresence(clientID, sessionID string, connected bool) {
+	s.presence <- presenceUpdate{clientID, sessionID, connected}
+}
+
+func (s *Server) presenceWorker() {
+	defer s.wg.Done()
+	for u := range s.presence {
+		ctx, cancel := ctxTimeout(context.Background())
+		if err := s.reg.SetConnected(ctx, u.clientID, u.sessionID, u.connected); err != nil {
+			s.log.Warn("recording connection state", "device", u.clientID, "err", err)
+		}
+		cancel()
+	}
+}
+
+// onDeviceMsg serves requests for a device whose session is on this node.
+func (s *Server) onDeviceMsg(clientID string, m *nats.Msg) {
+	switch m.Subject {
+	case kickSubject(clientID):
+		s.broker.Disconnect(clientID)
+	case streamSubject(clientID):
+		var req routeRequest
+		if err := json.Unmarshal(m.Data, &req); err != nil {
+			s.log.Warn("malformed route request", "device", clientID, "err", err)
+			return
+		}
+		// Answering blocks on the device; the NATS callback goroutine must
+		// not, or one slow device would delay every other request.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			reply := s.forwardToDevice(clientID, req)
+			b, _ := json.Marshal(reply)
+			if err := m.Respond(b); err != nil {
+				s.log.Warn("answering route request", "device", clientID, "err", err)
+			}
+		}()
+	}
+}
+
+func (s *Server) forwardToDevice(clientID string, req routeRequest) routeReply {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.TimeoutMs)*time.Millisecond)
+	defer cancel()
+	status, err := s.broker.RequestStream(ctx, clientID, wire.StreamRequest{Name: req.Name, URL: req.URL, Token: req.Token})
+	switch {
+	case err == nil:
+		return routeReply{Status: status}
+	case errors.Is(err, broker.ErrNotConnected):
+		return routeReply{Error: replyOffline}
+	default:
+		return routeReply{Error: replyTimeout}
+	}
+}
+
+// askDevice sends a stream request to the device wherever its session is
+// and returns its answer: the status (200 accepts), errOffline or
+// errTimeout.
+func (s *Server) askDevice(ctx context.Context, clientID string, req routeRequest, timeout time.Duration) (int, error) {
+	req.TimeoutMs = timeout.Milliseconds()
+	b, _ := json.Marshal(req)
+	// The device's node gives up at timeout; wait a little longer for its
+	// word so a late "timeout" is told apart from a lost node.
+	ctx, cancel := context.WithTimeout(ctx, timeout+500*time.Millisecond)
+	defer cancel()
+	m, err := s.nc.RequestWithContext(ctx, streamSubject(clientID), b)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return 0, errOffline
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return 0, errTimeout
+	case err != nil:
+		return 0, fmt.Errorf("routing to device: %w", err)
+	}
+	var reply routeReply
+	if err := json.Unmarshal(m.Data, &reply); err != nil {
+		return 0, fmt.Errorf("routing to device: malformed reply: %w", err)
+	}
+	switch reply.Error {
+	case "":
+		return reply.Status, nil
+	case replyOffline:
+		return 0, errOffline
+	default:
+		return 0, errTimeout
+	}
+}
+
+// kick disconnects a device from whichever node holds its session.
+func (s *Server) kick(clientID string) {
+	if err := s.nc.Publish(kickSubject(clientID), nil); err != nil {
+		s.log.Warn("disconnecting device", "device", clientID, "err", err)
+	}
+}
+
+// streamDone records the end of a stream.
+func (s *Server) streamDone(info relay.Info) {
+	s.log.Info("stream ended", "device", info.DeviceID, "stream", info.Name, "id", info.ID,
+		"paired", info.PairedOK, "closedBy", info.ClosedBy, "reason", info.Reason,
+		"bytesToDevice", info.BytesToDevice, "bytesToService", info.BytesToService,
+		"lifetime", info.Closed.Sub(info.Opened).Round(time.Millisecond))
+}

@@ -1,0 +1,225 @@
+// Package hub is Tether's hub: the service REST API, the registry REST API,
+// the device control channel and the streaming endpoint, tied together by
+// routing over NATS. A Server is an http.Handler plus an MQTT acceptor; it
+// owns no listeners, so cmd/tetherd (or a test) decides ports and TLS.
+//
+// One stream flows like this: the node that answers the service's REST call
+// is the stream's home. It opens the stream in its relay (tokens live in its
+// memory, the streaming URL names it), then asks over NATS, on a subject of
+// the device's own, whichever node holds the device's MQTT session to pass
+// the request on. The answer comes back the same way. Bytes never cross
+// between nodes; only the small request and answer do.
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tether-io/tether/hub/broker"
+	"github.com/tether-io/tether/hub/cluster"
+	"github.com/tether-io/tether/hub/registry"
+	"github.com/tether-io/tether/hub/relay"
+)
+
+// Options configure a Server. The zero value of each optional field means
+// its default.
+type Options struct {
+	Cluster  *cluster.Cluster   // required
+	Registry *registry.Registry // required
+
+	// HostNames are the names the hub answers to; a SAS token's sr must
+	// name one of them (with or without a port). At least one.
+	HostNames []string
+	// PublicURL is what streaming URLs point at, e.g. https://hub:443.
+	// Required: only the binary knows its listeners.
+	PublicURL string
+	// HubName is the {hub} segment of streaming URLs; default the first
+	// host name.
+	HubName string
+
+	// Window is the handshake window of a stream: both sides must reach the
+	// streaming endpoint within it. Default 60 s.
+	Window time.Duration
+	// MaxWindow caps the timeouts a service may ask for. Default 120 s.
+	MaxWindow time.Duration
+
+	Logger *slog.Logger
+}
+
+// Server is one hub node.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	reg    *registry.Registry
+	nc     *nats.Conn
+	node   string
+	relay  *relay.Relay
+	broker *broker.Broker
+	mux    *http.ServeMux
+	wsURL  *url.URL
+
+	mu       sync.Mutex
+	sessions map[string]*session // by MQTT client id
+	presence chan presenceUpdate
+	seq      uint64
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// session is one device's MQTT session on this node and its NATS
+// subscription, through which other nodes reach it.
+type session struct {
+	id  string
+	sub *nats.Subscription
+}
+
+// New validates opts and builds a Server. It starts no listener.
+func New(opts Options) (*Server, error) {
+	if opts.Cluster == nil || opts.Registry == nil {
+		return nil, errors.New("hub: Cluster and Registry are required")
+	}
+	if len(opts.HostNames) == 0 {
+		return nil, errors.New("hub: at least one host name is required")
+	}
+	pub, err := url.Parse(opts.PublicURL)
+	if err != nil || pub.Host == "" || (pub.Scheme != "https" && pub.Scheme != "http") {
+		return nil, fmt.Errorf("hub: public URL %q must be https://host[:port]", opts.PublicURL)
+	}
+	ws := *pub
+	ws.Scheme = map[string]string{"https": "wss", "http": "ws"}[pub.Scheme]
+	ws.Path, ws.RawPath = "", ""
+	if opts.HubName == "" {
+		opts.HubName = opts.HostNames[0]
+	}
+	if opts.Window <= 0 {
+		opts.Window = 60 * time.Second
+	}
+	if opts.MaxWindow <= 0 {
+		opts.MaxWindow = 120 * time.Second
+	}
+	if opts.MaxWindow < opts.Window {
+		opts.MaxWindow = opts.Window
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		reg:      opts.Registry,
+		nc:       opts.Cluster.Conn(),
+		node:     opts.Cluster.Node(),
+		wsURL:    &ws,
+		sessions: make(map[string]*session),
+		presence: make(chan presenceUpdate, 4096),
+	}
+	s.wg.Add(1)
+	go s.presenceWorker()
+	s.relay = relay.New(relay.Options{
+		Logger: s.log.With("part", "relay"),
+		Window: opts.Window,
+		OnDone: s.streamDone,
+	})
+	s.broker, err = broker.New(broker.Options{
+		Logger:       s.log.With("part", "mqtt"),
+		Authenticate: s.authenticateDevice,
+		OnConnect:    s.deviceConnected,
+		OnDisconnect: s.deviceDisconnected,
+	})
+	if err != nil {
+		s.relay.Close()
+		close(s.presence)
+		s.wg.Wait()
+		return nil, fmt.Errorf("hub: starting the MQTT broker: %w", err)
+	}
+	s.mux = s.routes()
+	return s, nil
+}
+
+// ServeHTTP serves the REST APIs, the streaming endpoint and MQTT over
+// WebSocket.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// ServeMQTT accepts device connections (MQTT over TLS: ln is expected to
+// be a TLS listener) until ln is closed.
+func (s *Server) ServeMQTT(ln net.Listener) error { return s.broker.Serve(ln) }
+
+// Ready reports whether the hub can take devices and services: routing and
+// storage answer.
+func (s *Server) Ready() error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errors.New("hub: closed")
+	}
+	return s.opts.Cluster.Ready()
+}
+
+// Close disconnects every device, ends every stream and releases the
+// device subjects. It waits for the goroutines it started. Idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	err := errors.Join(s.broker.Close(), s.relay.Close())
+	s.mu.Lock()
+	for id, sess := range s.sessions {
+		_ = sess.sub.Unsubscribe()
+		delete(s.sessions, id)
+		s.markPresence(id, sess.id, false)
+	}
+	close(s.presence)
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// streamURL is the streaming URL of a stream homed on this node.
+func (s *Server) streamURL(st *relay.Stream) string {
+	return s.wsURL.String() + wireBridgePath(s.opts.HubName, st)
+}
+
+// hostNames lists every name a token's sr may carry for this hub.
+func (s *Server) hostNames() []string {
+	names := append([]string(nil), s.opts.HostNames...)
+	if h := hostOnly(s.wsURL.Host); !containsFold(names, h) {
+		names = append(names, h)
+	}
+	return names
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+func containsFold(list []string, s string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// ctxTimeout bounds a storage call made on behalf of a peer.
+func ctxTimeout(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, 5*time.Second)
+}
