@@ -18,12 +18,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tether-io/tether/hub"
+	"github.com/tether-io/tether/hub/certs"
 	"github.com/tether-io/tether/hub/cluster"
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/sas"
@@ -157,7 +159,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		if c.tlsCert != "" {
 			cert, err = tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
 		} else {
-			cert, err = ensureCertificates(c.data, c.hostnames)
+			cert, err = certs.Ensure(c.data, c.hostnames)
 		}
 		if err != nil {
 			return fmt.Errorf("TLS certificate: %w", err)
@@ -185,7 +187,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	ownerStr := sas.ConnectionString{HostName: connStrHost(c.publicURL), SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}.String()
 	ownerPath := filepath.Join(c.data, "owner.connstr")
-	if err := writeFileAtomic(ownerPath, []byte(ownerStr+"\n"), 0o600); err != nil {
+	if err := certs.WriteFileAtomic(ownerPath, []byte(ownerStr+"\n"), 0o600); err != nil {
 		return fmt.Errorf("writing the owner connection string: %w", err)
 	}
 
@@ -266,18 +268,29 @@ func printWelcome(w io.Writer, c *config, httpAddr net.Addr, mqttLn net.Listener
 		fmt.Fprintf(w, "  MQTT over TLS:                      %s\n", mqttLn.Addr())
 	}
 	if c.tls && c.tlsCert == "" {
-		fmt.Fprintf(w, "  CA certificate:                     %s\n", filepath.Join(c.data, caFile))
+		fmt.Fprintf(w, "  CA certificate:                     %s\n", filepath.Join(c.data, certs.CAFile))
 	}
 	fmt.Fprintf(w, "  Owner connection string:            %s\n", ownerPath)
 	fmt.Fprintf(w, "\nNext:\n")
 	ca := ""
 	if c.tls && c.tlsCert == "" {
-		ca = " TETHER_CA=" + shellQuote(filepath.Join(c.data, caFile))
+		ca = " TETHER_CA=" + shellQuote(filepath.Join(c.data, certs.CAFile))
 	}
 	fmt.Fprintf(w, "  export TETHER_HUB=\"$(cat %s)\"%s\n", shellQuote(ownerPath), ca)
 	fmt.Fprintf(w, "  DEV=$(tether devices add dev1)\n")
 	fmt.Fprintf(w, "  tether agent --device \"$DEV\" --allow ssh=127.0.0.1:22      # on the device\n")
 	fmt.Fprintf(w, "  tether forward dev1 ssh --listen 127.0.0.1:2222            # where you are\n")
+}
+
+// splitNames parses --hostname: comma-separated, trimmed, no duplicates.
+func splitNames(s string) []string {
+	var out []string
+	for n := range strings.SplitSeq(s, ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func shellQuote(s string) string {

@@ -1,4 +1,8 @@
-package main
+// Package certs makes and keeps the hub's own TLS material: a CA created
+// once (devices come to trust it, so it is never replaced) and a server
+// certificate for the hub's host names, reissued when the names change or
+// it nears expiry.
+package certs
 
 import (
 	"crypto/ecdsa"
@@ -15,25 +19,24 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 )
 
 // Certificates made on first start: ECDSA P-256, the cheapest handshake
 // (../shared/RELAY-NOTES.md measured RSA-2048 at twice the cost).
 const (
-	caFile      = "ca.pem"
+	// CAFile is the CA certificate users pass to clients with --ca.
+	CAFile      = "ca.pem"
 	caKeyFile   = "ca-key.pem"
 	certFile    = "server.pem"
 	certKeyFile = "server-key.pem"
 )
 
-// ensureCertificates returns the hub's TLS certificate from the data
+// Ensure returns the hub's TLS certificate from the data
 // folder, creating the CA on first start and the server certificate
 // whenever it is missing, about to expire or does not cover names (the CA
 // is never replaced: devices trust it).
-func ensureCertificates(dir string, names []string) (tls.Certificate, error) {
+func Ensure(dir string, names []string) (tls.Certificate, error) {
 	caCert, caKey, err := loadOrCreateCA(dir)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -87,7 +90,7 @@ func covers(leaf *x509.Certificate, names []string) bool {
 }
 
 func loadOrCreateCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, caFile), filepath.Join(dir, caKeyFile)
+	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, caKeyFile)
 	pair, err := tls.LoadX509KeyPair(certPath, keyPath)
 	if err == nil {
 		key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
@@ -141,12 +144,12 @@ func mustMarshalKey(k *ecdsa.PrivateKey) []byte {
 }
 
 func writePEM(path, typ string, der []byte, mode os.FileMode) error {
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
+	return WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode)
 }
 
-// writeFileAtomic writes through a temporary file so a crash or a full
+// WriteFileAtomic writes path through a temporary file so a crash or a full
 // disk never leaves a half-written key behind.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
@@ -168,15 +171,4 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-// splitNames parses --hostname: comma-separated, trimmed, no duplicates.
-func splitNames(s string) []string {
-	var out []string
-	for n := range strings.SplitSeq(s, ",") {
-		if n = strings.TrimSpace(n); n != "" && !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
 }
