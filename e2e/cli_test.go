@@ -1,0 +1,352 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tether-io/tether/wire"
+)
+
+// binaries are built once per test run.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func buildBinaries(t *testing.T) (tetherd, tether string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "tether-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, cmd := range []string{"tetherd", "tether"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "github.com/tether-io/tether/cmd/"+cmd).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", cmd, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "tetherd"), filepath.Join(binDir, "tether")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// freePort returns a loopback address nobody listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a binary running in the background with its output captured.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	// lines receives each complete line as it is written.
+	lines chan string
+	part  string
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Write(p)
+	l.part += string(p)
+	for {
+		i := strings.IndexByte(l.part, '\n')
+		if i < 0 {
+			break
+		}
+		select {
+		case l.lines <- l.part[:i]:
+		default:
+		}
+		l.part = l.part[i+1:]
+	}
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startProc(t *testing.T, env []string, name string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	buf := &lockedBuffer{lines: make(chan string, 1024)}
+	cmd.Stdout, cmd.Stderr = buf, buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, out: buf, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(name), buf.String())
+		}
+	})
+	return p
+}
+
+// waitLine waits for an output line containing s.
+func (p *proc) waitLine(t *testing.T, s string, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case line := <-p.out.lines:
+			if strings.Contains(line, s) {
+				return
+			}
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("process exited (%v) before printing %q", err, s)
+		case <-timeout:
+			t.Fatalf("no line with %q within %v", s, d)
+		}
+	}
+}
+
+// stop sends SIGTERM and returns the exit error.
+func (p *proc) stop(t *testing.T) error {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("process did not exit within 30 s of SIGTERM")
+		return nil
+	}
+}
+
+func runCmd(t *testing.T, env []string, name string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// startEcho serves TCP echo on loopback.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// waitHealthy polls /healthz until it answers 200, trusting the hub's CA
+// once it exists, as the README's curl does.
+func waitHealthy(t *testing.T, dir, addr string, hub *proc) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-hub.done:
+			hub.done <- err
+			t.Fatalf("tetherd exited: %v", err)
+		case <-tick.C:
+		}
+		pem, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+		if err != nil {
+			continue
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		resp, err := c.Get("https://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+	}
+	t.Fatal("hub not healthy within 60 s")
+}
+
+// TestCommandsAsAUserRunsThem follows the README: start tetherd on a new
+// data folder, add a device, run the agent and a forwarder, and push data
+// through the forwarded port.
+func TestCommandsAsAUserRunsThem(t *testing.T) {
+	tetherd, tether := buildBinaries(t)
+	dir := filepath.Join(t.TempDir(), "data") // does not exist yet
+	httpAddr, mqttAddr, fwdAddr := freePort(t), freePort(t), freePort(t)
+	echoAddr := startEcho(t)
+
+	hub := startProc(t, nil, tetherd, "--data", dir, "--listen", httpAddr, "--mqtt-listen", mqttAddr, "--hostname", "127.0.0.1")
+	waitHealthy(t, dir, httpAddr, hub)
+	for _, f := range []string{"owner.connstr", "ca-key.pem", "server-key.pem"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v, %v", f, st.Mode(), err)
+		}
+	}
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+		t.Fatalf("data folder mode %v", st.Mode().Perm())
+	}
+	owner, err := os.ReadFile(filepath.Join(dir, "owner.connstr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(owner), "HostName="+httpAddr+";") {
+		t.Fatalf("owner connection string lacks the port: %s", owner)
+	}
+	env := []string{"TETHER_HUB=" + strings.TrimSpace(string(owner)), "TETHER_CA=" + filepath.Join(dir, "ca.pem")}
+
+	devStr, stderr, err := runCmd(t, env, tether, "devices", "add", "dev1")
+	if err != nil {
+		t.Fatalf("devices add: %v: %s", err, stderr)
+	}
+	devStr = strings.TrimSpace(devStr)
+	if !strings.HasPrefix(devStr, "HostName="+httpAddr+";DeviceId=dev1;SharedAccessKey=") || strings.Contains(devStr, "\n") {
+		t.Fatalf("devices add printed %q", devStr)
+	}
+
+	agent := startProc(t, env, tether, "agent", "--device", devStr, "--allow", "echo="+echoAddr)
+	fwd := startProc(t, env, tether, "forward", "dev1", "echo", "--listen", fwdAddr)
+	fwd.waitLine(t, "forwarding", 30*time.Second)
+	waitConnected(t, env, tether, "dev1")
+
+	// Bytes written to the forwarded port come back unchanged.
+	payload := randomBytes(t, 8<<20)
+	c, err := net.Dial("tcp", fwdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, _ = c.Write(payload)
+	}()
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	back := make([]byte, len(payload))
+	if _, err := io.ReadFull(c, back); err != nil {
+		t.Fatalf("reading the echo: %v", err)
+	}
+	if sha256.Sum256(back) != sha256.Sum256(payload) {
+		t.Fatal("bytes through forward differ")
+	}
+	c.Close()
+
+	// list and show speak of the connected device.
+	list, _, err := runCmd(t, env, tether, "devices", "list")
+	if err != nil || !strings.Contains(list, "dev1") || !strings.Contains(list, "Connected") {
+		t.Fatalf("devices list: %v\n%s", err, list)
+	}
+	var devs []wire.Device
+	js, _, err := runCmd(t, env, tether, "devices", "list", "--json")
+	if err != nil || json.Unmarshal([]byte(js), &devs) != nil || len(devs) != 1 {
+		t.Fatalf("devices list --json: %v\n%s", err, js)
+	}
+
+	// Errors: one clear line, non-zero exit.
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"devices", "add", "dev1"}, env, "exists"},
+		{[]string{"devices", "show", "ghost"}, env, "not found"},
+		{[]string{"forward", "ghost", "echo", "--listen", freePort(t)}, env, "not found"},
+		{[]string{"devices", "list"}, []string{"TETHER_HUB=" + strings.TrimSpace(string(owner)), "TETHER_CA="}, "certificate"},
+		{[]string{"devices", "list"}, []string{"TETHER_HUB=nonsense", "TETHER_CA=" + filepath.Join(dir, "ca.pem")}, "connection string"},
+		{[]string{"devices", "list"}, []string{"TETHER_HUB=", "TETHER_CA="}, "connection string"},
+		{[]string{"devices", "list"}, []string{"TETHER_HUB=HostName=127.0.0.1:1;SharedAccessKeyName=x;SharedAccessKey=eA==", "TETHER_CA="}, "127.0.0.1:1"},
+	} {
+		_, stderr, err := runCmd(t, tc.env, tether, tc.args...)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+			t.Errorf("tether %v: exit %v, want non-zero", tc.args, err)
+		}
+		if !strings.Contains(strings.ToLower(stderr), tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 1 {
+			t.Errorf("tether %v: stderr %q, want one line mentioning %q", tc.args, stderr, tc.want)
+		}
+	}
+
+	// SIGTERM: everyone exits cleanly.
+	for name, p := range map[string]*proc{"forward": fwd, "agent": agent, "tetherd": hub} {
+		if err := p.stop(t); err != nil {
+			t.Errorf("%s exited with %v after SIGTERM", name, err)
+		}
+	}
+}
+
+// waitConnected waits until the registry shows the device connected.
+func waitConnected(t *testing.T, env []string, tether, id string) {
+	t.Helper()
+	eventually(t, 30*time.Second, id+" connected", func() bool {
+		out, _, err := runCmd(t, env, tether, "devices", "show", id)
+		if err != nil {
+			return false
+		}
+		var d wire.Device
+		return json.Unmarshal([]byte(out), &d) == nil && d.ConnectionState == wire.StateConnected
+	})
+}
