@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tether-io/tether/device"
+)
+
+const agentUsage = `usage: tether agent --device CONNSTR --allow NAME=HOST:PORT [--allow ...]
+
+Runs on a device: keeps it connected to the hub and connects each stream
+named in an --allow to that HOST:PORT. Streams with any other name are
+rejected. Stops on SIGINT or SIGTERM.
+`
+
+// targetDialTimeout bounds dialing a local target; the service is waiting
+// for the device's answer meanwhile.
+const targetDialTimeout = 10 * time.Second
+
+// allowList maps a stream name to the host:port it connects to.
+type allowList map[string]string
+
+func (a allowList) String() string {
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(a)) {
+		parts = append(parts, name+"="+a[name])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (a allowList) Set(v string) error {
+	name, target, ok := strings.Cut(v, "=")
+	if !ok || name == "" || target == "" {
+		return fmt.Errorf("%q is not NAME=HOST:PORT", v)
+	}
+	if strings.ContainsAny(name, "/?#+&= ") {
+		return fmt.Errorf("stream name %q may not hold / ? # + & = or spaces", name)
+	}
+	host, port, err := net.SplitHostPort(target)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("target %q of %q is not HOST:PORT", target, name)
+	}
+	if old, dup := a[name]; dup {
+		return fmt.Errorf("stream %q is allowed twice (%s and %s)", name, old, target)
+	}
+	a[name] = target
+	return nil
+}
+
+func cmdAgent(ctx context.Context, g *globals, args []string) error {
+	fs := g.newFlagSet("agent")
+	connStr := fs.String("device", os.Getenv("TETHER_DEVICE"), "device connection string (env TETHER_DEVICE)")
+	allow := allowList{}
+	fs.Var(allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable)")
+	transport := fs.String("transport", "ws", "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS)")
+	mqttAddr := fs.String("mqtt-addr", "", "`HOST:PORT` of MQTT over TLS (default: the hub's host, port 8883)")
+	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
+	fs.Usage = func() {
+		fmt.Fprint(g.Stderr, agentUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("agent takes no arguments, got %q: streams are given with --allow NAME=HOST:PORT", fs.Arg(0))
+	}
+
+	var opts device.Options
+	switch *transport {
+	case "ws":
+		opts.Transport = device.WebSocket
+	case "tls":
+		opts.Transport = device.TLS
+	default:
+		return fmt.Errorf("--transport %q: want ws or tls", *transport)
+	}
+	if *mqttAddr != "" && opts.Transport != device.TLS {
+		return errors.New("--mqtt-addr is for --transport tls")
+	}
+	opts.MQTTAddress = *mqttAddr
+	var h slog.Handler
+	switch *logFormat {
+	case "text":
+		h = slog.NewTextHandler(g.Stderr, nil)
+	case "json":
+		h = slog.NewJSONHandler(g.Stderr, nil)
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
+	}
+	log := slog.New(h)
+	opts.Logger = log
+
+	if strings.TrimSpace(*connStr) == "" {
+		return errors.New("no device given: pass --device CONNSTR or set TETHER_DEVICE to the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...)")
+	}
+	if len(allow) == 0 {
+		return errors.New("nothing to expose: pass at least one --allow NAME=HOST:PORT (e.g. --allow ssh=127.0.0.1:22)")
+	}
+	conf, err := g.tlsConfig()
+	if err != nil {
+		return err
+	}
+	opts.TLSConfig = conf
+
+	c, err := device.Dial(ctx, *connStr, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while connecting: not a failure
+		}
+		var cve *tls.CertificateVerificationError
+		if errors.As(err, &cve) {
+			return fmt.Errorf("%w\n(pass the hub's CA with --ca FILE or TETHER_CA)", err)
+		}
+		return err
+	}
+	log.Info("agent running", "allow", allow.String(), "transport", *transport)
+	a := &agent{client: c, allow: allow, log: log}
+	a.run(ctx)
+	log.Info("agent stopped")
+	return nil
+}
+
+// agent answers stream requests and relays accepted streams.
+type agent struct {
+	client *device.Client
+	allow  allowList
+	log    *slog.Logger
+	wg     sync.WaitGroup
+}
+
+// run serves requests until ctx is done, then ends every stream, waits for
+// them and disconnects.
+func (a *agent) run(ctx context.Context) {
+	defer a.client.Close()
+	defer a.wg.Wait()
+	for {
+		req, err := a.client.Accept(ctx)
+		if err != nil {
+			return // ctx done
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.handle(ctx, req)
+		}()
+	}
+}
+
+func (a *agent) handle(ctx context.Context, req *device.Request) {
+	log := a.log.With("stream", req.Name, "rid", req.RID)
+	target, ok := a.allow[req.Name]
+	if !ok {
+		log.Warn("rejecting stream: its name is not in --allow")
+		a.reject(log, req)
+		return
+	}
+	// The target first: a service should hear "rejected" at once, not find
+	// its stream closed on arrival.
+	dctx, cancel := context.WithTimeout(ctx, targetDialTimeout)
+	var d net.Dialer
+	tc, err := d.DialContext(dctx, "tcp", target)
+	cancel()
+	if err != nil {
+		log.Warn("rejecting stream: cannot connect to its target", "target", target, "err", err)
+		a.reject(log, req)
+		return
+	}
+	sc, err := req.Accept(ctx)
+	if err != nil {
+		tc.Close()
+		log.Warn("stream failed", "target", target, "err", err)
+		return
+	}
+	log.Info("stream open", "target", target)
+	start := time.Now()
+	// Shutdown ends streams in flight; relay then returns.
+	stop := context.AfterFunc(ctx, func() {
+		sc.Close()
+		tc.Close()
+	})
+	err = relayNamed(tc, sc, "target → service", "service → target")
+	stop()
+	sc.Close()
+	tc.Close()
+	if err != nil && ctx.Err() == nil {
+		log.Warn("stream closed", "target", target, "duration", time.Since(start).Round(time.Millisecond), "err", err)
+		return
+	}
+	log.Info("stream closed", "target", target, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+func (a *agent) reject(log *slog.Logger, req *device.Request) {
+	if err := req.Reject(); err != nil {
+		log.Warn("rejecting stream", "err", err)
+	}
+}
+
+// relayNamed is relay (forward.go) with the directions named by the
+// caller: local is a TCP connection the agent or forwarder holds, stream the
+// tunnel. toStream and fromStream label the errors of each direction.
+func relayNamed(local, stream net.Conn, toStream, fromStream string) error {
+	errc := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(stream, local)
+		closeWrite(stream)
+		errc <- directionError(toStream, err)
+	}()
+	go func() {
+		_, err := io.Copy(local, stream)
+		closeWrite(local)
+		// Nothing local sends now could reach the other end.
+		local.SetReadDeadline(time.Now())
+		errc <- directionError(fromStream, err)
+	}()
+	return errors.Join(<-errc, <-errc)
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/tether-io/tether/service"
+	"github.com/tether-io/tether/wire"
+)
+
+const devicesUsage = `usage:
+  tether devices add ID          register a device; prints its connection string
+  tether devices list [--json]   list devices: id, status, connection state
+  tether devices show ID         show one device as JSON
+  tether devices rm ID           delete a device
+`
+
+func cmdDevices(ctx context.Context, g *globals, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(g.Stderr, devicesUsage)
+		return errUsage
+	}
+	sub, args := args[0], args[1:]
+	fs := g.newFlagSet("devices " + sub)
+	fs.Usage = func() {
+		fmt.Fprint(g.Stderr, devicesUsage)
+		fs.PrintDefaults()
+	}
+	var asJSON *bool
+	if sub == "list" {
+		asJSON = fs.Bool("json", false, "print a JSON array of device documents")
+	}
+	switch sub {
+	case "add", "list", "show", "rm":
+	case "-h", "--help", "help":
+		fmt.Fprint(g.Stdout, devicesUsage)
+		return nil
+	default:
+		fmt.Fprintf(g.Stderr, "tether: unknown devices command %q\n\n%s", sub, devicesUsage)
+		return errUsage
+	}
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	want := 1
+	if sub == "list" {
+		want = 0
+	}
+	if len(pos) != want {
+		if want == 0 {
+			return fmt.Errorf("devices list takes no arguments (got %q)", pos)
+		}
+		return fmt.Errorf("devices %s needs exactly one device ID", sub)
+	}
+	c, err := newServiceClient(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	switch sub {
+	case "add":
+		d, err := c.CreateDevice(ctx, pos[0])
+		if err != nil {
+			return explainHubError(err, c, pos[0])
+		}
+		cs := c.DeviceConnectionString(d)
+		if cs == "" {
+			return fmt.Errorf("device %q was created but the hub returned no key for it", pos[0])
+		}
+		// Alone on stdout, so that `tether devices add x > dev.conn` works.
+		fmt.Fprintln(g.Stdout, cs)
+	case "list":
+		ds, err := c.ListDevices(ctx)
+		if err != nil {
+			return explainHubError(err, c, "")
+		}
+		slices.SortFunc(ds, func(a, b wire.Device) int { return strings.Compare(a.DeviceID, b.DeviceID) })
+		if *asJSON {
+			return writeJSON(g, ds, false)
+		}
+		tw := tabwriter.NewWriter(g.Stdout, 0, 8, 2, ' ', 0)
+		for _, d := range ds {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", d.DeviceID, orDash(d.Status), orDash(d.ConnectionState))
+		}
+		return tw.Flush()
+	case "show":
+		d, err := c.GetDevice(ctx, pos[0])
+		if err != nil {
+			return explainHubError(err, c, pos[0])
+		}
+		return writeJSON(g, d, true)
+	case "rm":
+		if err := c.DeleteDevice(ctx, pos[0]); err != nil {
+			return explainHubError(err, c, pos[0])
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func writeJSON(g *globals, v any, indent bool) error {
+	enc := json.NewEncoder(g.Stdout)
+	if indent {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
+}
+
+// parseInterleaved parses flags wherever they appear among the positional
+// arguments ("forward dev1 ssh --listen :2222"), which the flag package
+// alone stops at. Everything after "--" is positional. The error is
+// flag.ErrHelp after -h (the caller returns nil: help is no failure) and
+// errUsage otherwise (the flag package has explained it).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, errUsage
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// newServiceClient builds the client every hub command uses from --hub and
+// --ca.
+func newServiceClient(g *globals) (*service.Client, error) {
+	if strings.TrimSpace(g.Hub) == "" {
+		return nil, errors.New("no hub given: pass --hub CONNSTR or set TETHER_HUB to a service connection string (HostName=...;SharedAccessKeyName=...;SharedAccessKey=...)")
+	}
+	conf, err := g.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := service.New(g.Hub, service.Options{TLSConfig: conf})
+	if err != nil {
+		return nil, fmt.Errorf("--hub: %w", err)
+	}
+	return c, nil
+}
+
+// explainHubError turns an SDK error into the one line a user can act on.
+// deviceID may be empty when the call named no device.
+func explainHubError(err error, c *service.Client, deviceID string) error {
+	var (
+		ae  *service.APIError
+		cve *tls.CertificateVerificationError
+		ue  *url.Error
+		oe  *net.OpError
+	)
+	switch {
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, service.ErrDeviceNotFound):
+		return fmt.Errorf("device %q not found", deviceID)
+	case errors.Is(err, service.ErrDeviceExists):
+		return fmt.Errorf("device %q already exists", deviceID)
+	case errors.Is(err, service.ErrDeviceOffline):
+		return fmt.Errorf("device %q is not connected to the hub", deviceID)
+	case errors.Is(err, service.ErrTimeout):
+		return fmt.Errorf("device %q did not answer in time", deviceID)
+	case errors.Is(err, service.ErrThrottled):
+		return errors.New("the hub is throttling requests: try again later")
+	case errors.Is(err, service.ErrUnauthorized):
+		return errors.New("unauthorized: check the connection string (and that its policy has the rights this command needs)")
+	case errors.As(err, &cve):
+		return fmt.Errorf("certificate not trusted: pass --ca FILE with the CA of hub %s (%v)", c.HostName(), cve.Err)
+	case errors.As(err, &oe):
+		return fmt.Errorf("hub unreachable at %s: %v", c.HostName(), oe.Err)
+	case errors.As(err, &ue):
+		return fmt.Errorf("hub unreachable at %s: %v", c.HostName(), ue.Err)
+	case errors.As(err, &ae):
+		return fmt.Errorf("hub error: %v", ae)
+	}
+	return err
+}

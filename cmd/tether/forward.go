@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tether-io/tether/service"
+)
+
+const forwardUsage = `usage: tether forward DEVICE STREAM --listen ADDR
+
+Accepts TCP connections on ADDR (host:port, or a bare port for 127.0.0.1)
+and relays each one through a new stream named STREAM to DEVICE.
+`
+
+func cmdForward(ctx context.Context, g *globals, args []string) error {
+	fs := g.newFlagSet("forward")
+	listen := fs.String("listen", "", "address to accept connections on: host:port, or a port for 127.0.0.1")
+	fs.Usage = func() {
+		fmt.Fprint(g.Stderr, forwardUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New("forward needs a device and a stream: tether forward DEVICE STREAM --listen ADDR")
+	}
+	device, stream := pos[0], pos[1]
+	if strings.ContainsAny(stream, "/?#+") {
+		return fmt.Errorf("bad stream name %q: it may not hold / ? # +", stream)
+	}
+	if *listen == "" {
+		return errors.New("forward needs --listen ADDR (host:port, or a port for 127.0.0.1)")
+	}
+	c, err := newServiceClient(g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	addr := *listen
+	if !strings.Contains(addr, ":") {
+		// A bare port stays on loopback: exposing a device to the network
+		// should take an explicit host.
+		addr = net.JoinHostPort("127.0.0.1", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		return fmt.Errorf("cannot listen on %s: %v", addr, err)
+	}
+	defer ln.Close()
+
+	if err := checkDevice(ctx, g, c, device); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	fmt.Fprintf(g.Stderr, "forwarding %s → %s/%s\n", ln.Addr(), device, stream)
+	f := &forwarder{
+		client: c,
+		device: device,
+		stream: stream,
+		logw:   g.Stderr,
+		conns:  make(map[net.Conn]struct{}),
+	}
+	f.serve(ctx, ln)
+	return nil
+}
+
+// checkDevice makes a wrong device, key, address or CA fail at start
+// rather than at the first connection.
+func checkDevice(ctx context.Context, g *globals, c *service.Client, device string) error {
+	_, err := c.GetDevice(ctx, device)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, service.ErrUnauthorized) {
+		// A policy with ServiceConnect alone (Azure's "service") may open
+		// streams yet not read the registry. Any valid token may read the
+		// endpoints, which tells a missing right from a bad key.
+		if _, err2 := c.StreamingEndpoints(ctx); err2 == nil {
+			fmt.Fprintf(g.Stderr, "tether: the policy cannot read the registry; device %q is checked at each connection\n", device)
+			return nil
+		}
+	}
+	return explainHubError(err, c, device)
+}
+
+// forwarder relays each accepted connection through its own stream.
+type forwarder struct {
+	client         *service.Client
+	device, stream string
+
+	logMu sync.Mutex
+	logw  io.Writer
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // client connections and streams, to close at the end
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (f *forwarder) logf(format string, args ...any) {
+	f.logMu.Lock()
+	defer f.logMu.Unlock()
+	fmt.Fprintf(f.logw, "tether: "+format+"\n", args...)
+}
+
+// track registers c to be closed when the forwarder stops; false means it
+// has already stopped and c must be closed now.
+func (f *forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *forwarder) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+}
+
+func (f *forwarder) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+	}
+}
+
+// serve accepts until ctx is done, then closes every connection and waits
+// for their goroutines.
+func (f *forwarder) serve(ctx context.Context, ln net.Listener) {
+	stop := context.AfterFunc(ctx, func() {
+		ln.Close()
+		f.closeAll()
+	})
+	defer stop()
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			// Out of file descriptors and the like pass: back off rather
+			// than spin, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			f.logf("accepting: %v; retrying in %v", err, delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		delay = 0
+		if !f.track(conn) {
+			conn.Close()
+			break
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.handle(ctx, conn)
+		}()
+	}
+	f.closeAll()
+	f.wg.Wait()
+}
+
+func (f *forwarder) handle(ctx context.Context, client net.Conn) {
+	defer f.untrack(client)
+	defer client.Close()
+	from := client.RemoteAddr()
+	st, err := f.client.OpenStream(ctx, f.device, f.stream)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.logf("connection from %s: %v", from, f.explain(err))
+		}
+		return
+	}
+	defer st.Close()
+	if !f.track(st) {
+		return
+	}
+	defer f.untrack(st)
+	if err := relay(client, st); err != nil && ctx.Err() == nil {
+		f.logf("connection from %s: %v", from, err)
+	}
+}
+
+func (f *forwarder) explain(err error) error {
+	if errors.Is(err, service.ErrRejected) {
+		return fmt.Errorf("device %q rejected stream %q (is it in the agent's --allow list?)", f.device, f.stream)
+	}
+	var ae *service.APIError
+	if errors.As(err, &ae) || errors.Is(err, service.ErrTimeout) {
+		return explainHubError(err, f.client, f.device)
+	}
+	// Failures to reach the hub keep the SDK's own line, which names the
+	// address and, for a certificate, the fix.
+	return err
+}
+
+// relay copies both ways between a client connection and a stream and
+// returns when both directions have ended. A stream has no half-close (its
+// EOF ends it whole), so the end of one direction is passed on at once:
+// the client's EOF closes the stream, and the stream's end half-closes the
+// client and stops reading from it, so that neither side waits on a peer
+// that is gone.
+func relay(client, stream net.Conn) error {
+	errc := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(stream, client)
+		closeWrite(stream)
+		errc <- directionError("client → device", err)
+	}()
+	go func() {
+		_, err := io.Copy(client, stream)
+		closeWrite(client)
+		// Nothing the client sends now could reach the device.
+		client.SetReadDeadline(time.Now())
+		errc <- directionError("device → client", err)
+	}()
+	return errors.Join(<-errc, <-errc)
+}
+
+// closeWrite half-closes c when it can and closes it otherwise.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		if hc.CloseWrite() == nil {
+			return
+		}
+	}
+	c.Close()
+}
+
+// directionError drops the errors relay causes itself when it ends a
+// direction (a closed connection, an expired read deadline); the others
+// say which way they happened.
+func directionError(dir string, err error) error {
+	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", dir, err)
+}

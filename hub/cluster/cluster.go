@@ -1,0 +1,407 @@
+// Package cluster is the hub's state and routing engine: one NATS connection
+// with JetStream, to an embedded in-process server by default or to an
+// external NATS system when the hub runs as several nodes.
+//
+// Everything else in the hub (registry buckets, stream logs, routing of stream
+// requests to the node that holds a device's session) goes through the
+// connection and JetStream context a Cluster hands out, so a single node
+// needs no separate NATS install and a multi-node hub changes only Options.URL.
+//
+// The embedded server opens no listener: the hub talks to it in-process, so
+// there is no port to secure or to collide with.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrClosed is returned by Ready after Close.
+var ErrClosed = errors.New("cluster: closed")
+
+// Options configures Start. The zero value is not enough on its own: an
+// embedded server needs DataDir, since silently keeping device keys in a
+// temporary folder would lose them on reboot.
+type Options struct {
+	// DataDir holds the embedded JetStream store, under DataDir/nats.
+	// Unused when URL is set.
+	DataDir string
+	// URL of an external NATS system (nats://host:4222, comma-separated for
+	// several seeds). Empty: run an embedded in-process server.
+	URL string
+	// Name of this node; default: the host name. Node() adds a random
+	// suffix so two processes with the same name are still told apart.
+	Name string
+	// Logger receives connection events and the embedded server's log.
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// Cluster is a live connection to NATS with JetStream.
+type Cluster struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	srv    *server.Server // nil with an external URL
+	node   string
+	log    *slog.Logger
+	closed chan struct{} // closed by nats.go once the connection is closed
+
+	closeOnce sync.Once
+	closeErr  error
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+	shut     bool
+}
+
+// readyTTL bounds how often Ready asks JetStream: health probes can come in
+// bursts and every answer costs a round trip to the meta leader.
+const readyTTL = time.Second
+
+// readyTimeout bounds one JetStream probe in Ready.
+const readyTimeout = 2 * time.Second
+
+// Start connects to NATS (starting the embedded server first when opts.URL
+// is empty) and returns once JetStream answers. ctx bounds the wait; with an
+// external URL Start keeps retrying until JetStream answers or ctx is done,
+// because a NATS cluster that is still electing its leader refuses requests
+// for a while.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	name := opts.Name
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "tether"
+		}
+		name = h
+	}
+	name = sanitize(name)
+	node := name + "-" + randomSuffix()
+	log = log.With("node", node)
+
+	c := &Cluster{node: node, log: log, closed: make(chan struct{})}
+	connOpts := []nats.Option{
+		nats.Name("tetherd " + node),
+		nats.MaxReconnects(-1),
+		nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "server", redactURL(nc.ConnectedUrl()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Warn("nats async error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Warn("nats async error", "err", err)
+		}),
+	}
+
+	var where string
+	if opts.URL == "" {
+		srv, err := startEmbedded(ctx, opts.DataDir, name, log)
+		if err != nil {
+			return nil, err
+		}
+		c.srv = srv
+		where = "embedded NATS"
+		connOpts = append(connOpts, nats.InProcessServer(srv))
+		nc, err := nats.Connect("", connOpts...)
+		if err != nil {
+			c.stopServer()
+			return nil, fmt.Errorf("cluster: connect to embedded NATS: %w", err)
+		}
+		c.nc = nc
+	} else {
+		where = redactURL(opts.URL)
+		nc, err := connectExternal(ctx, opts.URL, connOpts)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: connect to %s: %w", where, err)
+		}
+		c.nc = nc
+	}
+
+	js, err := jetstream.New(c.nc)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cluster: JetStream on %s: %w", where, err)
+	}
+	c.js = js
+	if err := waitJetStream(ctx, js); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("cluster: JetStream on %s is not usable: %w", where, err)
+	}
+	log.Info("cluster ready", "nats", where)
+	return c, nil
+}
+
+// startEmbedded starts an in-process server with JetStream in dataDir/nats.
+func startEmbedded(ctx context.Context, dataDir, name string, log *slog.Logger) (*server.Server, error) {
+	if dataDir == "" {
+		return nil, errors.New("cluster: Options.DataDir is required for the embedded NATS server")
+	}
+	store := filepath.Join(dataDir, "nats")
+	if err := os.MkdirAll(store, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: create store folder: %w", err)
+	}
+	srv, err := server.NewServer(&server.Options{
+		// The server name is kept stable across restarts (no random
+		// suffix): once embedded servers form a JetStream cluster, peers
+		// know each other by it.
+		ServerName: name,
+		DontListen: true,
+		JetStream:  true,
+		StoreDir:   store,
+		// The binary owns signals and logging.
+		NoSigs: true,
+		NoLog:  true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: embedded NATS options: %w", err)
+	}
+	sl := &serverLogger{log: log.With("component", "nats-server")}
+	srv.SetLoggerV2(sl, false, false, false)
+	srv.Start()
+	stop := func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+	// Start returns early, without an error, when JetStream cannot start
+	// (store unreadable, out of space); the reason only reaches the log.
+	if !srv.JetStreamEnabled() {
+		stop()
+		if msg := sl.fatal(); msg != "" {
+			return nil, fmt.Errorf("cluster: embedded NATS: %s", msg)
+		}
+		return nil, errors.New("cluster: embedded NATS: JetStream did not start")
+	}
+	wait := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	if wait <= 0 || !srv.ReadyForConnections(wait) {
+		stop()
+		if msg := sl.fatal(); msg != "" {
+			return nil, fmt.Errorf("cluster: embedded NATS: %s", msg)
+		}
+		return nil, fmt.Errorf("cluster: embedded NATS not ready within %v", wait.Round(time.Millisecond))
+	}
+	return srv, nil
+}
+
+// connectExternal dials until the first connection succeeds or ctx ends, so
+// that nodes started together with their NATS servers need no start order.
+func connectExternal(ctx context.Context, rawURL string, opts []nats.Option) (*nats.Conn, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		nc, err := nats.Connect(rawURL, opts...)
+		if err == nil {
+			return nc, nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// waitJetStream asks for account info until it is answered or ctx ends.
+func waitJetStream(ctx context.Context, js jetstream.JetStream) error {
+	backoff := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, readyTimeout)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up: %w)", err, context.Cause(ctx))
+		case <-t.C:
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// Conn is the NATS connection. It stays owned by the Cluster: do not close
+// it.
+func (c *Cluster) Conn() *nats.Conn { return c.nc }
+
+// JetStream is the JetStream context on Conn.
+func (c *Cluster) JetStream() jetstream.JetStream { return c.js }
+
+// Node is this process's unique node id: the node name (reduced to a single
+// valid NATS subject token) and a random suffix, new at each Start.
+func (c *Cluster) Node() string { return c.node }
+
+// Ready reports whether the connection is up and JetStream answers. A
+// broken connection is reported at once; a JetStream answer is cached for a
+// second so frequent health checks stay cheap.
+func (c *Cluster) Ready() error {
+	c.readyMu.Lock()
+	defer c.readyMu.Unlock()
+	if c.shut {
+		return ErrClosed
+	}
+	if !c.nc.IsConnected() {
+		c.readyAt = time.Time{}
+		return fmt.Errorf("cluster: NATS connection is %v", c.nc.Status())
+	}
+	if !c.readyAt.IsZero() && time.Since(c.readyAt) < readyTTL {
+		return c.readyErr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	_, err := c.js.AccountInfo(ctx)
+	if err != nil {
+		err = fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	c.readyAt, c.readyErr = time.Now(), err
+	return err
+}
+
+// Close drains the connection (letting pending messages and subscription
+// handlers finish), then shuts the embedded server down and waits for it, so
+// the store is flushed and the folder can be opened again. It is idempotent.
+func (c *Cluster) Close() error {
+	c.closeOnce.Do(func() {
+		c.readyMu.Lock()
+		c.shut = true
+		c.readyMu.Unlock()
+		if c.nc != nil {
+			err := c.nc.Drain()
+			// Drain refuses while reconnecting and closes the connection
+			// instead, which loses nothing a drain could have delivered.
+			if err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionReconnecting) {
+				c.closeErr = fmt.Errorf("cluster: drain: %w", err)
+				c.nc.Close()
+			}
+			<-c.closed
+		}
+		c.stopServer()
+		c.log.Info("cluster closed")
+	})
+	return c.closeErr
+}
+
+func (c *Cluster) stopServer() {
+	if c.srv != nil {
+		c.srv.Shutdown()
+		c.srv.WaitForShutdown()
+	}
+}
+
+// sanitize turns a node name into one NATS subject token, since other parts
+// of the hub build subjects from it.
+func sanitize(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 {
+		return "tether"
+	}
+	return b.String()
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// redactURL hides passwords and tokens in NATS URLs before they reach logs
+// or errors.
+func redactURL(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if u, err := url.Parse(p); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				p = u.Redacted()
+			} else {
+				u.User = url.User("redacted")
+				p = u.String()
+			}
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
+}
+
+// serverLogger sends the embedded server's log to slog. Its notices are
+// start-up chatter, so they go out at debug level; its fatal errors are kept
+// for Start to report, since the server does not return them.
+type serverLogger struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	lastFail string
+}
+
+func (l *serverLogger) fatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastFail
+}
+
+func (l *serverLogger) Noticef(format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...))
+}
+
+func (l *serverLogger) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
+
+func (l *serverLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.mu.Lock()
+	l.lastFail = msg
+	l.mu.Unlock()
+	l.log.Error(msg)
+}
+
+func (l *serverLogger) Errorf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...))
+}
+
+func (l *serverLogger) Debugf(format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...))
+}
+
+func (l *serverLogger) Tracef(format string, v ...any) {}
