@@ -43,7 +43,7 @@ type testHub struct {
 
 type hubOptions struct {
 	dir    string        // reuse a data folder (restart)
-	window time.Duration // handshake window
+	window time.Duration // handshake window, and its maximum
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -106,6 +106,7 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		HostNames: []string{"127.0.0.1"},
 		PublicURL: "https://" + addr,
 		Window:    o.window,
+		MaxWindow: o.window,
 		Logger:    log,
 	})
 	if err != nil {

@@ -406,7 +406,7 @@ func rawDeviceAnswering(t *testing.T, h *testHub, connStr string, status int) (s
 			t.Errorf("raw device got a malformed request %q: %v", m.Topic(), err)
 			return
 		}
-		c.Publish(wire.ResponseTopic(status, r.RID), 1, false, nil)
+		c.Publish(wire.ResponseTopic(status, r.RID), 1, false, []byte{})
 	})
 	if !sub.WaitTimeout(10*time.Second) || sub.Error() != nil {
 		t.Fatalf("raw device subscribe: %v", sub.Error())
@@ -438,7 +438,7 @@ func TestResponseNeverEchoed(t *testing.T) {
 	}).Wait()
 	c.Subscribe(wire.TopicRequestFilter, 0, func(c mqtt.Client, m mqtt.Message) {
 		r, _ := wire.ParseStreamRequest(m.Topic())
-		c.Publish(wire.ResponseTopic(400, r.RID), 1, false, nil).Wait()
+		c.Publish(wire.ResponseTopic(400, r.RID), 1, false, []byte{}).Wait()
 		requests <- r.RID
 	}).Wait()
 

@@ -18,8 +18,12 @@ import (
 
 // Subjects of one device, by MQTT client id. Only the node holding the
 // device's session subscribes, so "no responders" means offline everywhere.
-func streamSubject(clientID string) string { return "tether.dev." + cluster.SubjectToken(clientID) + ".stream" }
-func kickSubject(clientID string) string   { return "tether.dev." + cluster.SubjectToken(clientID) + ".kick" }
+func streamSubject(clientID string) string {
+	return "tether.dev." + cluster.SubjectToken(clientID) + ".stream"
+}
+func kickSubject(clientID string) string {
+	return "tether.dev." + cluster.SubjectToken(clientID) + ".kick"
+}
 func deviceSubjects(clientID string) string {
 	return "tether.dev." + cluster.SubjectToken(clientID) + ".*"
 }

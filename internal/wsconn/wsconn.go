@@ -1,16 +1,618 @@
 // Package wsconn is the client side of a stream on the streaming endpoint:
 // it dials a wss:// bridge URL with a bearer token and presents the
 // WebSocket as a net.Conn. The device and service SDKs share it.
+//
+// A stream is a byte stream, not a sequence of messages: Read returns the
+// payload of every data frame in order, whatever its opcode and however it
+// was fragmented, and every Write goes out as binary frames. A WebSocket has
+// no half-close, so io.EOF from Read means the whole stream is over: the
+// peer (or the hub) sent a close frame or the connection ended.
 package wsconn
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/wire"
 )
 
-// Dial opens url (wss://host:port/bridges/...) with
-// "Authorization: Bearer token" and returns the stream as a net.Conn.
+const (
+	// maxFrame is the largest frame Write sends. 256 KiB is the top of the
+	// range RELAY-NOTES measured as best, and being a multiple of 16 KiB it
+	// fills whole TLS records.
+	maxFrame = 256 << 10
+	// maxHeader is the size of a masked client header with a 64-bit length.
+	maxHeader = ws.MaxHeaderSize
+	// maxChunk is the payload of a full frame: header + payload == maxFrame.
+	maxChunk = maxFrame - maxHeader
+
+	// closeTimeout bounds how long Close waits to send its close frame, so
+	// a peer that stopped reading cannot hold Close up.
+	closeTimeout = time.Second
+
+	// maxErrorBody bounds what is read of a rejected handshake's body.
+	maxErrorBody = 64 << 10
+	// errorBodyTimeout bounds reading that body when ctx has no deadline, so
+	// a server that never finishes its answer cannot hang Dial.
+	errorBodyTimeout = 5 * time.Second
+)
+
+// ErrProtocol is returned by Read when the server breaks RFC 6455.
+var ErrProtocol = errors.New("wsconn: websocket protocol error")
+
+// ErrBadToken is returned by Dial for a token that cannot be sent in an
+// HTTP header.
+var ErrBadToken = errors.New("wsconn: token holds characters not allowed in a header")
+
+// HandshakeError is returned by Dial when the server answers the upgrade
+// with anything but 101. Code and Message come from the Azure-shaped JSON
+// error body when there is one (Code is 0 otherwise, and Message the body's
+// text).
+type HandshakeError struct {
+	StatusCode int
+	Code       int
+	Message    string
+}
+
+func (e *HandshakeError) Error() string {
+	s := "wsconn: handshake answered HTTP " + strconv.Itoa(e.StatusCode)
+	if e.Code != 0 {
+		s += " (" + strconv.Itoa(e.Code) + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Dial opens url (wss://host:port/bridges/..., or ws:// without TLS) with
+// "Authorization: Bearer token" and returns the stream as a *Conn. tlsConf
+// may be nil (system roots); when its ServerName is empty the URL's host is
+// used. ctx bounds the dial and the handshake, not the returned Conn.
 func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn, error) {
-	panic("not yet")
+	if !validToken(token) {
+		return nil, ErrBadToken
+	}
+	var (
+		herr  *HandshakeError
+		raw   net.Conn
+		batch *batchConn
+	)
+	d := ws.Dialer{
+		Header: ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var nd net.Dialer
+			c, err := nd.DialContext(ctx, network, addr)
+			raw = c
+			return c, err
+		},
+		TLSClient: func(conn net.Conn, host string) net.Conn {
+			cfg := &tls.Config{}
+			if tlsConf != nil {
+				cfg = tlsConf.Clone()
+			}
+			if cfg.ServerName == "" {
+				cfg.ServerName = host
+			}
+			// The upgrade is HTTP/1.1: a server must not pick h2 because
+			// the caller's config offers it.
+			cfg.NextProtos = []string{"http/1.1"}
+			batch = &batchConn{Conn: conn}
+			return tls.Client(batch, cfg)
+		},
+		OnStatusError: func(status int, _ []byte, resp io.Reader) {
+			herr = readHandshakeError(ctx, raw, status, resp)
+		},
+	}
+	conn, br, _, err := d.Dial(ctx, url)
+	if err != nil {
+		if herr != nil {
+			return nil, herr
+		}
+		return nil, fmt.Errorf("wsconn: dial %s: %w", url, err)
+	}
+	return newConn(conn, br, raw, batch), nil
+}
+
+// validToken keeps a token from smuggling extra header lines into the
+// handshake request.
+func validToken(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func readHandshakeError(ctx context.Context, raw net.Conn, status int, resp io.Reader) *HandshakeError {
+	herr := &HandshakeError{StatusCode: status}
+	if raw != nil {
+		if _, ok := ctx.Deadline(); !ok {
+			// The dialer's own deadline only exists when ctx has one.
+			raw.SetReadDeadline(time.Now().Add(errorBodyTimeout))
+		}
+	}
+	res, err := http.ReadResponse(bufio.NewReader(resp), nil)
+	if err != nil {
+		return herr
+	}
+	body, _ := io.ReadAll(io.LimitReader(res.Body, maxErrorBody))
+	res.Body.Close()
+	herr.Code, herr.Message = wire.DecodeError(body)
+	return herr
+}
+
+// Conn is one side of a stream. Read and Write may be called concurrently
+// with each other; concurrent Reads (or Writes) are serialised.
+type Conn struct {
+	nc    net.Conn
+	raw   net.Conn   // the TCP conn under nc; closed directly by Close
+	batch *batchConn // nil without TLS
+
+	rmu  sync.Mutex
+	r    *bufio.Reader
+	rerr error // sticky: io.EOF after a close frame, or a broken stream
+	// The read state survives across Read calls so that a read deadline
+	// firing in the middle of a header or a control frame loses nothing.
+	hbuf   [maxHeader]byte
+	hn     int   // header bytes read so far
+	left   int64 // payload bytes left in the current frame
+	op     ws.OpCode
+	mask   [4]byte
+	masked bool
+	off    int // bytes of the current payload already unmasked
+	ctrl   [ws.MaxControlFramePayloadSize]byte
+
+	wmu       sync.Mutex
+	wbuf      []byte // one outgoing frame, reused
+	cbuf      [2 + maxHeader + ws.MaxControlFramePayloadSize]byte
+	closeSent bool // no data frame may follow a close frame
+	wbroken   bool // a frame went out in part: the stream is garbage now
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func newConn(nc net.Conn, br *bufio.Reader, raw net.Conn, batch *batchConn) *Conn {
+	if raw == nil {
+		raw = nc
+	}
+	if br == nil {
+		br = bufio.NewReaderSize(nc, 4096)
+	}
+	return &Conn{nc: nc, raw: raw, batch: batch, r: br}
+}
+
+// Read reads payload bytes of data frames. It answers pings with pongs and
+// returns io.EOF once a close frame arrives or the connection ends.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if c.hn < 0 { // inside a payload
+			if c.op.IsControl() {
+				if err := c.readControl(); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			if c.left == 0 {
+				c.hn = 0
+				continue
+			}
+			n := len(p)
+			if int64(n) > c.left {
+				n = int(c.left)
+			}
+			n, err := c.r.Read(p[:n])
+			if c.masked {
+				ws.Cipher(p[:n], c.mask, c.off)
+			}
+			c.off += n
+			c.left -= int64(n)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil && !isTimeout(err) {
+				c.rerr = err
+			}
+			if n > 0 {
+				return n, nil
+			}
+			return 0, err
+		}
+		if err := c.readHeader(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// readHeader reads and parses the next frame header. On success c.hn is -1
+// and c.op, c.left, c.mask describe the payload that follows.
+func (c *Conn) readHeader() error {
+	need := 2
+	if c.hn >= 2 {
+		need = headerLen(c.hbuf[0], c.hbuf[1])
+	}
+	for c.hn < need {
+		n, err := c.r.Read(c.hbuf[c.hn:need])
+		c.hn += n
+		if c.hn >= 2 {
+			need = headerLen(c.hbuf[0], c.hbuf[1])
+		}
+		if c.hn >= need {
+			break
+		}
+		if err != nil {
+			if err == io.EOF && c.hn > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			if !isTimeout(err) {
+				c.rerr = err
+			}
+			return err
+		}
+	}
+	b0, b1 := c.hbuf[0], c.hbuf[1]
+	fin := b0&0x80 != 0
+	c.op = ws.OpCode(b0 & 0x0f)
+	c.masked = b1&0x80 != 0
+	rest := c.hbuf[2:need]
+	switch l := b1 & 0x7f; l {
+	case 126:
+		c.left = int64(binary.BigEndian.Uint16(rest))
+		rest = rest[2:]
+	case 127:
+		v := binary.BigEndian.Uint64(rest)
+		if v>>63 != 0 {
+			return c.protocolError("frame length has its top bit set")
+		}
+		c.left = int64(v)
+		rest = rest[8:]
+	default:
+		c.left = int64(l)
+	}
+	if c.masked {
+		copy(c.mask[:], rest)
+	}
+	c.off = 0
+	c.hn = -1
+	switch {
+	case b0&0x70 != 0:
+		return c.protocolError("reserved bits set without an extension")
+	case c.op.IsReserved():
+		return c.protocolError("reserved opcode " + strconv.Itoa(int(c.op)))
+	case c.op.IsControl() && (!fin || c.left > ws.MaxControlFramePayloadSize):
+		return c.protocolError("fragmented or oversized control frame")
+	}
+	return nil
+}
+
+// headerLen is the full length of a header given its first two bytes.
+func headerLen(b0, b1 byte) int {
+	n := 2
+	switch b1 & 0x7f {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b1&0x80 != 0 {
+		n += 4
+	}
+	return n
+}
+
+// readControl reads the rest of a control frame's payload and acts on it.
+func (c *Conn) readControl() error {
+	for c.left > 0 {
+		n, err := c.r.Read(c.ctrl[c.off : c.off+int(c.left)])
+		c.off += n
+		c.left -= int64(n)
+		if c.left == 0 {
+			break
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			if !isTimeout(err) {
+				c.rerr = err
+			}
+			return err
+		}
+	}
+	payload := c.ctrl[:c.off]
+	if c.masked {
+		ws.Cipher(payload, c.mask, 0)
+	}
+	c.hn = 0
+	switch c.op {
+	case ws.OpPing:
+		// A pong that fails to go out is not Read's error: the next read
+		// or write meets the broken connection anyway.
+		_ = c.writeControl(ws.OpPong, payload)
+	case ws.OpClose:
+		if len(payload) == 1 {
+			return c.protocolError("close frame with a one-byte body")
+		}
+		// Echo the code back, as RFC 6455 §5.5.1 asks, then report EOF;
+		// Close ends the TCP connection.
+		if len(payload) >= 2 {
+			payload = payload[:2]
+		}
+		_ = c.writeControl(ws.OpClose, payload)
+		c.rerr = io.EOF
+		return io.EOF
+	}
+	return nil
+}
+
+func (c *Conn) protocolError(what string) error {
+	c.rerr = fmt.Errorf("%w: %s", ErrProtocol, what)
+	var body [2 + 32]byte
+	binary.BigEndian.PutUint16(body[:], uint16(ws.StatusProtocolError))
+	n := copy(body[2:], "protocol error")
+	_ = c.writeControl(ws.OpClose, body[:2+n])
+	return c.rerr
+}
+
+// writeControl sends one control frame. A close frame is sent at most once.
+func (c *Conn) writeControl(op ws.OpCode, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent || c.wbroken {
+		return net.ErrClosed
+	}
+	if op == ws.OpClose {
+		c.closeSent = true
+	}
+	n := putHeader(c.cbuf[:], op, true, len(payload))
+	copy(c.cbuf[n:], payload)
+	ws.Cipher(c.cbuf[n:n+len(payload)], c.maskOf(n), 0)
+	return c.writeRaw(c.cbuf[:n+len(payload)])
+}
+
+// maskOf returns the mask putHeader just wrote, which ends at n.
+func (c *Conn) maskOf(n int) (m [4]byte) {
+	copy(m[:], c.cbuf[n-4:n])
+	return m
+}
+
+// Write sends p as one binary frame, or as frames of 256 KiB when it is
+// larger. It returns how many bytes of p went out in whole frames.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent || c.wbroken {
+		return 0, net.ErrClosed
+	}
+	if c.wbuf == nil {
+		c.wbuf = make([]byte, maxFrame)
+	}
+	done := 0
+	for done < len(p) {
+		chunk := min(len(p)-done, maxChunk)
+		n := putHeader(c.wbuf, ws.OpBinary, true, chunk)
+		// Copy then mask: the caller's p must stay as it was.
+		copy(c.wbuf[n:], p[done:done+chunk])
+		var m [4]byte
+		copy(m[:], c.wbuf[n-4:n])
+		ws.Cipher(c.wbuf[n:n+chunk], m, 0)
+		if err := c.writeRaw(c.wbuf[:n+chunk]); err != nil {
+			return done, err
+		}
+		done += chunk
+	}
+	return done, nil
+}
+
+// ReadFrom sends what it reads from src as binary frames, reading straight
+// into the frame buffer (header room in front) so a full read becomes a
+// 256 KiB frame with one copy fewer than Write. io.Copy uses it.
+func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
+	// A buffer of its own: reading src must not hold the write lock, or
+	// pongs and Close would wait on src.
+	buf := make([]byte, maxFrame)
+	var total int64
+	for {
+		n, rerr := src.Read(buf[maxHeader:])
+		if n > 0 {
+			h := headerSize(n)
+			start := maxHeader - h
+			putHeader(buf[start:], ws.OpBinary, true, n)
+			var m [4]byte
+			copy(m[:], buf[maxHeader-4:maxHeader])
+			ws.Cipher(buf[maxHeader:maxHeader+n], m, 0)
+			c.wmu.Lock()
+			var werr error
+			if c.closeSent || c.wbroken {
+				werr = net.ErrClosed
+			} else {
+				werr = c.writeRaw(buf[start : maxHeader+n])
+			}
+			c.wmu.Unlock()
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// writeRaw writes one whole frame in one Write of the TLS conn and, with
+// the batching shim, one write syscall. The caller holds wmu.
+func (c *Conn) writeRaw(b []byte) error {
+	if c.batch != nil {
+		c.batch.hold()
+	}
+	n, err := c.nc.Write(b)
+	if c.batch != nil {
+		if ferr := c.batch.flush(); err == nil {
+			err = ferr
+		}
+	}
+	if err != nil && (n > 0 || c.batch != nil) {
+		// Part of a frame may be on the wire (TLS also breaks for good
+		// after a failed write): nothing more may be framed after it.
+		c.wbroken = true
+	}
+	return err
+}
+
+// headerSize is the size of a masked header for a payload of n bytes.
+func headerSize(n int) int {
+	switch {
+	case n < 126:
+		return 2 + 4
+	case n <= 0xffff:
+		return 4 + 4
+	default:
+		return 10 + 4
+	}
+}
+
+// putHeader writes a masked header with a fresh random mask at the start of
+// b and returns its size.
+func putHeader(b []byte, op ws.OpCode, fin bool, n int) int {
+	b[0] = byte(op)
+	if fin {
+		b[0] |= 0x80
+	}
+	var i int
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+		i = 2
+	case n <= 0xffff:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		i = 4
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+		i = 10
+	}
+	b[1] |= 0x80
+	// The mask only defeats cache poisoning by proxies (RFC 6455 §10.3);
+	// it need not be a secret, so math/rand is enough.
+	binary.LittleEndian.PutUint32(b[i:], rand.Uint32())
+	return i + 4
+}
+
+// Close sends a close frame (1000) if none was sent yet, waiting at most a
+// second for it to go out, and closes the connection. It is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		// A short deadline first: it also unblocks a Write stuck on a peer
+		// that stopped reading, which holds the write lock.
+		c.nc.SetWriteDeadline(time.Now().Add(closeTimeout))
+		var body [2]byte
+		binary.BigEndian.PutUint16(body[:], uint16(ws.StatusNormalClosure))
+		_ = c.writeControl(ws.OpClose, body[:])
+		// The raw TCP conn, not the TLS one: the close frame already said
+		// goodbye, and tls.Conn.Close would wait up to 5 s to send its
+		// close_notify to a peer that may not be reading.
+		c.closeErr = c.raw.Close()
+	})
+	return c.closeErr
+}
+
+// LocalAddr returns the local network address.
+func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// RemoteAddr returns the hub's network address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// SetDeadline sets the read and write deadlines of the connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// batchConn sits under the tls.Conn and gathers the records of one frame
+// into one write syscall: tls.Conn writes each 16 KiB record on its own,
+// and syscalls dominate the cost of a stream (RELAY-NOTES: +20-34%
+// throughput, -20% CPU).
+type batchConn struct {
+	net.Conn
+	mu      sync.Mutex
+	holding bool
+	buf     []byte
+	err     error // sticky: after a failed flush the TLS stream is broken
+}
+
+func (b *batchConn) hold() {
+	b.mu.Lock()
+	b.holding = true
+	b.mu.Unlock()
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.holding {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	// Writes outside a frame (handshake, alerts, key updates from Read)
+	// go straight through.
+	return b.Conn.Write(p)
+}
+
+func (b *batchConn) flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.holding = false
+	if b.err != nil || len(b.buf) == 0 {
+		return b.err
+	}
+	_, err := b.Conn.Write(b.buf)
+	b.buf = b.buf[:0]
+	if err != nil {
+		b.err = err
+	}
+	return err
 }

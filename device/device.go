@@ -1,0 +1,541 @@
+// Package device is Tether's device SDK: it holds a device's control channel
+// to the hub (MQTT 3.1.1, over WebSocket or TLS, as the Azure IoT Hub device
+// SDKs speak it), hands the stream requests the hub sends to the caller, and
+// turns an accepted request into a net.Conn joined to the service's side.
+//
+//	c, err := device.Dial(ctx, connStr, device.Options{})
+//	for {
+//		req, err := c.Accept(ctx)
+//		...
+//		conn, err := req.Accept(ctx) // or req.Reject()
+//	}
+//
+// The first connection is made by Dial, so a wrong key, an untrusted
+// certificate or an unreachable hub is reported there. After that the client
+// keeps the channel up by itself until Close: every reconnect signs a fresh
+// SAS token and waits an exponential, fully jittered delay, so a fleet that
+// lost a hub node does not come back all at once.
+//
+// The SDK imports nothing of the hub, so an agent built on it stays small.
+package device
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/wire"
+)
+
+// Transport is how the device reaches the hub's MQTT endpoint.
+type Transport int
+
+const (
+	// WebSocket is MQTT over wss://{HostName}/$iothub/websocket (subprotocol
+	// "mqtt"). It is the default because it needs only the HTTPS port, which
+	// firewalls in front of devices leave open.
+	WebSocket Transport = iota
+	// TLS is MQTT over TLS to Options.MQTTAddress ({host}:8883 by default).
+	TLS
+)
+
+func (t Transport) String() string {
+	switch t {
+	case WebSocket:
+		return "ws"
+	case TLS:
+		return "tls"
+	default:
+		return fmt.Sprintf("Transport(%d)", int(t))
+	}
+}
+
+// Options configures Dial. The zero value works.
+type Options struct {
+	// TLSConfig is used for the MQTT connection and for the streams'
+	// bridges. nil trusts the system roots. An empty ServerName is filled
+	// with the connection string's host for MQTT and with each bridge URL's
+	// host for streams, since a stream's bridge may live on another node.
+	TLSConfig *tls.Config
+	Transport Transport
+	// MQTTAddress is the host:port for Transport TLS; {host}:8883 by default.
+	MQTTAddress string
+	// KeepAlive is the MQTT keep-alive, 20 s by default: a dead link is seen
+	// well before a load balancer's 60 s idle cut would hide it.
+	KeepAlive time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay (1 s and 60 s by
+	// default).
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives connection events; nil discards them. Keys and tokens
+	// never reach it.
+	Logger *slog.Logger
+}
+
+// Errors returned by the client.
+var (
+	// ErrClosed is returned by calls on a closed client.
+	ErrClosed = errors.New("device: client closed")
+	// ErrUnauthorized means the hub refused the device's credentials
+	// (CONNACK "not authorized" or "bad user name or password"): a wrong
+	// key, an unknown or disabled device.
+	ErrUnauthorized = errors.New("device: unauthorized")
+)
+
+var errNotConnected = errors.New("device: not connected to the hub")
+
+const (
+	// requestQueue bounds the requests waiting for Accept: a caller that
+	// stops accepting gets its streams rejected, not an ever-growing heap.
+	requestQueue = 64
+	// connectTimeout bounds one connection attempt: dial, TLS, WebSocket
+	// upgrade, CONNECT/CONNACK and SUBSCRIBE/SUBACK.
+	connectTimeout = 30 * time.Second
+	// answerTimeout bounds publishing an answer to a stream request.
+	answerTimeout = 10 * time.Second
+	// tokenTTL is the lifetime of the SAS password; the hub checks it only
+	// at CONNECT, and every reconnect signs a new one.
+	tokenTTL = time.Hour
+	// clientType goes in the MQTT username, as the Azure SDKs name themselves.
+	clientType = "tether-go/0.1"
+)
+
+// Client is a device's connection to a hub. Its methods are safe for
+// concurrent use.
+type Client struct {
+	cs        sas.ConnectionString
+	clientID  string
+	username  string
+	transport Transport
+	addr      string // where MQTT goes: a wss:// URL or a host:port
+	mqttTLS   *tls.Config
+	bridgeTLS *tls.Config
+	keepAlive time.Duration
+	minB      time.Duration
+	maxB      time.Duration
+	log       *slog.Logger
+
+	requests chan *Request
+
+	ctx    context.Context // the client's lifetime; cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	cur atomic.Pointer[session] // the live MQTT session; nil while down
+}
+
+// session is one MQTT connection; a reconnect makes a new one rather than
+// reusing the paho client, which paho warns is unsafe after Disconnect.
+type session struct {
+	mc       mqtt.Client
+	up       time.Time
+	lost     chan struct{} // closed when paho reports the connection lost
+	lostOnce sync.Once
+	lostErr  error // why; written before lost is closed
+}
+
+func (s *session) markLost(err error) {
+	s.lostOnce.Do(func() {
+		s.lostErr = err
+		close(s.lost)
+	})
+}
+
+func (s *session) isLost() bool {
+	select {
+	case <-s.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// Dial connects the device named by connStr to its hub and returns once the
+// device is connected and subscribed to stream requests. ctx bounds this
+// first connection only.
+func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
+	cs, err := sas.ParseConnectionString(connStr)
+	if err != nil {
+		return nil, fmt.Errorf("device: %w", err)
+	}
+	if !cs.IsDevice() {
+		return nil, fmt.Errorf("device: %w: a device connection string (with DeviceId) is needed, not a policy's", sas.ErrConnectionString)
+	}
+	c := &Client{
+		cs:        cs,
+		clientID:  cs.DeviceID,
+		transport: opts.Transport,
+		keepAlive: opts.KeepAlive,
+		minB:      opts.MinBackoff,
+		maxB:      opts.MaxBackoff,
+		log:       opts.Logger,
+		requests:  make(chan *Request, requestQueue),
+	}
+	// Azure's username shape: the hub reads host and device from it and
+	// ignores the query.
+	c.username = cs.HostName + "/" + cs.DeviceID + "/"
+	if cs.ModuleID != "" {
+		c.clientID += "/" + cs.ModuleID
+		c.username += cs.ModuleID + "/"
+	}
+	c.username += "?api-version=" + wire.APIVersion + "&DeviceClientType=" + url.QueryEscape(clientType)
+	if c.keepAlive <= 0 {
+		c.keepAlive = 20 * time.Second
+	}
+	if c.keepAlive < time.Second {
+		c.keepAlive = time.Second // MQTT counts keep-alive in whole seconds
+	}
+	if c.minB <= 0 {
+		c.minB = time.Second
+	}
+	if c.maxB <= 0 {
+		c.maxB = time.Minute
+	}
+	c.maxB = max(c.maxB, c.minB)
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("device", c.clientID)
+
+	switch c.transport {
+	case WebSocket:
+		c.addr = "wss://" + cs.HostName + "/$iothub/websocket"
+	case TLS:
+		c.addr = opts.MQTTAddress
+		if c.addr == "" {
+			c.addr = net.JoinHostPort(cs.Host(), "8883")
+		}
+	default:
+		return nil, fmt.Errorf("device: unknown transport %d", int(c.transport))
+	}
+
+	if opts.TLSConfig != nil {
+		c.bridgeTLS = opts.TLSConfig.Clone()
+	} else {
+		c.bridgeTLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	c.mqttTLS = c.bridgeTLS.Clone()
+	if c.mqttTLS.ServerName == "" {
+		c.mqttTLS.ServerName = cs.Host()
+	}
+
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	s, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.cur.Store(s)
+	c.log.Info("connected to hub", "transport", c.transport.String(), "addr", c.addr)
+	c.wg.Add(1)
+	go c.keepUp(s)
+	return c, nil
+}
+
+// Accept waits for the next stream request.
+func (c *Client) Accept(ctx context.Context) (*Request, error) {
+	select {
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	default:
+	}
+	select {
+	case r := <-c.requests:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// Connected reports whether the control channel is up right now.
+func (c *Client) Connected() bool {
+	s := c.cur.Load()
+	return s != nil && !s.isLost()
+}
+
+// Close rejects the requests still waiting for Accept, disconnects from
+// the hub, stops reconnecting and waits for the client's goroutines. It is
+// idempotent.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		c.cancel()
+		c.wg.Wait()
+	})
+	return nil
+}
+
+// keepUp watches the live session and, once it is lost, reconnects until it
+// succeeds or the client is closed. It owns the session it is given.
+func (c *Client) keepUp(s *session) {
+	defer c.wg.Done()
+	attempt := 0
+	for {
+		select {
+		case <-c.ctx.Done():
+			c.cur.Store(nil)
+			c.rejectQueued(s)
+			// 250 ms lets paho send DISCONNECT, so the hub marks the
+			// device offline at once instead of at keep-alive expiry.
+			s.mc.Disconnect(250)
+			return
+		case <-s.lost:
+		}
+		c.cur.Store(nil)
+		c.log.Warn("connection to hub lost", "err", s.lostErr)
+		// A link that stayed up for a while was healthy: start the delays
+		// afresh. One that dropped at once keeps growing them, so a hub
+		// that accepts and then kicks the device is not hammered.
+		if time.Since(s.up) >= c.maxB {
+			attempt = 0
+		}
+		for {
+			d := backoff(attempt, c.minB, c.maxB, rand.Int64N)
+			attempt++
+			c.log.Info("reconnecting", "attempt", attempt, "delay", d.Round(time.Millisecond))
+			t := time.NewTimer(d)
+			select {
+			case <-c.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			ns, err := c.connect(c.ctx)
+			if err == nil {
+				s = ns
+				c.cur.Store(s)
+				c.log.Info("reconnected to hub", "attempt", attempt)
+				break
+			}
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("reconnect failed", "attempt", attempt, "err", err)
+		}
+	}
+}
+
+// rejectQueued answers 400 to the requests nobody will accept now, so their
+// services hear it at once instead of waiting out the hub's timeout.
+func (c *Client) rejectQueued(s *session) {
+	for {
+		select {
+		case r := <-c.requests:
+			if r.answered.CompareAndSwap(false, true) {
+				t := s.mc.Publish(wire.ResponseTopic(400, r.RID), 0, false, []byte{})
+				t.WaitTimeout(time.Second)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// connect makes one connection attempt: a fresh token, a fresh paho client,
+// CONNECT and both subscriptions. ctx aborts the attempt, not the session.
+func (c *Client) connect(ctx context.Context) (*session, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+
+	password, err := c.cs.Token(tokenTTL)
+	if err != nil {
+		return nil, fmt.Errorf("device: signing a token: %w", err)
+	}
+	s := &session{lost: make(chan struct{})}
+
+	// paho reports a dial failure only as "network Error"; keep the real
+	// one, and the connection, so that ctx can abort the handshake.
+	var (
+		mu      sync.Mutex
+		dialErr error
+		conn    net.Conn
+	)
+	open := func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
+		nc, err := c.dialBroker(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		dialErr, conn = err, nc
+		return nc, err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if conn != nil {
+			conn.Close()
+		}
+	})
+
+	o := mqtt.NewClientOptions()
+	o.AddBroker(brokerURL(c.transport, c.addr))
+	o.SetClientID(c.clientID)
+	o.SetUsername(c.username)
+	o.SetPassword(password)
+	o.SetCleanSession(true)
+	o.SetProtocolVersion(4) // explicit, or paho retries a refusal with 3.1
+	o.SetAutoReconnect(false)
+	o.SetConnectRetry(false)
+	o.SetKeepAlive(c.keepAlive)
+	o.SetPingTimeout(min(10*time.Second, c.keepAlive))
+	o.SetWriteTimeout(answerTimeout)
+	o.SetConnectTimeout(connectTimeout)
+	o.SetCustomOpenConnectionFn(open)
+	o.SetDefaultPublishHandler(c.onMessage)
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { s.markLost(err) })
+	mc := mqtt.NewClient(o)
+	s.mc = mc
+
+	ct := mc.Connect()
+	<-ct.Done() // bounded: the AfterFunc closes the conn when ctx ends
+	if err := ct.Error(); err != nil {
+		stop()
+		mu.Lock()
+		derr := dialErr
+		mu.Unlock()
+		switch {
+		case ctx.Err() != nil:
+			// Aborted or timed out: whatever paho saw is only a symptom.
+			return nil, fmt.Errorf("device: connecting to %s: %w", c.addr, ctx.Err())
+		case derr != nil:
+			return nil, dialError(c.addr, derr)
+		default:
+			return nil, c.connackError(ct, err)
+		}
+	}
+	if !stop() {
+		// ctx ended just as CONNACK arrived; the conn is closed or closing.
+		mc.Disconnect(0)
+		return nil, fmt.Errorf("device: connecting to %s: %w", c.addr, ctx.Err())
+	}
+	s.up = time.Now()
+
+	// Subscribe after every connect: with a clean session the hub forgets
+	// subscriptions with the connection.
+	st := mc.SubscribeMultiple(map[string]byte{wire.TopicRequestFilter: 0, wire.TopicResponseFilter: 0}, nil)
+	select {
+	case <-st.Done():
+	case <-ctx.Done():
+		mc.Disconnect(0)
+		return nil, fmt.Errorf("device: subscribing to stream requests: %w", ctx.Err())
+	}
+	if err := st.Error(); err != nil {
+		mc.Disconnect(0)
+		return nil, fmt.Errorf("device: subscribing to stream requests: %w", err)
+	}
+	if tok, ok := st.(*mqtt.SubscribeToken); ok {
+		for filter, code := range tok.Result() {
+			if code >= 0x80 {
+				mc.Disconnect(0)
+				return nil, fmt.Errorf("device: the hub refused the subscription to %s", filter)
+			}
+		}
+	}
+	return s, nil
+}
+
+func brokerURL(t Transport, addr string) string {
+	if t == WebSocket {
+		return addr
+	}
+	return "tls://" + addr
+}
+
+// dialBroker opens the network connection MQTT runs on.
+func (c *Client) dialBroker(ctx context.Context) (net.Conn, error) {
+	if c.transport == WebSocket {
+		return dialWebSocket(ctx, c.addr, ws.Dialer{TLSConfig: c.mqttTLS})
+	}
+	d := tls.Dialer{Config: c.mqttTLS}
+	return d.DialContext(ctx, "tcp", c.addr)
+}
+
+// dialError says plainly what went wrong, since the person reading it is
+// often setting up a device by hand: a certificate problem reads as one.
+func dialError(addr string, err error) error {
+	var (
+		verr *tls.CertificateVerificationError
+		uerr x509.UnknownAuthorityError
+		herr x509.HostnameError
+		ierr x509.CertificateInvalidError
+	)
+	if errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr) {
+		return fmt.Errorf("device: the hub's TLS certificate at %s is not trusted: %w", addr, err)
+	}
+	return fmt.Errorf("device: cannot reach the hub at %s: %w", addr, err)
+}
+
+func (c *Client) connackError(t mqtt.Token, err error) error {
+	rc := byte(packets.ErrNetworkError)
+	if ct, ok := t.(*mqtt.ConnectToken); ok {
+		rc = ct.ReturnCode()
+	}
+	switch rc {
+	case packets.ErrRefusedBadUsernameOrPassword, packets.ErrRefusedNotAuthorised:
+		return fmt.Errorf("%w: the hub at %s refused device %q (%v); check its key, and that it is registered and enabled",
+			ErrUnauthorized, c.cs.HostName, c.clientID, err)
+	case packets.ErrNetworkError:
+		return fmt.Errorf("device: MQTT handshake with %s failed: %w", c.addr, err)
+	default:
+		return fmt.Errorf("device: the hub at %s refused the connection: %w", c.addr, err)
+	}
+}
+
+// onMessage runs on paho's router goroutine, one message at a time, so it
+// must not block for long: it parses and queues.
+func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
+	topic := m.Topic()
+	// Topics are logged only up to the "?": the query holds the $auth token.
+	path, _, _ := strings.Cut(topic, "?")
+	if !strings.HasPrefix(topic, "$iothub/streams/POST/") {
+		c.log.Debug("ignoring message", "topic", path)
+		return
+	}
+	sr, err := wire.ParseStreamRequest(topic)
+	if err != nil {
+		c.log.Warn("dropping malformed stream request", "topic", path, "err", err)
+		return
+	}
+	r := &Request{Name: sr.Name, RID: sr.RID, URL: sr.URL, token: sr.Token, c: c}
+	select {
+	case c.requests <- r:
+		c.log.Debug("stream request", "name", r.Name, "rid", r.RID)
+	default:
+		c.log.Warn("too many stream requests waiting for Accept; rejecting", "name", r.Name, "rid", r.RID)
+		if err := r.Reject(); err != nil {
+			c.log.Warn("rejecting stream request", "name", r.Name, "rid", r.RID, "err", err)
+		}
+	}
+}
+
+// answer publishes a device's answer to a request on the live session.
+func (c *Client) answer(ctx context.Context, status int, rid string) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	s := c.cur.Load()
+	if s == nil || s.isLost() {
+		return errNotConnected
+	}
+	t := s.mc.Publish(wire.ResponseTopic(status, rid), 0, false, []byte{})
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,238 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+const (
+	// bufSize is the buffer a data frame is relayed through: 256 KiB, the
+	// best size RELAY-NOTES measured, so the 256 KiB frames wsconn sends
+	// (header + 262,130 bytes) pass in one piece.
+	bufSize = 256 << 10
+	// hdrRoom is kept free in front of the payload for the largest
+	// unmasked header, so header and payload go out in one Write.
+	hdrRoom = 10
+)
+
+// bufPool holds relay buffers. A direction takes one only while a data
+// frame is in flight, so idle streams (an SSH session between keystrokes)
+// hold no buffer; Get and Put do not allocate in the steady state.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, bufSize)
+	return &b
+}}
+
+var errProtocol = errors.New("websocket protocol error")
+
+// pipe relays between the two sides of a paired stream.
+type pipe struct {
+	r      *Relay
+	st     *stream
+	peers  [2]*peer // indexed by side
+	paired time.Time
+
+	once     sync.Once
+	closedBy string
+	reason   string
+}
+
+// run relays until either side ends and returns the stream's Info.
+func (pp *pipe) run() Info {
+	var (
+		wg                  sync.WaitGroup
+		toDevice, toService int64
+	)
+	wg.Add(2)
+	go pp.serviceToDevice(&wg, &toDevice)
+	go pp.deviceToService(&wg, &toService)
+	wg.Wait()
+	st := pp.st
+	pp.r.log.Debug("stream ended", "stream", st.ID, "device", st.DeviceID, "name", st.Name,
+		"by", pp.closedBy, "reason", pp.reason, "toDevice", toDevice, "toService", toService)
+	return Info{
+		ID: st.ID, DeviceID: st.DeviceID, Name: st.Name,
+		Opened: st.opened, Paired: pp.paired, Closed: time.Now(),
+		BytesToDevice: toDevice, BytesToService: toService,
+		ClosedBy: pp.closedBy, Reason: pp.reason, PairedOK: true,
+	}
+}
+
+func (pp *pipe) serviceToDevice(wg *sync.WaitGroup, n *int64) {
+	defer wg.Done()
+	*n = pp.copy(pp.peers[service], pp.peers[device])
+}
+
+func (pp *pipe) deviceToService(wg *sync.WaitGroup, n *int64) {
+	defer wg.Done()
+	*n = pp.copy(pp.peers[device], pp.peers[service])
+}
+
+// copy relays frames from src to dst until the stream ends, and returns the
+// payload bytes it delivered. Whatever ends it ends the whole stream.
+func (pp *pipe) copy(src, dst *peer) (relayed int64) {
+	dir := src.side.String() + "->" + dst.side.String()
+	var (
+		hbuf [ws.MaxHeaderSize]byte
+		ctrl [ws.MaxControlFramePayloadSize]byte
+	)
+	for {
+		h, err := ws.ReadHeaderBuffer(src.r, hbuf[:])
+		if err != nil {
+			pp.readFailed(src, dir, err)
+			return relayed
+		}
+		switch {
+		case h.Rsv != 0:
+			pp.protocolError(src, dir, "reserved bits set")
+			return relayed
+		case !h.Masked:
+			pp.protocolError(src, dir, "unmasked client frame")
+			return relayed
+		case h.OpCode.IsReserved():
+			pp.protocolError(src, dir, fmt.Sprintf("reserved opcode %d", h.OpCode))
+			return relayed
+		case h.OpCode.IsData():
+			n, err := pp.relayData(src, dst, h, dir)
+			relayed += n
+			if err != nil {
+				return relayed
+			}
+			continue
+		case !h.Fin || h.Length > ws.MaxControlFramePayloadSize:
+			pp.protocolError(src, dir, "fragmented or oversized control frame")
+			return relayed
+		}
+		payload := ctrl[:h.Length]
+		if _, err := io.ReadFull(src.r, payload); err != nil {
+			pp.readFailed(src, dir, err)
+			return relayed
+		}
+		ws.Cipher(payload, h.Mask, 0)
+		switch h.OpCode {
+		case ws.OpPing:
+			// Answered here: the peer is not the other side's business.
+			if err := src.writeControl(ws.OpPong, payload); err != nil {
+				pp.writeFailed(src, dir, err)
+				return relayed
+			}
+		case ws.OpClose:
+			if len(payload) == 1 {
+				pp.protocolError(src, dir, "close frame with a one-byte body")
+				return relayed
+			}
+			pp.closeFrom(src, payload)
+			return relayed
+		}
+		// Pongs are dropped: the relay sends no pings of its own.
+	}
+}
+
+// relayData relays one data frame, in pieces when it is larger than the
+// buffer: the first piece keeps the frame's opcode, the others are
+// continuations, and only the last keeps its FIN (RFC 6455 §5.4 lets an
+// intermediary refragment when no extension is in use). It returns the
+// payload bytes written to dst and a non-nil error once the stream ended.
+func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	op, left, off := h.OpCode, h.Length, 0
+	var relayed int64
+	for {
+		n := int(min(left, int64(len(buf)-hdrRoom)))
+		payload := buf[hdrRoom : hdrRoom+n]
+		if _, err := io.ReadFull(src.r, payload); err != nil {
+			pp.readFailed(src, dir, err)
+			return relayed, err
+		}
+		ws.Cipher(payload, h.Mask, off)
+		off += n
+		left -= int64(n)
+		start := hdrRoom - headerSize(n)
+		putHeader(buf[start:], op, h.Fin && left == 0, n)
+		dst.wmu.Lock()
+		err := dst.write(buf[start : hdrRoom+n])
+		dst.wmu.Unlock()
+		if err != nil {
+			pp.writeFailed(dst, dir, err)
+			return relayed, err
+		}
+		relayed += int64(n)
+		if left == 0 {
+			return relayed, nil
+		}
+		op = ws.OpContinuation
+	}
+}
+
+func headerSize(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n <= 0xffff:
+		return 4
+	default:
+		return 10
+	}
+}
+
+// closeFrom ends the stream on a close frame from src: the close goes on to
+// the other side as it came, and back to src as RFC 6455 §5.5.1 asks.
+func (pp *pipe) closeFrom(src *peer, payload []byte) {
+	var frames [2][]byte
+	frames[1-src.side] = payload
+	frames[src.side] = payload[:min(len(payload), 2)]
+	reason := "close frame"
+	if code, text := ws.ParseCloseFrameData(payload); !code.Empty() {
+		reason = fmt.Sprintf("close frame %d %q", code, text)
+	}
+	pp.stop(src.side.String(), reason, frames)
+}
+
+// readFailed ends the stream when reading src fails: src dropped, or the
+// stream is already ending and its conn was closed.
+func (pp *pipe) readFailed(src *peer, dir string, err error) {
+	var frames [2][]byte
+	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
+	pp.stop(src.side.String(), fmt.Sprintf("%s: read: %v", dir, err), frames)
+}
+
+// writeFailed ends the stream when writing to dst fails or times out.
+func (pp *pipe) writeFailed(dst *peer, dir string, err error) {
+	var frames [2][]byte
+	frames[1-dst.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
+	pp.stop(dst.side.String(), fmt.Sprintf("%s: write: %v", dir, err), frames)
+}
+
+func (pp *pipe) protocolError(src *peer, dir, what string) {
+	var frames [2][]byte
+	frames[src.side] = ws.NewCloseFrameBody(ws.StatusProtocolError, what)
+	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
+	pp.stop(src.side.String(), fmt.Sprintf("%s: %v: %s", dir, errProtocol, what), frames)
+}
+
+// stop ends the stream once: it records why, sends each side its close
+// frame (nil: none, that side is gone), and closes both conns, which ends
+// both copy goroutines. Only the first call counts.
+func (pp *pipe) stop(by, reason string, frames [2][]byte) {
+	pp.once.Do(func() {
+		pp.closedBy, pp.reason = by, reason
+		for _, p := range pp.peers {
+			p.closing(closeTimeout)
+		}
+		for s, p := range pp.peers {
+			if frames[s] != nil {
+				p.writeClose(frames[s])
+			}
+		}
+		for _, p := range pp.peers {
+			p.hardClose()
+		}
+	})
+}

@@ -1,0 +1,524 @@
+// Package relay is the hub's streaming endpoint (/bridges/...): it hands
+// out the two single-use tokens of a stream, holds whichever side arrives
+// first until its peer comes or the handshake window ends, and then relays
+// WebSocket frames between the two, frame by frame, until either side ends.
+//
+// The relay owns no listener: the binary serves it as an http.Handler. It
+// tracks the connections it hijacks itself, since http.Server.Shutdown does
+// not, and Close ends them all.
+package relay
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/wire"
+)
+
+// Options configures a Relay. The zero value works.
+type Options struct {
+	Logger       *slog.Logger  // nil: discard
+	Window       time.Duration // default handshake window when Open gets 0; default 60s
+	WriteTimeout time.Duration // deadline on every write to a peer; default 60s
+	OnDone       func(Info)    // called once per stream when it ends (paired or not); may be nil
+}
+
+// Stream is a stream opened on the relay: where its two sides connect and
+// the tokens each must present.
+type Stream struct {
+	ID, DeviceID, Name string
+	// ServiceToken and DeviceToken are single-use bearer tokens, one per
+	// side, base32 (no characters that need escaping in a header, a URL or
+	// an MQTT topic property).
+	ServiceToken, DeviceToken string
+	Expires                   time.Time // end of the handshake window
+}
+
+// Info describes a stream that ended, for logs and metrics.
+type Info struct {
+	ID, DeviceID, Name            string
+	Opened, Paired, Closed        time.Time // Paired is zero when it never paired
+	BytesToDevice, BytesToService int64     // payload bytes relayed each way
+	// ClosedBy is "service" or "device" when that side closed, dropped or
+	// failed; "hub" for Cancel, Close or a failed upgrade; "window" when
+	// the handshake window ended before both sides came.
+	ClosedBy string
+	Reason   string
+	PairedOK bool
+}
+
+// Values of Info.ClosedBy.
+const (
+	ClosedByService = "service"
+	ClosedByDevice  = "device"
+	ClosedByHub     = "hub"
+	ClosedByWindow  = "window"
+)
+
+// ErrClosed is returned by Open after Close.
+var ErrClosed = errors.New("relay: closed")
+
+// ErrBadStream is returned by Open for an empty device ID or a stream name
+// that cannot be a path segment.
+var ErrBadStream = errors.New("relay: bad device ID or stream name")
+
+const (
+	defaultWindow       = 60 * time.Second
+	defaultWriteTimeout = 60 * time.Second
+	// closeTimeout bounds sending a close frame when a stream ends, so that
+	// ending one side is prompt even when the other stopped reading.
+	closeTimeout = time.Second
+)
+
+type side int
+
+const (
+	service side = iota
+	device
+)
+
+func (s side) String() string {
+	if s == service {
+		return ClosedByService
+	}
+	return ClosedByDevice
+}
+
+// Relay is the streaming endpoint. Its methods are safe for concurrent use.
+type Relay struct {
+	log      *slog.Logger
+	window   time.Duration
+	wtimeout time.Duration
+	onDone   func(Info)
+	upgrader ws.HTTPUpgrader
+
+	mu      sync.Mutex
+	closed  bool
+	streams map[string]*stream
+	tokens  map[string]tokenRef
+	// wg counts every goroutine that may touch a hijacked conn: handlers
+	// past authentication (they run the relay of a paired stream) and
+	// window timers that fired. Adds happen under mu while !closed, so
+	// Close's Wait never races an Add from zero.
+	wg sync.WaitGroup
+}
+
+type tokenRef struct {
+	st   *stream
+	side side
+}
+
+// stream is the relay's state of one stream; guarded by Relay.mu.
+type stream struct {
+	Stream
+	opened time.Time
+	timer  *time.Timer
+	peers  [2]*peer // upgraded and waiting for the other side
+	ended  bool     // ended before pairing; OnDone already called or due
+	pipe   *pipe    // set once paired
+}
+
+// New returns a Relay with opts, zero fields replaced by their defaults.
+func New(opts Options) *Relay {
+	r := &Relay{
+		log:      opts.Logger,
+		window:   opts.Window,
+		wtimeout: opts.WriteTimeout,
+		onDone:   opts.OnDone,
+		streams:  make(map[string]*stream),
+		tokens:   make(map[string]tokenRef),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.window <= 0 {
+		r.window = defaultWindow
+	}
+	if r.wtimeout <= 0 {
+		r.wtimeout = defaultWriteTimeout
+	}
+	r.upgrader = ws.HTTPUpgrader{Timeout: r.wtimeout}
+	return r
+}
+
+// Open creates a stream for deviceID and name and its two tokens, valid
+// for window (the relay's default window when 0).
+func (r *Relay) Open(deviceID, name string, window time.Duration) (*Stream, error) {
+	if deviceID == "" || name == "" || strings.Contains(name, "/") {
+		return nil, ErrBadStream
+	}
+	if window <= 0 {
+		window = r.window
+	}
+	now := time.Now()
+	st := &stream{
+		Stream: Stream{
+			ID:           rand.Text(),
+			DeviceID:     deviceID,
+			Name:         name,
+			ServiceToken: rand.Text(),
+			DeviceToken:  rand.Text(),
+			Expires:      now.Add(window),
+		},
+		opened: now,
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	r.streams[st.ID] = st
+	r.tokens[st.ServiceToken] = tokenRef{st, service}
+	r.tokens[st.DeviceToken] = tokenRef{st, device}
+	st.timer = time.AfterFunc(window, func() { r.expire(st) })
+	pub := st.Stream
+	return &pub, nil
+}
+
+// Cancel ends a stream that will not pair (the device rejected it, or the
+// request failed): its tokens stop working and a side already waiting is
+// closed. A stream already paired is left alone.
+func (r *Relay) Cancel(id string) {
+	r.mu.Lock()
+	st := r.streams[id]
+	if st == nil || st.ended || st.pipe != nil || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	defer r.wg.Done()
+	waiting := r.endLocked(st)
+	r.mu.Unlock()
+	r.finishUnpaired(st, waiting, ClosedByHub, "canceled", ws.StatusInternalServerError, "stream canceled")
+}
+
+// expire ends a stream whose handshake window is over and is still
+// unpaired.
+func (r *Relay) expire(st *stream) {
+	r.mu.Lock()
+	if st.ended || st.pipe != nil || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.wg.Add(1)
+	defer r.wg.Done()
+	waiting := r.endLocked(st)
+	r.mu.Unlock()
+	r.finishUnpaired(st, waiting, ClosedByWindow, "peer did not connect within the handshake window",
+		ws.StatusInternalServerError, "peer did not connect within the handshake window")
+}
+
+// endLocked marks an unpaired stream ended, forgets it and its tokens, and
+// returns its waiting conns. r.mu is held.
+func (r *Relay) endLocked(st *stream) []*peer {
+	st.ended = true
+	st.timer.Stop()
+	delete(r.streams, st.ID)
+	delete(r.tokens, st.ServiceToken)
+	delete(r.tokens, st.DeviceToken)
+	var waiting []*peer
+	for i, p := range st.peers {
+		if p != nil {
+			waiting = append(waiting, p)
+			st.peers[i] = nil
+		}
+	}
+	return waiting
+}
+
+// finishUnpaired closes the waiting sides of a stream that ended before
+// pairing and reports it.
+func (r *Relay) finishUnpaired(st *stream, waiting []*peer, by, reason string, code ws.StatusCode, text string) {
+	for _, p := range waiting {
+		p.closing(closeTimeout)
+		p.writeClose(ws.NewCloseFrameBody(code, text))
+		p.hardClose()
+	}
+	r.log.Debug("stream ended unpaired", "stream", st.ID, "device", st.DeviceID, "name", st.Name, "by", by, "reason", reason)
+	r.done(Info{
+		ID: st.ID, DeviceID: st.DeviceID, Name: st.Name,
+		Opened: st.opened, Closed: time.Now(),
+		ClosedBy: by, Reason: reason,
+	})
+}
+
+func (r *Relay) done(info Info) {
+	if r.onDone != nil {
+		r.onDone(info)
+	}
+}
+
+// Active returns the number of streams open, waiting or paired.
+func (r *Relay) Active() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.streams)
+}
+
+// Close ends every stream, waiting or paired, and waits for every goroutine
+// the relay started (OnDone has been called for every stream when it
+// returns). Later requests are answered 503. It is idempotent.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.wg.Wait()
+		return nil
+	}
+	r.closed = true
+	type unpaired struct {
+		st      *stream
+		waiting []*peer
+	}
+	var ends []unpaired
+	var pipes []*pipe
+	for _, st := range r.streams {
+		if st.pipe != nil {
+			pipes = append(pipes, st.pipe)
+			continue
+		}
+		ends = append(ends, unpaired{st, r.endLocked(st)})
+	}
+	r.mu.Unlock()
+	for _, e := range ends {
+		r.finishUnpaired(e.st, e.waiting, ClosedByHub, "hub closed", ws.StatusGoingAway, "hub shutting down")
+	}
+	bye := ws.NewCloseFrameBody(ws.StatusGoingAway, "hub shutting down")
+	for _, p := range pipes {
+		p.stop(ClosedByHub, "hub closed", [2][]byte{bye, bye})
+	}
+	r.wg.Wait()
+	return nil
+}
+
+// ServeHTTP serves GET /bridges/{hub}/{deviceId}/{streamName}/{streamId}
+// with a bearer token: it upgrades to WebSocket, then holds the conn until
+// its peer arrives and relays between the two.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	_, deviceID, name, id, err := wire.ParseBridgePath(req.URL.EscapedPath())
+	if err != nil {
+		httpError(w, http.StatusBadRequest, wire.CodeBadRequest, "not a streaming endpoint path")
+		return
+	}
+	token, ok := bearer(req.Header.Get("Authorization"))
+
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		httpError(w, http.StatusServiceUnavailable, wire.CodeServerError, "hub is shutting down")
+		return
+	}
+	ref, found := r.tokens[token]
+	st := ref.st
+	if !ok || !found || st.ID != id || st.DeviceID != deviceID || st.Name != name ||
+		st.ended || st.pipe != nil || !time.Now().Before(st.Expires) {
+		r.mu.Unlock()
+		// One answer whatever failed, so a prober learns nothing.
+		r.log.Debug("stream auth failed", "stream", id, "remote", req.RemoteAddr)
+		httpError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "Unauthorized")
+		return
+	}
+	if req.Method != http.MethodGet || req.ProtoMajor != 1 || !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
+		// Not a WebSocket request that can be hijacked (HTTP/2 cannot): keep
+		// the token for the real one.
+		r.mu.Unlock()
+		httpError(w, http.StatusBadRequest, wire.CodeBadRequest, "WebSocket upgrade required")
+		return
+	}
+	delete(r.tokens, token) // single use, from here on
+	r.wg.Add(1)
+	defer r.wg.Done()
+	r.mu.Unlock()
+
+	conn, rw, _, err := r.upgrader.Upgrade(req, w)
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		r.upgradeFailed(st, ref.side, err)
+		return
+	}
+	p := newPeer(ref.side, conn, rw.Reader, r.wtimeout)
+
+	r.mu.Lock()
+	if st.ended || r.closed {
+		// Canceled, expired or shut down while upgrading.
+		r.mu.Unlock()
+		p.closing(closeTimeout)
+		p.writeClose(ws.NewCloseFrameBody(ws.StatusGoingAway, "stream ended"))
+		p.hardClose()
+		return
+	}
+	other := st.peers[1-ref.side]
+	if other == nil {
+		st.peers[ref.side] = p
+		r.mu.Unlock()
+		r.log.Debug("stream side waiting", "stream", st.ID, "side", ref.side.String())
+		return
+	}
+	st.peers[1-ref.side] = nil
+	st.timer.Stop()
+	pp := &pipe{r: r, st: st, paired: time.Now()}
+	pp.peers[ref.side] = p
+	pp.peers[other.side] = other
+	st.pipe = pp
+	r.mu.Unlock()
+
+	// This handler's goroutine, already counted in wg, runs the relay.
+	info := pp.run()
+
+	r.mu.Lock()
+	delete(r.streams, st.ID)
+	r.mu.Unlock()
+	r.done(info)
+}
+
+// upgradeFailed ends a stream one of whose sides failed to upgrade: its
+// token is spent, so the stream can never pair.
+func (r *Relay) upgradeFailed(st *stream, s side, err error) {
+	r.log.Debug("stream upgrade failed", "stream", st.ID, "side", s.String(), "err", err)
+	r.mu.Lock()
+	if st.ended || st.pipe != nil || r.closed {
+		r.mu.Unlock()
+		return
+	}
+	waiting := r.endLocked(st)
+	r.mu.Unlock()
+	r.finishUnpaired(st, waiting, ClosedByHub, s.String()+" upgrade failed: "+err.Error(),
+		ws.StatusInternalServerError, "peer failed to connect")
+}
+
+// bearer returns the token of an "Authorization: Bearer {token}" header.
+func bearer(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+func httpError(w http.ResponseWriter, status, code int, msg string) {
+	h := w.Header()
+	h.Set(wire.HeaderErrorCode, wire.CodeName(code))
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(wire.EncodeError(code, msg))
+}
+
+// peer is one side's hijacked conn.
+type peer struct {
+	side     side
+	conn     net.Conn
+	r        *bufio.Reader
+	wtimeout time.Duration
+
+	// wmu serialises writes: data frames from one copy goroutine, pongs
+	// and close frames from the other.
+	wmu  sync.Mutex
+	cbuf [10 + ws.MaxControlFramePayloadSize]byte
+	shut atomic.Bool // set by closing: writes past it fail at once
+}
+
+func newPeer(s side, conn net.Conn, hijacked *bufio.Reader, wtimeout time.Duration) *peer {
+	var src io.Reader = conn
+	if n := hijacked.Buffered(); n > 0 {
+		// Bytes net/http read ahead belong to the stream; after them, read
+		// the conn itself rather than through net/http's reader.
+		src = io.MultiReader(io.LimitReader(hijacked, int64(n)), conn)
+	}
+	// Buffered so a frame header costs no syscall of its own on plain TCP;
+	// payload reads larger than the buffer bypass it.
+	return &peer{side: s, conn: conn, r: bufio.NewReaderSize(src, 4096), wtimeout: wtimeout}
+}
+
+// write sends b in one Write under a fresh write deadline. The caller
+// holds wmu.
+func (p *peer) write(b []byte) error {
+	p.conn.SetWriteDeadline(time.Now().Add(p.wtimeout))
+	// Checked after setting the deadline: closing sets shut before its
+	// short deadline, so either this sees shut or the short deadline
+	// replaces the long one.
+	if p.shut.Load() {
+		return net.ErrClosed
+	}
+	_, err := p.conn.Write(b)
+	return err
+}
+
+// writeControl sends one unmasked control frame.
+func (p *peer) writeControl(op ws.OpCode, payload []byte) error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	n := putHeader(p.cbuf[:], op, true, len(payload))
+	copy(p.cbuf[n:], payload)
+	return p.write(p.cbuf[:n+len(payload)])
+}
+
+// closing shortens the write deadline so that a write blocked on a peer
+// that stopped reading gives up soon, and refuses writes after it but for
+// the one close frame.
+func (p *peer) closing(d time.Duration) {
+	p.shut.Store(true)
+	p.conn.SetWriteDeadline(time.Now().Add(d))
+}
+
+// writeClose sends a close frame after closing; errors are of no use, the
+// conn is closed next either way.
+func (p *peer) writeClose(payload []byte) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	// Again under wmu: a writer that gave up on seeing shut may have set
+	// its long deadline after closing set the short one.
+	p.conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+	n := putHeader(p.cbuf[:], ws.OpClose, true, len(payload))
+	copy(p.cbuf[n:], payload)
+	p.conn.Write(p.cbuf[:n+len(payload)])
+}
+
+// hardClose closes the TCP conn under any TLS: the close frame already
+// ended the stream, and tls.Conn.Close may block for seconds sending
+// close_notify to a peer that does not read.
+func (p *peer) hardClose() {
+	if tc, ok := p.conn.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	p.conn.Close()
+}
+
+// putHeader writes an unmasked (server to client) frame header at the
+// start of b and returns its size.
+func putHeader(b []byte, op ws.OpCode, fin bool, n int) int {
+	b[0] = byte(op)
+	if fin {
+		b[0] |= 0x80
+	}
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+		return 2
+	case n <= 0xffff:
+		b[1] = 126
+		b[2], b[3] = byte(n>>8), byte(n)
+		return 4
+	default:
+		b[1] = 127
+		for i := range 8 {
+			b[2+i] = byte(uint64(n) >> (56 - 8*i))
+		}
+		return 10
+	}
+}
