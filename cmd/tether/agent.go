@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -195,7 +194,7 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 		sc.Close()
 		tc.Close()
 	})
-	err = relayNamed(tc, sc, "target → service", "service → target")
+	err = relay(tc, sc, "target → service", "service → target")
 	stop()
 	sc.Close()
 	tc.Close()
@@ -210,24 +209,4 @@ func (a *agent) reject(log *slog.Logger, req *device.Request) {
 	if err := req.Reject(); err != nil {
 		log.Warn("rejecting stream", "err", err)
 	}
-}
-
-// relayNamed is relay (forward.go) with the directions named by the
-// caller: local is a TCP connection the agent or forwarder holds, stream the
-// tunnel. toStream and fromStream label the errors of each direction.
-func relayNamed(local, stream net.Conn, toStream, fromStream string) error {
-	errc := make(chan error, 2)
-	go func() {
-		_, err := io.Copy(stream, local)
-		closeWrite(stream)
-		errc <- directionError(toStream, err)
-	}()
-	go func() {
-		_, err := io.Copy(local, stream)
-		closeWrite(local)
-		// Nothing local sends now could reach the other end.
-		local.SetReadDeadline(time.Now())
-		errc <- directionError(fromStream, err)
-	}()
-	return errors.Join(<-errc, <-errc)
 }

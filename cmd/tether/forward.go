@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -208,7 +207,7 @@ func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 		return
 	}
 	defer f.untrack(st)
-	if err := relay(client, st); err != nil && ctx.Err() == nil {
+	if err := relay(client, st, "client → device", "device → client"); err != nil && ctx.Err() == nil {
 		f.logf("connection from %s: %v", from, err)
 	}
 }
@@ -224,47 +223,4 @@ func (f *forwarder) explain(err error) error {
 	// Failures to reach the hub keep the SDK's own line, which names the
 	// address and, for a certificate, the fix.
 	return err
-}
-
-// relay copies both ways between a client connection and a stream and
-// returns when both directions have ended. A stream has no half-close (its
-// EOF ends it whole), so the end of one direction is passed on at once:
-// the client's EOF closes the stream, and the stream's end half-closes the
-// client and stops reading from it, so that neither side waits on a peer
-// that is gone.
-func relay(client, stream net.Conn) error {
-	errc := make(chan error, 2)
-	go func() {
-		_, err := io.Copy(stream, client)
-		closeWrite(stream)
-		errc <- directionError("client → device", err)
-	}()
-	go func() {
-		_, err := io.Copy(client, stream)
-		closeWrite(client)
-		// Nothing the client sends now could reach the device.
-		client.SetReadDeadline(time.Now())
-		errc <- directionError("device → client", err)
-	}()
-	return errors.Join(<-errc, <-errc)
-}
-
-// closeWrite half-closes c when it can and closes it otherwise.
-func closeWrite(c net.Conn) {
-	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		if hc.CloseWrite() == nil {
-			return
-		}
-	}
-	c.Close()
-}
-
-// directionError drops the errors relay causes itself when it ends a
-// direction (a closed connection, an expired read deadline); the others
-// say which way they happened.
-func directionError(dir string, err error) error {
-	if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrClosedPipe) {
-		return nil
-	}
-	return fmt.Errorf("%s: %w", dir, err)
 }

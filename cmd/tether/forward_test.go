@@ -37,7 +37,7 @@ func TestRelayStreamEnds(t *testing.T) {
 	user, client := tcpPair(t)
 	stream, device := net.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- relay(client, stream) }()
+	go func() { done <- relay(client, stream, "client → device", "device → client") }()
 
 	go func() {
 		user.Write([]byte("ping"))
@@ -64,7 +64,7 @@ func TestRelayClientEnds(t *testing.T) {
 	user, client := tcpPair(t)
 	stream, device := net.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- relay(client, stream) }()
+	go func() { done <- relay(client, stream, "client → device", "device → client") }()
 
 	go func() {
 		user.Write([]byte("bye"))
