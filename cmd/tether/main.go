@@ -23,8 +23,13 @@ Commands:
   devices list [--json]   list devices: id, status, connection state
   devices show ID         show one device as JSON
   devices rm ID           delete a device
+  devices disable ID      refuse the device: it is disconnected, its streams end
+  devices enable ID       let a disabled device connect again
+  devices rotate-key ID [--secondary]
+                          give the device a new primary (or secondary) key
   agent                   run on a device: --device CONNSTR --allow NAME=HOST:PORT
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
+  pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
   endpoints               show the hub's streaming endpoints
 
 Global flags (also accepted after the command):
@@ -114,6 +119,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdAgent(ctx, g, rest)
 	case "forward":
 		return cmdForward(ctx, g, rest)
+	case "pipe":
+		return cmdPipe(ctx, g, rest)
 	case "endpoints":
 		return cmdEndpoints(ctx, g, rest)
 	case "help":
