@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -327,6 +328,25 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 		}
 		if !strings.Contains(strings.ToLower(stderr), tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 1 {
 			t.Errorf("tether %v: stderr %q, want one line mentioning %q", tc.args, stderr, tc.want)
+		}
+	}
+
+	// Device operations on a second device.
+	if _, stderr, err := runCmd(t, env, tether, "devices", "add", "dev2"); err != nil {
+		t.Fatalf("devices add dev2: %v: %s", err, stderr)
+	}
+	rotated, stderr, err := runCmd(t, env, tether, "devices", "rotate-key", "dev2", "--secondary")
+	if err != nil || !strings.HasPrefix(rotated, "HostName="+httpAddr+";DeviceId=dev2;SharedAccessKey=") {
+		t.Fatalf("rotate-key: %v %q %s", err, rotated, stderr)
+	}
+	for _, op := range []string{"disable", "enable"} {
+		if _, stderr, err := runCmd(t, env, tether, "devices", op, "dev2"); err != nil {
+			t.Fatalf("devices %s: %v: %s", op, err, stderr)
+		}
+		out, _, _ := runCmd(t, env, tether, "devices", "list")
+		want := map[string]string{"disable": "disabled", "enable": "enabled"}[op]
+		if !regexp.MustCompile(`(?m)^dev2\s+` + want + `\s`).MatchString(out) {
+			t.Fatalf("after devices %s, list says:\n%s", op, out)
 		}
 	}
 

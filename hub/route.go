@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,12 +22,10 @@ import (
 func streamSubject(clientID string) string {
 	return "tether.dev." + cluster.SubjectToken(clientID) + ".stream"
 }
-func kickSubject(clientID string) string {
-	return "tether.dev." + cluster.SubjectToken(clientID) + ".kick"
-}
-func deviceSubjects(clientID string) string {
-	return "tether.dev." + cluster.SubjectToken(clientID) + ".*"
-}
+
+// kickSubject reaches every node: a disabled or deleted device must lose
+// its MQTT session (on one node) and its open streams (homed on any node).
+const kickSubject = "tether.ctl.kick"
 
 // routeRequest travels from a stream's home node to the device's node.
 type routeRequest struct {
@@ -70,7 +69,7 @@ func (s *Server) deviceConnected(clientID string) {
 	}
 	s.seq++
 	sess := &session{id: s.node + "/" + strconv.FormatUint(s.seq, 10)}
-	sub, err := s.nc.Subscribe(deviceSubjects(clientID), func(m *nats.Msg) { s.onDeviceMsg(clientID, m) })
+	sub, err := s.nc.Subscribe(streamSubject(clientID), func(m *nats.Msg) { s.onStreamRequest(clientID, m) })
 	if err != nil {
 		s.log.Error("cannot route to device; disconnecting it", "device", clientID, "err", err)
 		s.broker.Disconnect(clientID)
@@ -122,29 +121,25 @@ func (s *Server) presenceWorker() {
 	}
 }
 
-// onDeviceMsg serves requests for a device whose session is on this node.
-func (s *Server) onDeviceMsg(clientID string, m *nats.Msg) {
-	switch m.Subject {
-	case kickSubject(clientID):
-		s.broker.Disconnect(clientID)
-	case streamSubject(clientID):
-		var req routeRequest
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			s.log.Warn("malformed route request", "device", clientID, "err", err)
-			return
-		}
-		// Answering blocks on the device; the NATS callback goroutine must
-		// not, or one slow device would delay every other request.
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			reply := s.forwardToDevice(clientID, req)
-			b, _ := json.Marshal(reply)
-			if err := m.Respond(b); err != nil {
-				s.log.Warn("answering route request", "device", clientID, "err", err)
-			}
-		}()
+// onStreamRequest serves a stream request for a device whose session is
+// on this node.
+func (s *Server) onStreamRequest(clientID string, m *nats.Msg) {
+	var req routeRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		s.log.Warn("malformed route request", "device", clientID, "err", err)
+		return
 	}
+	// Answering blocks on the device; the NATS callback goroutine must
+	// not, or one slow device would delay every other request.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		reply := s.forwardToDevice(clientID, req)
+		b, _ := json.Marshal(reply)
+		if err := m.Respond(b); err != nil {
+			s.log.Warn("answering route request", "device", clientID, "err", err)
+		}
+	}()
 }
 
 func (s *Server) forwardToDevice(clientID string, req routeRequest) routeReply {
@@ -194,10 +189,29 @@ func (s *Server) askDevice(ctx context.Context, clientID string, req routeReques
 	}
 }
 
-// kick disconnects a device from whichever node holds its session.
-func (s *Server) kick(clientID string) {
-	if err := s.nc.Publish(kickSubject(clientID), nil); err != nil {
-		s.log.Warn("disconnecting device", "device", clientID, "err", err)
+// kick disconnects a device, and its modules, from every node and ends
+// its open streams.
+func (s *Server) kick(deviceID string) {
+	if err := s.nc.Publish(kickSubject, []byte(deviceID)); err != nil {
+		s.log.Warn("disconnecting device", "device", deviceID, "err", err)
+	}
+}
+
+func (s *Server) onKick(m *nats.Msg) {
+	deviceID := string(m.Data)
+	s.mu.Lock()
+	var local []string
+	for clientID := range s.sessions {
+		if clientID == deviceID || strings.HasPrefix(clientID, deviceID+"/") {
+			local = append(local, clientID)
+		}
+	}
+	s.mu.Unlock()
+	for _, clientID := range local {
+		s.broker.Disconnect(clientID)
+	}
+	if n := s.relay.CloseDevice(deviceID); n > 0 || len(local) > 0 {
+		s.log.Info("device refused", "device", deviceID, "sessions", len(local), "streams", n)
 	}
 }
 

@@ -71,6 +71,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by MQTT client id
 	presence chan presenceUpdate
+	kickSub  *nats.Subscription
 	seq      uint64
 	closed   bool
 	wg       sync.WaitGroup
@@ -142,6 +143,11 @@ func New(opts Options) (*Server, error) {
 		s.wg.Wait()
 		return nil, fmt.Errorf("hub: starting the MQTT broker: %w", err)
 	}
+	s.kickSub, err = s.nc.Subscribe(kickSubject, s.onKick)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hub: subscribing to %s: %w", kickSubject, err)
+	}
 	s.mux = s.routes()
 	return s, nil
 }
@@ -176,6 +182,9 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	if s.kickSub != nil {
+		_ = s.kickSub.Unsubscribe()
+	}
 	err := errors.Join(s.broker.Close(), s.relay.Close())
 	s.mu.Lock()
 	for id, sess := range s.sessions {

@@ -2,7 +2,10 @@ package service
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 
@@ -94,4 +97,88 @@ func (c *Client) StreamingEndpoints(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	return e.StreamingEndpoints, nil
+}
+
+// UpdateDevice replaces a device's identity. It sends d's etag in
+// If-Match, so it fails with ErrPrecondition when someone else changed the
+// device since d was read; an empty etag replaces whatever is there.
+func (c *Client) UpdateDevice(ctx context.Context, d *wire.Device) (*wire.Device, error) {
+	if d == nil || d.DeviceID == "" {
+		return nil, errNoID
+	}
+	match := "*"
+	if d.ETag != "" {
+		match = `"` + d.ETag + `"`
+	}
+	var out wire.Device
+	if err := c.call(ctx, "PUT", devicePath(d.DeviceID), d, &out, map[string]string{"If-Match": match}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// modifyDevice reads a device, applies change and writes it back, again
+// from a fresh read when a concurrent writer got there first.
+func (c *Client) modifyDevice(ctx context.Context, id string, change func(*wire.Device) error) (*wire.Device, error) {
+	for attempt := 0; ; attempt++ {
+		d, err := c.GetDevice(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(d); err != nil {
+			return nil, err
+		}
+		out, err := c.UpdateDevice(ctx, d)
+		if errors.Is(err, ErrPrecondition) && attempt < 5 {
+			continue
+		}
+		return out, err
+	}
+}
+
+// SetDeviceStatus enables or disables a device. A disabled device cannot
+// connect, is disconnected at once, its open streams end and new stream
+// requests to it fail with ErrDeviceOffline ("disabled").
+func (c *Client) SetDeviceStatus(ctx context.Context, id string, enabled bool) (*wire.Device, error) {
+	status := wire.StatusDisabled
+	if enabled {
+		status = wire.StatusEnabled
+	}
+	return c.modifyDevice(ctx, id, func(d *wire.Device) error {
+		d.Status = status
+		return nil
+	})
+}
+
+// RotateKey gives a device a new primary key (or secondary, with
+// secondary true). Connections made with the old key stay up; new ones
+// with it are refused.
+func (c *Client) RotateKey(ctx context.Context, id string, secondary bool) (*wire.Device, error) {
+	return c.modifyDevice(ctx, id, func(d *wire.Device) error {
+		if d.Authentication.Type != "" && d.Authentication.Type != "sas" {
+			return fmt.Errorf("device %q authenticates with %s, not a key", id, d.Authentication.Type)
+		}
+		key, err := newKey()
+		if err != nil {
+			return err
+		}
+		if d.Authentication.SymmetricKey == nil {
+			d.Authentication.SymmetricKey = &wire.SymmetricKey{}
+		}
+		if secondary {
+			d.Authentication.SymmetricKey.SecondaryKey = key
+		} else {
+			d.Authentication.SymmetricKey.PrimaryKey = key
+		}
+		return nil
+	})
+}
+
+// newKey is a device key as the hub makes them: 32 random bytes, base64.
+func newKey() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/service"
 	"github.com/tether-io/tether/wire"
 )
@@ -22,6 +23,11 @@ const devicesUsage = `usage:
   tether devices list [--json]   list devices: id, status, connection state
   tether devices show ID         show one device as JSON
   tether devices rm ID           delete a device
+  tether devices disable ID      refuse the device: disconnected now, streams end
+  tether devices enable ID       let a disabled device connect again
+  tether devices rotate-key ID [--secondary]
+                                 new primary (or secondary) key; prints the
+                                 connection string that uses it
 `
 
 func cmdDevices(ctx context.Context, g *globals, args []string) error {
@@ -35,12 +41,15 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		fmt.Fprint(g.Stderr, devicesUsage)
 		fs.PrintDefaults()
 	}
-	var asJSON *bool
-	if sub == "list" {
+	var asJSON, secondary *bool
+	switch sub {
+	case "list":
 		asJSON = fs.Bool("json", false, "print a JSON array of device documents")
+	case "rotate-key":
+		secondary = fs.Bool("secondary", false, "rotate the secondary key instead of the primary")
 	}
 	switch sub {
-	case "add", "list", "show", "rm":
+	case "add", "list", "show", "rm", "disable", "enable", "rotate-key":
 	case "-h", "--help", "help":
 		fmt.Fprint(g.Stdout, devicesUsage)
 		return nil
@@ -106,6 +115,23 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		if err := c.DeleteDevice(ctx, pos[0]); err != nil {
 			return explainHubError(err, c, pos[0])
 		}
+	case "disable", "enable":
+		if _, err := c.SetDeviceStatus(ctx, pos[0], sub == "enable"); err != nil {
+			return explainHubError(err, c, pos[0])
+		}
+	case "rotate-key":
+		d, err := c.RotateKey(ctx, pos[0], *secondary)
+		if err != nil {
+			return explainHubError(err, c, pos[0])
+		}
+		cs, err := sas.ParseConnectionString(c.DeviceConnectionString(d))
+		if err != nil {
+			return fmt.Errorf("device %q: the hub returned no key after the rotation", pos[0])
+		}
+		if *secondary {
+			cs.SharedAccessKey = d.Authentication.SymmetricKey.SecondaryKey
+		}
+		fmt.Fprintln(g.Stdout, cs)
 	}
 	return nil
 }
@@ -185,6 +211,9 @@ func explainHubError(err error, c *service.Client, deviceID string) error {
 	case errors.Is(err, service.ErrDeviceExists):
 		return fmt.Errorf("device %q already exists", deviceID)
 	case errors.Is(err, service.ErrDeviceOffline):
+		if errors.As(err, &ae) && strings.Contains(ae.Message, "disabled") {
+			return fmt.Errorf("device %q is disabled: enable it with 'tether devices enable %s'", deviceID, deviceID)
+		}
 		return fmt.Errorf("device %q is not connected to the hub", deviceID)
 	case errors.Is(err, service.ErrTimeout):
 		return fmt.Errorf("device %q did not answer in time", deviceID)

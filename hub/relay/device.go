@@ -1,0 +1,41 @@
+package relay
+
+import "github.com/gobwas/ws"
+
+// CloseDevice ends every stream of deviceID, waiting or paired, because
+// the device was disabled or deleted: an operator who refuses a device
+// expects its tunnels gone, not only its control channel. It returns how
+// many streams it ended.
+func (r *Relay) CloseDevice(deviceID string) int {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0
+	}
+	var unpaired []*stream
+	var waiting [][]*peer
+	var pipes []*pipe
+	for _, st := range r.streams {
+		if st.DeviceID != deviceID {
+			continue
+		}
+		if st.pipe != nil {
+			pipes = append(pipes, st.pipe)
+			continue
+		}
+		unpaired = append(unpaired, st)
+		waiting = append(waiting, r.endLocked(st))
+	}
+	r.wg.Add(1)
+	defer r.wg.Done()
+	r.mu.Unlock()
+	const reason = "device disabled or deleted"
+	for i, st := range unpaired {
+		r.finishUnpaired(st, waiting[i], ClosedByHub, reason, ws.StatusPolicyViolation, reason)
+	}
+	bye := ws.NewCloseFrameBody(ws.StatusPolicyViolation, reason)
+	for _, p := range pipes {
+		p.stop(ClosedByHub, reason, [2][]byte{bye, bye})
+	}
+	return len(unpaired) + len(pipes)
+}
