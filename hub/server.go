@@ -148,6 +148,7 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", kickSubject, err)
 	}
+	s.clearPreviousLife()
 	s.mux = s.routes()
 	return s, nil
 }
@@ -196,6 +197,26 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	return err
+}
+
+// clearPreviousLife marks Disconnected the devices that an earlier run of
+// this node (same name, another random suffix) left Connected when it
+// died without saying goodbye.
+func (s *Server) clearPreviousLife() {
+	name := s.opts.Cluster.Name()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := s.reg.ClearSessions(ctx, func(session string) bool {
+		node, _, _ := strings.Cut(session, "/")
+		i := strings.LastIndexByte(node, '-')
+		return node != s.node && i > 0 && node[:i] == name
+	})
+	if err != nil {
+		s.log.Warn("clearing connection states of an earlier run", "err", err)
+	}
+	if n > 0 {
+		s.log.Info("cleared connection states left by an earlier run", "devices", n)
+	}
 }
 
 // streamURL is the streaming URL of a stream homed on this node.

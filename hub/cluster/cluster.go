@@ -57,6 +57,7 @@ type Cluster struct {
 	js     jetstream.JetStream
 	srv    *server.Server // nil with an external URL
 	node   string
+	name   string
 	log    *slog.Logger
 	closed chan struct{} // closed by nats.go once the connection is closed
 
@@ -98,7 +99,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	node := name + "-" + randomSuffix()
 	log = log.With("node", node)
 
-	c := &Cluster{node: node, log: log, closed: make(chan struct{})}
+	c := &Cluster{node: node, name: name, log: log, closed: make(chan struct{})}
 	connOpts := []nats.Option{
 		nats.Name("tetherd " + node),
 		nats.MaxReconnects(-1),
@@ -263,6 +264,11 @@ func (c *Cluster) JetStream() jetstream.JetStream { return c.js }
 // Node is this process's unique node id: the node name (reduced to a single
 // valid NATS subject token) and a random suffix, new at each Start.
 func (c *Cluster) Node() string { return c.node }
+
+// Name is this node's name without Node's random suffix: the same across
+// restarts, so a restarted node can recognise what its previous life left
+// behind.
+func (c *Cluster) Name() string { return c.name }
 
 // Ready reports whether the connection is up and JetStream answers. A
 // broken connection is reported at once; a JetStream answer is cached for a

@@ -93,3 +93,33 @@ func (r *Registry) fillPresence(ctx context.Context, d *wire.Device) error {
 	d.LastActivityTime = p.LastActivity
 	return nil
 }
+
+// ClearSessions marks Disconnected every device whose stored session stale
+// reports true. A node that crashed never wrote its disconnects; when it
+// comes back it clears what its previous life left, so devices do not show
+// Connected until they happen to reconnect. Each entry is cleared with
+// compare-and-set, so a session that reconnected meanwhile is kept.
+func (r *Registry) ClearSessions(ctx context.Context, stale func(session string) bool) (int, error) {
+	keys, err := r.presence.ListKeys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("registry: listing presence: %w", err)
+	}
+	defer keys.Stop()
+	n := 0
+	for key := range keys.Keys() {
+		e, err := r.presence.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var p presence
+		if json.Unmarshal(e.Value(), &p) != nil || p.State != wire.StateConnected || !stale(p.Session) {
+			continue
+		}
+		p.State, p.UpdatedTime = wire.StateDisconnect, time.Now().UTC()
+		data, _ := json.Marshal(p)
+		if _, err := r.presence.Update(ctx, key, data, e.Revision()); err == nil {
+			n++
+		}
+	}
+	return n, ctx.Err()
+}

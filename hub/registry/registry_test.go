@@ -570,3 +570,32 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+func TestClearSessions(t *testing.T) {
+	r := newRegistry(t)
+	ctx := t.Context()
+	for id, session := range map[string]string{"a": "hub-old1/1", "b": "hub-new2/1", "c": "other-x/3"} {
+		mustPut(t, r, wire.Device{DeviceID: id}, "")
+		if err := r.SetConnected(ctx, id, session, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPut(t, r, wire.Device{DeviceID: "d"}, "")
+	n, err := r.ClearSessions(ctx, func(s string) bool { return strings.HasPrefix(s, "hub-old1/") })
+	if err != nil || n != 1 {
+		t.Fatalf("ClearSessions = %d, %v; want 1", n, err)
+	}
+	for id, want := range map[string]string{"a": wire.StateDisconnect, "b": wire.StateConnected, "c": wire.StateConnected, "d": wire.StateDisconnect} {
+		d, err := r.Get(ctx, id)
+		if err != nil || d.ConnectionState != want {
+			t.Errorf("%s: %q, %v; want %s", id, d.ConnectionState, err, want)
+		}
+	}
+	// A later connect of a cleared device is recorded as usual.
+	if err := r.SetConnected(ctx, "a", "hub-new2/2", true); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := r.Get(ctx, "a"); d.ConnectionState != wire.StateConnected {
+		t.Fatal("connect after a clear not recorded")
+	}
+}
