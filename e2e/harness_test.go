@@ -44,6 +44,7 @@ type testHub struct {
 type hubOptions struct {
 	dir    string        // reuse a data folder (restart)
 	window time.Duration // handshake window, and its maximum
+	logTo  io.Writer     // the hub's log, as JSON lines; default: discarded (or TETHER_TEST_LOG)
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -72,6 +73,9 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 	pool.AppendCertsFromPEM(caPEM)
 
 	log := testLogger(t)
+	if o.logTo != nil {
+		log = slog.New(slog.NewJSONHandler(o.logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	cl, err := cluster.Start(ctx, cluster.Options{DataDir: o.dir, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /devices/{id}", s.handleGetDevice)
 	mux.HandleFunc("DELETE /devices/{id}", s.handleDeleteDevice)
 	mux.HandleFunc("GET /devices", s.handleListDevices)
+	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.Handle("/bridges/", s.relay)
 	mux.HandleFunc("/$iothub/websocket", s.broker.HandleWebSocket)
 	return mux
@@ -140,12 +141,17 @@ func timeoutHeader(r *http.Request, name string, def, max time.Duration) (time.D
 }
 
 func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authService(r, registry.ServiceConnect); err != nil {
+	start := time.Now()
+	policy, err := s.authService(r, registry.ServiceConnect)
+	if err != nil {
 		unauthorized(w)
 		return
 	}
-	deviceID, module, name := r.PathValue("id"), r.PathValue("module"), r.PathValue("name")
-	if name == "" || strings.ContainsAny(name, "/?#+") {
+	inv := &invocation{
+		deviceID: r.PathValue("id"), module: r.PathValue("module"), name: r.PathValue("name"),
+		policy: policy.Name, start: start, sdk: r.UserAgent(),
+	}
+	if inv.name == "" || strings.ContainsAny(inv.name, "/?#+") {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "invalid stream name")
 		return
 	}
@@ -154,59 +160,75 @@ func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
 		var respTimeout time.Duration
 		respTimeout, err = timeoutHeader(r, wire.HeaderResponseTimeout, window, s.opts.MaxWindow)
 		if err == nil {
-			s.createStream(w, r, deviceID, module, name, window, respTimeout)
+			s.createStream(w, r, inv, window, respTimeout)
 			return
 		}
 	}
 	writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 }
 
-func (s *Server) createStream(w http.ResponseWriter, r *http.Request, deviceID, module, name string, window, respTimeout time.Duration) {
+// createStream asks the device and answers the service. Every path ends
+// in exactly one stream-log record: directly when no relay stream was
+// opened, otherwise when the relay reports the stream done.
+func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invocation, window, respTimeout time.Duration) {
+	fail := func(status, code int, result, msg string) {
+		inv.answer(status, result)
+		writeError(w, status, code, msg)
+	}
 	ctx, cancel := ctxTimeout(r.Context())
-	dev, err := s.reg.Get(ctx, deviceID)
+	dev, err := s.reg.Get(ctx, inv.deviceID)
 	cancel()
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
-		writeError(w, http.StatusNotFound, wire.CodeDeviceNotFound, fmt.Sprintf("Device %s not registered", deviceID))
+		fail(http.StatusNotFound, wire.CodeDeviceNotFound, wire.ResultError, fmt.Sprintf("Device %s not registered", inv.deviceID))
+		s.logInvocation(inv, nil)
 		return
 	case err != nil:
-		s.log.Error("reading the registry", "device", deviceID, "err", err)
-		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "registry unavailable")
+		s.log.Error("reading the registry", "device", inv.deviceID, "err", err)
+		fail(http.StatusInternalServerError, wire.CodeServerError, wire.ResultError, "registry unavailable")
+		s.logInvocation(inv, nil)
 		return
 	case dev.Status == wire.StatusDisabled:
-		writeError(w, http.StatusNotFound, wire.CodeNotOnline, fmt.Sprintf("Device %s is disabled", deviceID))
+		fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is disabled", inv.deviceID))
+		s.logInvocation(inv, nil)
 		return
 	}
-	clientID := deviceID
-	if module != "" {
-		clientID += "/" + module
+	clientID := inv.deviceID
+	if inv.module != "" {
+		clientID += "/" + inv.module
 	}
-	st, err := s.relay.Open(deviceID, name, window)
+	st, err := s.relay.Open(inv.deviceID, inv.name, window)
 	if err != nil {
-		s.log.Warn("opening a stream", "device", deviceID, "err", err)
-		writeError(w, http.StatusServiceUnavailable, wire.CodeServerError, "the hub is shutting down")
+		s.log.Warn("opening a stream", "device", inv.deviceID, "err", err)
+		fail(http.StatusServiceUnavailable, wire.CodeServerError, wire.ResultError, "the hub is shutting down")
+		s.logInvocation(inv, nil)
 		return
 	}
-	status, err := s.askDevice(r.Context(), clientID, routeRequest{Name: name, URL: s.streamURL(st), Token: st.DeviceToken}, respTimeout)
+	inv.streamID = st.ID
+	s.track(inv)
+	url := s.streamURL(st)
+	status, err := s.askDevice(r.Context(), clientID, routeRequest{Name: inv.name, URL: url, Token: st.DeviceToken}, respTimeout)
 	switch {
 	case errors.Is(err, errOffline):
+		fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is not online", clientID))
 		s.relay.Cancel(st.ID)
-		writeError(w, http.StatusNotFound, wire.CodeNotOnline, fmt.Sprintf("Device %s is not online", clientID))
 	case errors.Is(err, errTimeout):
+		fail(http.StatusGatewayTimeout, wire.CodeGatewayTimeout, wire.ResultTimedOut, "Timed out waiting for the response from device.")
 		s.relay.Cancel(st.ID)
-		writeError(w, http.StatusGatewayTimeout, wire.CodeGatewayTimeout, "Timed out waiting for the response from device.")
 	case err != nil:
-		s.relay.Cancel(st.ID)
 		s.log.Error("stream request", "device", clientID, "err", err)
-		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "routing the request failed")
-	case status != http.StatusOK:
+		fail(http.StatusInternalServerError, wire.CodeServerError, wire.ResultError, "routing the request failed")
 		s.relay.Cancel(st.ID)
+	case status != http.StatusOK:
+		inv.answer(http.StatusOK, wire.ResultRejected)
 		w.Header().Set(wire.HeaderIsAccepted, "False")
 		w.WriteHeader(http.StatusOK)
+		s.relay.Cancel(st.ID)
 	default:
+		inv.answer(http.StatusOK, wire.ResultAccepted)
 		h := w.Header()
 		h.Set(wire.HeaderIsAccepted, "True")
-		h.Set(wire.HeaderURL, s.streamURL(st))
+		h.Set(wire.HeaderURL, url)
 		h.Set(wire.HeaderAuthToken, st.ServiceToken)
 		w.WriteHeader(http.StatusOK)
 	}

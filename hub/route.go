@@ -214,11 +214,3 @@ func (s *Server) onKick(m *nats.Msg) {
 		s.log.Info("device refused", "device", deviceID, "sessions", len(local), "streams", n)
 	}
 }
-
-// streamDone records the end of a stream.
-func (s *Server) streamDone(info relay.Info) {
-	s.log.Info("stream ended", "device", info.DeviceID, "stream", info.Name, "id", info.ID,
-		"paired", info.PairedOK, "closedBy", info.ClosedBy, "reason", info.Reason,
-		"bytesToDevice", info.BytesToDevice, "bytesToService", info.BytesToService,
-		"lifetime", info.Closed.Sub(info.Opened).Round(time.Millisecond))
-}

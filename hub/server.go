@@ -29,6 +29,7 @@ import (
 	"github.com/tether-io/tether/hub/cluster"
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/hub/relay"
+	"github.com/tether-io/tether/hub/streamlog"
 )
 
 // Options configure a Server. The zero value of each optional field means
@@ -53,6 +54,9 @@ type Options struct {
 	// MaxWindow caps the timeouts a service may ask for. Default 120 s.
 	MaxWindow time.Duration
 
+	// LogRetention is how long stream-log records are kept; default 7 days.
+	LogRetention time.Duration
+
 	Logger *slog.Logger
 }
 
@@ -72,9 +76,13 @@ type Server struct {
 	sessions map[string]*session // by MQTT client id
 	presence chan presenceUpdate
 	kickSub  *nats.Subscription
-	seq      uint64
-	closed   bool
-	wg       sync.WaitGroup
+	logs     *streamlog.Store
+
+	invMu       sync.Mutex
+	invocations map[string]*invocation // by stream id, until the stream ends
+	seq         uint64
+	closed      bool
+	wg          sync.WaitGroup
 }
 
 // session is one device's MQTT session on this node and its NATS
@@ -123,6 +131,14 @@ func New(opts Options) (*Server, error) {
 		wsURL:    &ws,
 		sessions: make(map[string]*session),
 		presence: make(chan presenceUpdate, 4096),
+
+		invocations: make(map[string]*invocation),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), streamlog.Options{Retention: opts.LogRetention})
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
 	}
 	s.wg.Add(1)
 	go s.presenceWorker()

@@ -278,3 +278,56 @@ func ParseBridgePath(escapedPath string) (hub, deviceID, streamName, streamID st
 	}
 	return parts[0], parts[1], parts[2], parts[3], nil
 }
+
+// StreamLog is one record of a stream invocation, in the shape of Azure's
+// DeviceStreams resource logs: Properties is a JSON string (of
+// StreamLogProperties), as Azure writes it.
+type StreamLog struct {
+	Time              time.Time `json:"time"`
+	OperationName     string    `json:"operationName"` // "invoke"
+	Category          string    `json:"category"`      // "DeviceStreams"
+	ResultType        string    `json:"resultType"`    // "Success" or "Failure"
+	ResultDescription string    `json:"resultDescription"`
+	Level             string    `json:"level"` // "Information" or "Error"
+	DurationMs        int64     `json:"durationMs"`
+	Properties        string    `json:"properties"`
+}
+
+// StreamLogProperties are a record's properties: Azure's, then Tether's.
+type StreamLogProperties struct {
+	DeviceID     string `json:"deviceId"`
+	ModuleID     string `json:"moduleId,omitempty"`
+	SDKVersion   string `json:"sdkVersion"`
+	RequestSize  int    `json:"requestSize"`
+	ResponseSize int    `json:"responseSize"`
+	StatusCode   int    `json:"statusCode"`
+	RequestName  string `json:"requestName"` // the stream name
+	Direction    string `json:"direction"`   // "c2d"
+
+	StreamID       string `json:"streamId"`
+	Result         string `json:"result"` // one of the Result* constants
+	Policy         string `json:"policy"` // the access policy that asked
+	Node           string `json:"node"`   // the stream's home node
+	SetupMs        int64  `json:"setupMs"`
+	LifetimeMs     int64  `json:"lifetimeMs"`
+	BytesToDevice  int64  `json:"bytesToDevice"`
+	BytesToService int64  `json:"bytesToService"`
+	ClosedBy       string `json:"closedBy,omitempty"` // service, device, hub or window
+	CloseReason    string `json:"closeReason,omitempty"`
+}
+
+// Results of a stream invocation.
+const (
+	ResultAccepted = "accepted"
+	ResultRejected = "rejected"
+	ResultOffline  = "offline"
+	ResultTimedOut = "timedOut"
+	ResultError    = "error"
+)
+
+// Props decodes the record's properties.
+func (l StreamLog) Props() (StreamLogProperties, error) {
+	var p StreamLogProperties
+	err := json.Unmarshal([]byte(l.Properties), &p)
+	return p, err
+}

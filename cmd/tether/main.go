@@ -31,6 +31,8 @@ Commands:
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
   endpoints               show the hub's streaming endpoints
+  logs [--device ID] [--since DURATION] [--follow] [--json]
+                          stream logs: one record per stream request
 
 Global flags (also accepted after the command):
   --hub CONNSTR   service connection string (env TETHER_HUB)
@@ -121,6 +123,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdForward(ctx, g, rest)
 	case "pipe":
 		return cmdPipe(ctx, g, rest)
+	case "logs":
+		return cmdLogs(ctx, g, rest)
 	case "endpoints":
 		return cmdEndpoints(ctx, g, rest)
 	case "help":

@@ -43,6 +43,7 @@ type config struct {
 	natsURL    string
 	logFormat  string
 	logLevel   string
+	retention  time.Duration
 }
 
 func env(name, def string) string {
@@ -69,6 +70,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.natsURL, "nats", env("TETHER_NATS", ""), "external NATS URL; default an embedded server (env TETHER_NATS)")
 	fs.StringVar(&c.logFormat, "log-format", env("TETHER_LOG_FORMAT", "text"), "text or json (env TETHER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("TETHER_LOG_LEVEL", "info"), "debug, info, warn or error (env TETHER_LOG_LEVEL)")
+	retention, err := time.ParseDuration(env("TETHER_LOG_RETENTION", "168h"))
+	if err != nil {
+		return nil, fmt.Errorf("TETHER_LOG_RETENTION: %w", err)
+	}
+	fs.DurationVar(&c.retention, "log-retention", retention, "how long stream-log records are kept (env TETHER_LOG_RETENTION)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -192,11 +198,12 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 
 	srv, err := hub.New(hub.Options{
-		Cluster:   cl,
-		Registry:  reg,
-		HostNames: c.hostnames,
-		PublicURL: c.publicURL,
-		Logger:    log,
+		Cluster:      cl,
+		Registry:     reg,
+		HostNames:    c.hostnames,
+		PublicURL:    c.publicURL,
+		LogRetention: c.retention,
+		Logger:       log,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,173 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tether-io/tether/hub/registry"
+	"github.com/tether-io/tether/hub/relay"
+	"github.com/tether-io/tether/hub/streamlog"
+	"github.com/tether-io/tether/wire"
+)
+
+// invocation is what the hub knows of one stream request, from the REST
+// call to the stream's end, for its log record.
+type invocation struct {
+	deviceID, module, name string
+	policy, sdk            string
+	start                  time.Time
+	streamID               string // set once the relay opened the stream
+
+	mu       sync.Mutex // answer may race the relay's end of the stream
+	status   int
+	result   string
+	answered time.Time
+}
+
+func (inv *invocation) answer(status int, result string) {
+	inv.mu.Lock()
+	inv.status, inv.result, inv.answered = status, result, time.Now()
+	inv.mu.Unlock()
+}
+
+// track remembers inv until the relay reports its stream done.
+func (s *Server) track(inv *invocation) {
+	s.invMu.Lock()
+	s.invocations[inv.streamID] = inv
+	s.invMu.Unlock()
+}
+
+// streamDone is the relay's report of a stream's end: the moment to write
+// the invocation's record, with the bytes and the lifetime.
+func (s *Server) streamDone(info relay.Info) {
+	s.invMu.Lock()
+	inv := s.invocations[info.ID]
+	delete(s.invocations, info.ID)
+	s.invMu.Unlock()
+	if inv == nil {
+		// Opened by a hub that did not track it; record what the relay knows.
+		inv = &invocation{deviceID: info.DeviceID, name: info.Name, start: info.Opened, streamID: info.ID}
+	}
+	s.logInvocation(inv, &info)
+}
+
+// logInvocation writes the record of inv (with the relay's account when the
+// stream was opened) to the stream logs and to the hub's log. No token,
+// key or signature is in it.
+func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
+	inv.mu.Lock()
+	status, result, answered := inv.status, inv.result, inv.answered
+	inv.mu.Unlock()
+	if result == "" {
+		// The relay ended the stream before the device answered (the window
+		// was shorter than the response timeout, or the hub closed).
+		result, status = wire.ResultTimedOut, http.StatusGatewayTimeout
+	}
+	if answered.IsZero() {
+		answered = time.Now()
+	}
+	p := wire.StreamLogProperties{
+		DeviceID: inv.deviceID, ModuleID: inv.module, SDKVersion: inv.sdk,
+		StatusCode: status, RequestName: inv.name, Direction: "c2d",
+		StreamID: inv.streamID, Result: result, Policy: inv.policy, Node: s.node,
+		SetupMs: answered.Sub(inv.start).Milliseconds(),
+	}
+	end := answered
+	success := result == wire.ResultAccepted
+	desc := map[string]string{
+		wire.ResultAccepted: "stream accepted by the device",
+		wire.ResultRejected: "stream rejected by the device",
+		wire.ResultOffline:  "device not online",
+		wire.ResultTimedOut: "timed out waiting for the device's answer",
+		wire.ResultError:    "stream request failed",
+	}[result]
+	if status == http.StatusNotFound && result == wire.ResultError {
+		desc = "device not registered"
+	}
+	if info != nil {
+		p.BytesToDevice, p.BytesToService = info.BytesToDevice, info.BytesToService
+		p.ClosedBy, p.CloseReason = info.ClosedBy, info.Reason
+		end = info.Closed
+		if info.PairedOK {
+			p.SetupMs = info.Paired.Sub(inv.start).Milliseconds()
+			p.LifetimeMs = info.Closed.Sub(info.Paired).Milliseconds()
+		} else if success {
+			// Accepted, but one side never joined.
+			success = false
+			desc = "accepted, but a side never joined: " + info.Reason
+		}
+	}
+	props, _ := json.Marshal(p)
+	rec := wire.StreamLog{
+		Time: inv.start.UTC(), OperationName: "invoke", Category: "DeviceStreams",
+		ResultType: "Success", ResultDescription: desc, Level: "Information",
+		DurationMs: end.Sub(inv.start).Milliseconds(), Properties: string(props),
+	}
+	if !success {
+		rec.ResultType, rec.Level = "Failure", "Error"
+	}
+	s.log.Info("stream", "device", inv.deviceID, "stream", inv.name, "id", inv.streamID, "result", result,
+		"policy", inv.policy, "status", status, "setupMs", p.SetupMs, "lifetimeMs", p.LifetimeMs,
+		"bytesToDevice", p.BytesToDevice, "bytesToService", p.BytesToService,
+		"closedBy", p.ClosedBy, "reason", p.CloseReason)
+	ctx, cancel := ctxTimeout(context.Background())
+	defer cancel()
+	if err := s.logs.Append(ctx, inv.deviceID, rec); err != nil {
+		s.log.Warn("writing a stream log record", "device", inv.deviceID, "err", err)
+	}
+}
+
+// handleStreamLogs serves GET /streamlogs?deviceId=&since=&follow=: the
+// records as JSON lines, oldest first; with follow, new ones as they come
+// until the client goes away.
+func (s *Server) handleStreamLogs(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.authService(r, registry.RegistryRead); err != nil {
+		unauthorized(w)
+		return
+	}
+	q := streamlog.Query{DeviceID: r.URL.Query().Get("deviceId")}
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := parseSince(v, time.Now())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+			return
+		}
+		q.Since = t
+	}
+	q.Follow = r.URL.Query().Get("follow") == "true"
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	if flusher != nil {
+		flusher.Flush() // a follower knows at once that it is connected
+	}
+	enc := json.NewEncoder(w)
+	err := s.logs.Read(r.Context(), q, func(rec wire.StreamLog) error {
+		if err := enc.Encode(rec); err != nil {
+			return err
+		}
+		if flusher != nil && q.Follow {
+			flusher.Flush()
+		}
+		return nil
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Warn("reading stream logs", "err", err)
+	}
+}
+
+// parseSince reads an RFC 3339 time or a duration back from now ("15m").
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(strings.TrimSpace(v)); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("since: %q is neither a duration (15m) nor an RFC 3339 time", v)
+}
