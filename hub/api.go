@@ -23,6 +23,7 @@ const maxBody = 64 << 10
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.handleHealth)
+	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.HandleFunc("GET /devicestreams", s.handleEndpoints)
 	mux.HandleFunc("POST /twins/{id}/streams/{name}", s.handleCreateStream)
 	mux.HandleFunc("POST /twins/{id}/modules/{module}/streams/{name}", s.handleCreateStream)
@@ -64,6 +65,26 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
+// handleReady answers 200 only when storage and routing are usable: NATS
+// connected, JetStream answering, and the registry readable. A load
+// balancer sends no new work to a node that says no.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	err := s.Ready()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		_, err = s.reg.Policy(ctx, "iothubowner")
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("registry: %w", err)
+		}
+	}
+	if err != nil {
+		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
 // errUnauthorized is all a caller learns of why its token failed: which
 // check refused it is logged, not told.
 var errUnauthorized = errors.New("unauthorized")
@@ -94,6 +115,7 @@ func (s *Server) authService(r *http.Request, right registry.Right) (registry.Po
 }
 
 func (s *Server) authFailed(r *http.Request, why string, err error) error {
+	s.metrics.serviceAuth.Inc()
 	s.log.Info("service authentication failed", "remote", r.RemoteAddr, "path", r.URL.Path, "why", why, "err", err)
 	return errUnauthorized
 }

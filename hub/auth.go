@@ -18,6 +18,7 @@ import (
 func (s *Server) authenticateDevice(clientID, username string, password []byte, remote string) error {
 	err := s.checkDevice(clientID, username, string(password))
 	if err != nil {
+		s.metrics.deviceAuth.Inc()
 		s.log.Info("device authentication failed", "device", clientID, "remote", remote, "why", err)
 	}
 	return err

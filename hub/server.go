@@ -77,6 +77,7 @@ type Server struct {
 	presence chan presenceUpdate
 	kickSub  *nats.Subscription
 	logs     *streamlog.Store
+	metrics  *metrics
 
 	invMu       sync.Mutex
 	invocations map[string]*invocation // by stream id, until the stream ends
@@ -164,6 +165,7 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", kickSubject, err)
 	}
+	s.metrics = newMetrics(s)
 	s.clearPreviousLife()
 	s.mux = s.routes()
 	return s, nil

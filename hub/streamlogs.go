@@ -102,6 +102,7 @@ func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
 			desc = "accepted, but a side never joined: " + info.Reason
 		}
 	}
+	s.metrics.streamEnded(result, inv.start, info)
 	props, _ := json.Marshal(p)
 	rec := wire.StreamLog{
 		Time: inv.start.UTC(), OperationName: "invoke", Category: "DeviceStreams",

@@ -44,6 +44,7 @@ type config struct {
 	logFormat  string
 	logLevel   string
 	retention  time.Duration
+	metrics    string
 }
 
 func env(name, def string) string {
@@ -74,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TETHER_LOG_RETENTION: %w", err)
 	}
+	fs.StringVar(&c.metrics, "metrics-listen", env("TETHER_METRICS_LISTEN", "off"), "Prometheus /metrics address: off, on (127.0.0.1:9464) or ADDR (env TETHER_METRICS_LISTEN)")
 	fs.DurationVar(&c.retention, "log-retention", retention, "how long stream-log records are kept (env TETHER_LOG_RETENTION)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -239,6 +241,26 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		go func() { errc <- srv.ServeMQTT(mqttLn) }()
 	}
 
+	var metricsSrv *http.Server
+	switch c.metrics {
+	case "off", "":
+	default:
+		addr := c.metrics
+		if addr == "on" {
+			addr = "127.0.0.1:9464"
+		}
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			hs.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", srv.MetricsHandler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = metricsSrv.Serve(mln) }()
+		log.Info("metrics", "listen", mln.Addr().String())
+	}
+
 	printWelcome(stdout, c, httpLn.Addr(), mqttLn, ownerPath)
 	log.Info("hub started", "listen", httpLn.Addr().String(), "public", c.publicURL, "node", cl.Node())
 
@@ -257,6 +279,9 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		mqttLn.Close()
 	}
 	_ = hs.Shutdown(shutCtx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Close()
+	}
 	if err := srv.Close(); err != nil {
 		log.Warn("closing the hub", "err", err)
 	}

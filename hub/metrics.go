@@ -1,0 +1,111 @@
+package hub
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tether-io/tether/hub/relay"
+)
+
+// metrics are the hub's Prometheus metrics, on a registry of its own so
+// that two hubs in one process (tests) never collide.
+type metrics struct {
+	reg          *prometheus.Registry
+	streams      *prometheus.CounterVec
+	setup        prometheus.Histogram
+	bytes        *prometheus.CounterVec
+	mqttConns    prometheus.Counter
+	deviceAuth   prometheus.Counter
+	serviceAuth  prometheus.Counter
+	devicesTotal prometheus.Gauge
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_streams_total",
+			Help: "Stream requests handled by this node (as the stream's home), by result: accepted, rejected, offline, timedOut, error.",
+		}, []string{"result"}),
+		setup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tether_stream_setup_seconds",
+			Help:    "From the service's request to both sides joined, for streams that paired.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_stream_bytes_total",
+			Help: "Payload bytes relayed by ended streams homed on this node, by direction: to_device, to_service.",
+		}, []string{"direction"}),
+		mqttConns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_mqtt_connections_total",
+			Help: "Device MQTT sessions established on this node.",
+		}),
+		deviceAuth: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_mqtt_auth_failures_total",
+			Help: "Device CONNECTs refused: bad or expired token, unknown or disabled device.",
+		}),
+		serviceAuth: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_service_auth_failures_total",
+			Help: "REST calls refused for their SAS token or policy.",
+		}),
+	}
+	for _, r := range []string{"accepted", "rejected", "offline", "timedOut", "error"} {
+		m.streams.WithLabelValues(r) // present at zero, so rate() works from the start
+	}
+	m.bytes.WithLabelValues("to_device")
+	m.bytes.WithLabelValues("to_service")
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	boolGauge := func(ok bool) float64 {
+		if ok {
+			return 1
+		}
+		return 0
+	}
+	m.reg.MustRegister(
+		m.streams, m.setup, m.bytes, m.mqttConns, m.deviceAuth, m.serviceAuth,
+		gauge("tether_devices_connected", "Devices with an MQTT session on this node.", func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(len(s.sessions))
+		}),
+		gauge("tether_streams_open", "Streams homed on this node, waiting for a side or relaying.", func() float64 {
+			return float64(s.relay.Active())
+		}),
+		gauge("tether_nats_connected", "1 when this node's NATS connection is up.", func() float64 {
+			return boolGauge(s.nc.IsConnected())
+		}),
+		gauge("tether_jetstream_ready", "1 when JetStream answers (registry, stream logs).", func() float64 {
+			return boolGauge(s.opts.Cluster.Ready() == nil)
+		}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// streamEnded counts one invocation; info is nil when no relay stream was
+// opened.
+func (m *metrics) streamEnded(result string, start time.Time, info *relay.Info) {
+	m.streams.WithLabelValues(result).Inc()
+	if info == nil {
+		return
+	}
+	if info.PairedOK {
+		m.setup.Observe(info.Paired.Sub(start).Seconds())
+	}
+	m.bytes.WithLabelValues("to_device").Add(float64(info.BytesToDevice))
+	m.bytes.WithLabelValues("to_service").Add(float64(info.BytesToService))
+}
+
+// MetricsHandler serves the metrics in Prometheus text format. The binary
+// puts it on a listener of its own, off by default and on loopback when
+// on: metrics tell an attacker which devices are busy.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
