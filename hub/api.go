@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
@@ -116,7 +117,7 @@ func (s *Server) authService(r *http.Request, right registry.Right) (registry.Po
 
 func (s *Server) authFailed(r *http.Request, why string, err error) error {
 	s.metrics.serviceAuth.Inc()
-	s.log.Info("service authentication failed", "remote", r.RemoteAddr, "path", r.URL.Path, "why", why, "err", err)
+	s.authLog.log(s.log, slog.LevelInfo, "service authentication failed", "remote", r.RemoteAddr, "path", r.URL.Path, "why", why, "err", err)
 	return errUnauthorized
 }
 

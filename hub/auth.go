@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 
 	"github.com/tether-io/tether/hub/registry"
@@ -19,7 +20,7 @@ func (s *Server) authenticateDevice(clientID, username string, password []byte, 
 	err := s.checkDevice(clientID, username, string(password))
 	if err != nil {
 		s.metrics.deviceAuth.Inc()
-		s.log.Info("device authentication failed", "device", clientID, "remote", remote, "why", err)
+		s.authLog.log(s.log, slog.LevelInfo, "device authentication failed", "device", clientID, "remote", remote, "why", err)
 	}
 	return err
 }

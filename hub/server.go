@@ -78,6 +78,7 @@ type Server struct {
 	kickSub  *nats.Subscription
 	logs     *streamlog.Store
 	metrics  *metrics
+	authLog  *logLimiter // failed logins: a flood must not flood the log
 
 	invMu       sync.Mutex
 	invocations map[string]*invocation // by stream id, until the stream ends
@@ -134,6 +135,7 @@ func New(opts Options) (*Server, error) {
 		presence: make(chan presenceUpdate, 4096),
 
 		invocations: make(map[string]*invocation),
+		authLog:     newLogLimiter(10, time.Second),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -40,6 +40,12 @@ type pipe struct {
 	once     sync.Once
 	closedBy string
 	reason   string
+
+	// mu guards the half-close state: which sides sent their marker, and
+	// who was first.
+	mu     sync.Mutex
+	eof    [2]bool
+	halfBy string
 }
 
 // run relays until either side ends and returns the stream's Info.
@@ -60,7 +66,14 @@ func (pp *pipe) run() Info {
 		Opened: st.opened, Paired: pp.paired, Closed: time.Now(),
 		BytesToDevice: toDevice, BytesToService: toService,
 		ClosedBy: pp.closedBy, Reason: pp.reason, PairedOK: true,
+		HalfClosedBy: pp.halfClosedBy(),
 	}
+}
+
+func (pp *pipe) halfClosedBy() string {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.halfBy
 }
 
 func (pp *pipe) serviceToDevice(wg *sync.WaitGroup, n *int64) {
@@ -74,12 +87,15 @@ func (pp *pipe) deviceToService(wg *sync.WaitGroup, n *int64) {
 }
 
 // copy relays frames from src to dst until the stream ends, and returns the
-// payload bytes it delivered. Whatever ends it ends the whole stream.
+// payload bytes it delivered. Whatever ends it ends the whole stream, but
+// for src's end-of-stream marker relayed to a dst that knows it: then copy
+// goes on reading src's control frames (a close, pings) until the end.
 func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 	dir := src.side.String() + "->" + dst.side.String()
 	var (
 		hbuf [ws.MaxHeaderSize]byte
 		ctrl [ws.MaxControlFramePayloadSize]byte
+		eof  bool // src sent its marker
 	)
 	for {
 		h, err := ws.ReadHeaderBuffer(src.r, hbuf[:])
@@ -97,6 +113,19 @@ func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 		case h.OpCode.IsReserved():
 			pp.protocolError(src, dir, fmt.Sprintf("reserved opcode %d", h.OpCode))
 			return relayed
+		case h.OpCode.IsData() && eof:
+			pp.protocolError(src, dir, "data frame after the end-of-stream marker")
+			return relayed
+		case isMarker(h) && src.tether:
+			if !pp.halfClose(src, dst, dir) {
+				return relayed
+			}
+			eof = true
+			continue
+		case isMarker(h) && dst.tether:
+			// From a side without the subprotocol an empty frame is just no
+			// data; passed on, dst would read it as the end of the stream.
+			continue
 		case h.OpCode.IsData():
 			n, err := pp.relayData(src, dst, h, dir)
 			relayed += n
@@ -169,6 +198,51 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 		}
 		op = ws.OpContinuation
 	}
+}
+
+// isMarker reports whether h is the end-of-stream marker's shape: an empty
+// binary frame with FIN (masked, as every client frame is).
+func isMarker(h ws.Header) bool {
+	return h.OpCode == ws.OpBinary && h.Fin && h.Length == 0
+}
+
+// halfClose handles src's end-of-stream marker. To a dst that knows the
+// marker it is passed on and the stream goes on the other way; once both
+// sides sent theirs, nothing more can flow and the stream ends with 1000 to
+// both. To a dst without the subprotocol, closing is the only EOF there is:
+// the stream ends as if src had closed. It reports whether copy goes on.
+func (pp *pipe) halfClose(src, dst *peer, dir string) bool {
+	if !dst.tether {
+		bye := ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
+		pp.setHalf(src)
+		pp.stop(src.side.String(), "end-of-stream marker to a peer without "+Subprotocol, [2][]byte{bye, bye})
+		return false
+	}
+	// The marker goes out before the flag is set, so that whichever side
+	// sees both flags set knows both markers are on their way ahead of the
+	// close frames stop sends.
+	if err := dst.writeEOF(); err != nil {
+		pp.writeFailed(dst, dir, err)
+		return false
+	}
+	if both := pp.setHalf(src); both {
+		bye := ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
+		pp.stop(src.side.String(), "both sides sent the end-of-stream marker", [2][]byte{bye, bye})
+		return false
+	}
+	return true
+}
+
+// setHalf records src's marker and reports whether the other side's came
+// before.
+func (pp *pipe) setHalf(src *peer) (both bool) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	pp.eof[src.side] = true
+	if pp.halfBy == "" {
+		pp.halfBy = src.side.String()
+	}
+	return pp.eof[1-src.side]
 }
 
 func headerSize(n int) int {

@@ -3,6 +3,13 @@
 // first until its peer comes or the handshake window ends, and then relays
 // WebSocket frames between the two, frame by frame, until either side ends.
 //
+// Sides that offer the subprotocol tether-stream.v1 (Subprotocol) may
+// half-close: an empty binary frame with FIN says "no more data from me",
+// and the relay passes it on to a peer that speaks tether-stream.v1 too,
+// while the other direction goes on. Toward a peer that does not (an Azure
+// SDK), the marker ends the stream as a close would, since closing is the
+// only end of stream such a peer knows.
+//
 // The relay owns no listener: the binary serves it as an http.Handler. It
 // tracks the connections it hijacks itself, since http.Server.Shutdown does
 // not, and Close ends them all.
@@ -52,12 +59,21 @@ type Info struct {
 	Opened, Paired, Closed        time.Time // Paired is zero when it never paired
 	BytesToDevice, BytesToService int64     // payload bytes relayed each way
 	// ClosedBy is "service" or "device" when that side closed, dropped or
-	// failed; "hub" for Cancel, Close or a failed upgrade; "window" when
-	// the handshake window ended before both sides came.
+	// failed (or sent the second of the two end-of-stream markers); "hub"
+	// for Cancel, Close or a failed upgrade; "window" when the handshake
+	// window ended before both sides came.
 	ClosedBy string
 	Reason   string
 	PairedOK bool
+	// HalfClosedBy is "service" or "device" when that side sent the first
+	// end-of-stream marker, empty when no side half-closed.
+	HalfClosedBy string
 }
+
+// Subprotocol is the WebSocket subprotocol of Tether's own clients
+// (wsconn.Subprotocol): with it, an empty binary frame with FIN is the
+// end-of-stream marker.
+const Subprotocol = "tether-stream.v1"
 
 // Values of Info.ClosedBy.
 const (
@@ -102,7 +118,13 @@ type Relay struct {
 	window   time.Duration
 	wtimeout time.Duration
 	onDone   func(Info)
-	upgrader ws.HTTPUpgrader
+	// upgrader selects no subprotocol; tetherUpgrader selects Subprotocol.
+	// Two, so that a request not offering Subprotocol goes through exactly
+	// the handshake it always did: gobwas refuses a Sec-WebSocket-Protocol
+	// header it cannot parse once a selector is set, and an Azure client's
+	// handshake must not start failing because of this feature.
+	upgrader       ws.HTTPUpgrader
+	tetherUpgrader ws.HTTPUpgrader
 
 	mu      sync.Mutex
 	closed  bool
@@ -150,6 +172,10 @@ func New(opts Options) *Relay {
 		r.wtimeout = defaultWriteTimeout
 	}
 	r.upgrader = ws.HTTPUpgrader{Timeout: r.wtimeout}
+	r.tetherUpgrader = ws.HTTPUpgrader{
+		Timeout:  r.wtimeout,
+		Protocol: func(p string) bool { return p == Subprotocol },
+	}
 	return r
 }
 
@@ -342,7 +368,11 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	defer r.wg.Done()
 	r.mu.Unlock()
 
-	conn, rw, _, err := r.upgrader.Upgrade(req, w)
+	up := r.upgrader
+	if offers(req.Header, Subprotocol) {
+		up = r.tetherUpgrader
+	}
+	conn, rw, hs, err := up.Upgrade(req, w)
 	if err != nil {
 		if conn != nil {
 			conn.Close()
@@ -351,6 +381,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	p := newPeer(ref.side, conn, rw.Reader, r.wtimeout)
+	p.tether = hs.Protocol == Subprotocol
 
 	r.mu.Lock()
 	if st.ended || r.closed {
@@ -400,6 +431,19 @@ func (r *Relay) upgradeFailed(st *stream, s side, err error) {
 		ws.StatusInternalServerError, "peer failed to connect")
 }
 
+// offers reports whether the Sec-WebSocket-Protocol headers of h list
+// proto. Subprotocol names compare exactly (RFC 6455 §4.1).
+func offers(h http.Header, proto string) bool {
+	for _, v := range h.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(p) == proto {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // bearer returns the token of an "Authorization: Bearer {token}" header.
 func bearer(h string) (string, bool) {
 	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
@@ -421,6 +465,7 @@ func httpError(w http.ResponseWriter, status, code int, msg string) {
 // peer is one side's hijacked conn.
 type peer struct {
 	side     side
+	tether   bool // selected Subprotocol: knows the end-of-stream marker
 	conn     net.Conn
 	r        *bufio.Reader
 	wtimeout time.Duration
@@ -456,6 +501,14 @@ func (p *peer) write(b []byte) error {
 	}
 	_, err := p.conn.Write(b)
 	return err
+}
+
+// writeEOF sends the end-of-stream marker: an empty binary frame with FIN.
+func (p *peer) writeEOF() error {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	n := putHeader(p.cbuf[:], ws.OpBinary, true, 0)
+	return p.write(p.cbuf[:n])
 }
 
 // writeControl sends one unmasked control frame.

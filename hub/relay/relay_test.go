@@ -415,12 +415,23 @@ func TestUnauthorizedAnswer(t *testing.T) {
 // are on the wire.
 func rawDial(t *testing.T, h *testHub, st *Stream, token string) (net.Conn, io.Reader) {
 	t.Helper()
+	conn, r, proto := rawDialProto(t, h, st, token, "MQTT") // what the C SDK offers
+	if proto != "" {
+		t.Fatalf("hub selected subprotocol %q for a client offering MQTT", proto)
+	}
+	return conn, r
+}
+
+// rawDialProto is rawDial offering protos, and returns what the hub
+// selected.
+func rawDialProto(t *testing.T, h *testHub, st *Stream, token string, protos ...string) (net.Conn, io.Reader, string) {
+	t.Helper()
 	d := ws.Dialer{
 		Header:    ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
 		TLSConfig: h.tls,
-		Protocols: []string{"MQTT"}, // what the C SDK offers
+		Protocols: protos,
 	}
-	conn, br, _, err := d.Dial(context.Background(), h.url(st))
+	conn, br, hs, err := d.Dial(context.Background(), h.url(st))
 	if err != nil {
 		t.Fatalf("raw Dial: %v", err)
 	}
@@ -429,7 +440,7 @@ func rawDial(t *testing.T, h *testHub, st *Stream, token string) (net.Conn, io.R
 	if br != nil {
 		r = io.MultiReader(br, conn)
 	}
-	return conn, bufio.NewReader(r)
+	return conn, bufio.NewReader(r), hs.Protocol
 }
 
 func rawWrite(t *testing.T, c net.Conn, op ws.OpCode, fin bool, p []byte) {
