@@ -68,7 +68,7 @@ func (s *Server) deviceConnected(clientID string) {
 		_ = old.sub.Unsubscribe()
 	}
 	s.seq++
-	sess := &session{id: s.node + "/" + strconv.FormatUint(s.seq, 10)}
+	sess := &session{id: s.node + "/" + strconv.FormatUint(s.seq, 10), touched: time.Now()}
 	sub, err := s.nc.Subscribe(streamSubject(clientID), func(m *nats.Msg) { s.onStreamRequest(clientID, m) })
 	if err != nil {
 		s.log.Error("cannot route to device; disconnecting it", "device", clientID, "err", err)
@@ -100,6 +100,7 @@ func (s *Server) deviceDisconnected(clientID string) {
 type presenceUpdate struct {
 	clientID, sessionID string
 	connected           bool
+	touch               bool // activity only: lastActivityTime
 }
 
 // markPresence queues a connection-state change for the registry. One
@@ -108,18 +109,39 @@ type presenceUpdate struct {
 // registry's compare-and-set keeps a late disconnect from hiding a newer
 // session on another node. Callers hold s.mu.
 func (s *Server) markPresence(clientID, sessionID string, connected bool) {
-	s.presence <- presenceUpdate{clientID, sessionID, connected}
+	s.presence <- presenceUpdate{clientID: clientID, sessionID: sessionID, connected: connected}
 }
 
 func (s *Server) presenceWorker() {
 	defer s.wg.Done()
 	for u := range s.presence {
 		ctx, cancel := ctxTimeout(context.Background())
-		if err := s.reg.SetConnected(ctx, u.clientID, u.sessionID, u.connected); err != nil {
+		var err error
+		if u.touch {
+			err = s.reg.Touch(ctx, u.clientID, u.sessionID)
+		} else {
+			err = s.reg.SetConnected(ctx, u.clientID, u.sessionID, u.connected)
+		}
+		if err != nil {
 			s.log.Warn("recording connection state", "device", u.clientID, "err", err)
 		}
 		cancel()
 	}
+}
+
+// touchEvery bounds how often a busy device's lastActivityTime is written.
+const touchEvery = 10 * time.Second
+
+// touched records that a device with a session here answered.
+func (s *Server) touched(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.sessions[clientID]
+	if sess == nil || s.closed || time.Since(sess.touched) < touchEvery {
+		return
+	}
+	sess.touched = time.Now()
+	s.presence <- presenceUpdate{clientID: clientID, sessionID: sess.id, touch: true}
 }
 
 // onStreamRequest serves a stream request for a device whose session is
@@ -149,6 +171,7 @@ func (s *Server) forwardToDevice(clientID string, req routeRequest) routeReply {
 	status, err := s.broker.RequestStream(ctx, clientID, wire.StreamRequest{Name: req.Name, URL: req.URL, Token: req.Token})
 	switch {
 	case err == nil:
+		s.touched(clientID)
 		return routeReply{Status: status}
 	case errors.Is(err, broker.ErrNotConnected):
 		return routeReply{Error: replyOffline}

@@ -90,8 +90,9 @@ type Server struct {
 // session is one device's MQTT session on this node and its NATS
 // subscription, through which other nodes reach it.
 type session struct {
-	id  string
-	sub *nats.Subscription
+	id      string
+	sub     *nats.Subscription
+	touched time.Time // last lastActivityTime written
 }
 
 // New validates opts and builds a Server. It starts no listener.

@@ -123,3 +123,37 @@ func (r *Registry) ClearSessions(ctx context.Context, stale func(session string)
 	}
 	return n, ctx.Err()
 }
+
+// Touch records activity of a device's session (it answered a stream
+// request, say) in lastActivityTime. It changes nothing when that session
+// is no longer the stored one.
+func (r *Registry) Touch(ctx context.Context, id, session string) error {
+	key := cluster.SubjectToken(id)
+	for range maxAttempts {
+		e, err := r.presence.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("registry: presence of %q: %w", id, err)
+		}
+		var p presence
+		if err := json.Unmarshal(e.Value(), &p); err != nil {
+			return fmt.Errorf("registry: presence of %q: stored record: %w", id, err)
+		}
+		if p.Session != session {
+			return nil
+		}
+		p.LastActivity = r.now()
+		data, _ := json.Marshal(p)
+		_, err = r.presence.Update(ctx, key, data, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("registry: presence of %q: %w", id, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: presence of %q: too many concurrent writes", ErrPrecondition, id)
+}

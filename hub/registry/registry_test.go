@@ -599,3 +599,27 @@ func TestClearSessions(t *testing.T) {
 		t.Fatal("connect after a clear not recorded")
 	}
 }
+
+func TestTouch(t *testing.T) {
+	r := newRegistry(t)
+	ctx := t.Context()
+	mustPut(t, r, wire.Device{DeviceID: "dev"}, "")
+	if err := r.SetConnected(ctx, "dev", "n-1/1", true); err != nil {
+		t.Fatal(err)
+	}
+	d0, _ := r.Get(ctx, "dev")
+	if err := r.Touch(ctx, "dev", "n-1/1"); err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := r.Get(ctx, "dev")
+	if !d1.LastActivityTime.After(d0.LastActivityTime) || d1.ConnectionStateUpdatedTime != d0.ConnectionStateUpdatedTime {
+		t.Fatalf("touch: activity %v → %v, state time %v → %v", d0.LastActivityTime, d1.LastActivityTime, d0.ConnectionStateUpdatedTime, d1.ConnectionStateUpdatedTime)
+	}
+	// Another session's activity changes nothing.
+	if err := r.Touch(ctx, "dev", "n-2/9"); err != nil {
+		t.Fatal(err)
+	}
+	if d2, _ := r.Get(ctx, "dev"); !d2.LastActivityTime.Equal(d1.LastActivityTime) {
+		t.Fatal("a stale session's activity was recorded")
+	}
+}
