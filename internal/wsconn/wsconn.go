@@ -4,9 +4,15 @@
 //
 // A stream is a byte stream, not a sequence of messages: Read returns the
 // payload of every data frame in order, whatever its opcode and however it
-// was fragmented, and every Write goes out as binary frames. A WebSocket has
-// no half-close, so io.EOF from Read means the whole stream is over: the
-// peer (or the hub) sent a close frame or the connection ended.
+// was fragmented, and every Write goes out as binary frames.
+//
+// A WebSocket has no half-close. Dial offers the subprotocol
+// tether-stream.v1 (Subprotocol), in which an empty binary frame with FIN
+// means "this side will send no more data". When the hub selects it,
+// CloseWrite sends that marker and Read returns io.EOF on receiving it while
+// the other direction stays open; Done tells that apart from the end of the
+// whole stream. Without it (an Azure hub, an older Tether hub) io.EOF means
+// the whole stream is over and CloseWrite closes the stream.
 package wsconn
 
 import (
@@ -22,6 +28,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -50,8 +57,18 @@ const (
 	errorBodyTimeout = 5 * time.Second
 )
 
+// Subprotocol is the WebSocket subprotocol Dial offers. A hub selecting it
+// promises to relay the end-of-stream marker (an empty binary frame with
+// FIN) from a peer that speaks it too, and never to relay an empty binary
+// frame with another meaning.
+const Subprotocol = "tether-stream.v1"
+
 // ErrProtocol is returned by Read when the server breaks RFC 6455.
 var ErrProtocol = errors.New("wsconn: websocket protocol error")
+
+// ErrWriteClosed is returned by Write after CloseWrite. It wraps
+// net.ErrClosed: like a closed conn, it is the caller's own doing.
+var ErrWriteClosed = fmt.Errorf("wsconn: write after CloseWrite: %w", net.ErrClosed)
 
 // ErrBadToken is returned by Dial for a token that cannot be sent in an
 // HTTP header.
@@ -93,6 +110,9 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn
 	)
 	d := ws.Dialer{
 		Header: ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
+		// Offered, never required: a hub that selects nothing (Azure's, an
+		// older Tether) gets the plain protocol, where only close ends.
+		Protocols: []string{Subprotocol},
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var nd net.Dialer
 			c, err := nd.DialContext(ctx, network, addr)
@@ -117,14 +137,16 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn
 			herr = readHandshakeError(ctx, raw, status, resp)
 		},
 	}
-	conn, br, _, err := d.Dial(ctx, url)
+	conn, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
 		if herr != nil {
 			return nil, herr
 		}
 		return nil, fmt.Errorf("wsconn: dial %s: %w", url, err)
 	}
-	return newConn(conn, br, raw, batch), nil
+	c := newConn(conn, br, raw, batch)
+	c.halfClose = hs.Protocol == Subprotocol
+	return c, nil
 }
 
 // validToken keeps a token from smuggling extra header lines into the
@@ -165,10 +187,19 @@ type Conn struct {
 	nc    net.Conn
 	raw   net.Conn   // the TCP conn under nc; closed directly by Close
 	batch *batchConn // nil without TLS
+	// halfClose is set when the hub selected Subprotocol: the marker means
+	// EOF in both directions. Fixed after Dial.
+	halfClose bool
+
+	// peerEOF is set once the peer's end-of-stream marker was read. From
+	// then on Read returns io.EOF without touching the read state, which
+	// belongs to the watch goroutine (see watch).
+	peerEOF atomic.Bool
 
 	rmu  sync.Mutex
 	r    *bufio.Reader
 	rerr error // sticky: io.EOF after a close frame, or a broken stream
+	fin  bool  // FIN bit of the current frame
 	// The read state survives across Read calls so that a read deadline
 	// firing in the middle of a header or a control frame loses nothing.
 	hbuf   [maxHeader]byte
@@ -185,9 +216,13 @@ type Conn struct {
 	cbuf      [2 + maxHeader + ws.MaxControlFramePayloadSize]byte
 	closeSent bool // no data frame may follow a close frame
 	wbroken   bool // a frame went out in part: the stream is garbage now
+	eofSent   bool // CloseWrite sent the marker: no data frame may follow
 
 	closeOnce sync.Once
 	closeErr  error
+
+	done     chan struct{} // closed when the stream is over both ways
+	doneOnce sync.Once
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -199,18 +234,51 @@ func newConn(nc net.Conn, br *bufio.Reader, raw net.Conn, batch *batchConn) *Con
 	if br == nil {
 		br = bufio.NewReaderSize(nc, 4096)
 	}
-	return &Conn{nc: nc, raw: raw, batch: batch, r: br}
+	return &Conn{nc: nc, raw: raw, batch: batch, r: br, done: make(chan struct{})}
+}
+
+// Done returns a channel closed once the stream is over in both
+// directions: a close frame was received or sent, Close was called, or the
+// connection failed. Frames are only seen while something reads: Read, or,
+// after the peer's end-of-stream marker (Read returned io.EOF, Done still
+// open: writes still reach the peer), the conn itself, which goes on
+// reading so that Done closes when the stream ends for good even if nobody
+// calls Read again. A read deadline that passes after the marker stops that
+// watch; Done then closes only on a write error or Close.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// markDone closes done once. Conns built without newConn (tests) have none.
+func (c *Conn) markDone() {
+	if c.done == nil {
+		return
+	}
+	c.doneOnce.Do(func() { close(c.done) })
+}
+
+// setReadErr makes err Read's sticky error; the stream is over then.
+func (c *Conn) setReadErr(err error) {
+	c.rerr = err
+	c.markDone()
 }
 
 // Read reads payload bytes of data frames. It answers pings with pongs and
-// returns io.EOF once a close frame arrives or the connection ends.
+// returns io.EOF once a close frame arrives, the connection ends, or, with
+// Subprotocol, the peer's end-of-stream marker arrives.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.peerEOF.Load() {
+		return 0, io.EOF
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
+		// Again under rmu: the Read that saw the marker handed the read
+		// state to watch before this one got the lock.
+		if c.peerEOF.Load() {
+			return 0, io.EOF
+		}
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
@@ -239,7 +307,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 				err = io.ErrUnexpectedEOF
 			}
 			if err != nil && !isTimeout(err) {
-				c.rerr = err
+				c.setReadErr(err)
 			}
 			if n > 0 {
 				return n, nil
@@ -248,6 +316,45 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		if err := c.readHeader(); err != nil {
 			return 0, err
+		}
+		if c.isMarker() {
+			c.hn = 0
+			c.peerEOF.Store(true)
+			// Someone must keep reading: to answer pings, and to see the
+			// close frame that ends the stream, so that Done closes even
+			// when the caller, having seen EOF, only writes from now on.
+			go c.watch()
+			return 0, io.EOF
+		}
+	}
+}
+
+// isMarker reports whether the header just read is the end-of-stream
+// marker: an empty binary frame with FIN, on a tether-stream.v1 conn.
+func (c *Conn) isMarker() bool {
+	return c.halfClose && c.op == ws.OpBinary && c.fin && c.left == 0
+}
+
+// watch reads what follows the peer's end-of-stream marker until the
+// stream ends: control frames are handled as Read would, and a data frame
+// breaks the protocol (the hub never relays one). It owns the read state,
+// which Read no longer touches once peerEOF is set.
+func (c *Conn) watch() {
+	for {
+		if c.hn < 0 {
+			if !c.op.IsControl() {
+				c.protocolError("data frame after the end-of-stream marker")
+				return
+			}
+			if err := c.readControl(); err != nil {
+				return
+			}
+			continue
+		}
+		// A timeout here means the caller set a read deadline: it asked
+		// for reads to stop, so the watch stops too.
+		if err := c.readHeader(); err != nil {
+			return
 		}
 	}
 }
@@ -273,13 +380,14 @@ func (c *Conn) readHeader() error {
 				err = io.ErrUnexpectedEOF
 			}
 			if !isTimeout(err) {
-				c.rerr = err
+				c.setReadErr(err)
 			}
 			return err
 		}
 	}
 	b0, b1 := c.hbuf[0], c.hbuf[1]
 	fin := b0&0x80 != 0
+	c.fin = fin
 	c.op = ws.OpCode(b0 & 0x0f)
 	c.masked = b1&0x80 != 0
 	rest := c.hbuf[2:need]
@@ -342,7 +450,7 @@ func (c *Conn) readControl() error {
 				err = io.ErrUnexpectedEOF
 			}
 			if !isTimeout(err) {
-				c.rerr = err
+				c.setReadErr(err)
 			}
 			return err
 		}
@@ -367,14 +475,14 @@ func (c *Conn) readControl() error {
 			payload = payload[:2]
 		}
 		_ = c.writeControl(ws.OpClose, payload)
-		c.rerr = io.EOF
+		c.setReadErr(io.EOF)
 		return io.EOF
 	}
 	return nil
 }
 
 func (c *Conn) protocolError(what string) error {
-	c.rerr = fmt.Errorf("%w: %s", ErrProtocol, what)
+	c.setReadErr(fmt.Errorf("%w: %s", ErrProtocol, what))
 	var body [2 + 32]byte
 	binary.BigEndian.PutUint16(body[:], uint16(ws.StatusProtocolError))
 	n := copy(body[2:], "protocol error")
@@ -391,11 +499,25 @@ func (c *Conn) writeControl(op ws.OpCode, payload []byte) error {
 	}
 	if op == ws.OpClose {
 		c.closeSent = true
+		// Sent or not, nothing more will pass either way.
+		defer c.markDone()
 	}
 	n := putHeader(c.cbuf[:], op, true, len(payload))
 	copy(c.cbuf[n:], payload)
 	ws.Cipher(c.cbuf[n:n+len(payload)], c.maskOf(n), 0)
 	return c.writeRaw(c.cbuf[:n+len(payload)])
+}
+
+// writeErr is the error of a data write that cannot go out. The caller
+// holds wmu.
+func (c *Conn) writeErr() error {
+	switch {
+	case c.closeSent || c.wbroken:
+		return net.ErrClosed
+	case c.eofSent:
+		return ErrWriteClosed
+	}
+	return nil
 }
 
 // maskOf returns the mask putHeader just wrote, which ends at n.
@@ -405,12 +527,13 @@ func (c *Conn) maskOf(n int) (m [4]byte) {
 }
 
 // Write sends p as one binary frame, or as frames of 256 KiB when it is
-// larger. It returns how many bytes of p went out in whole frames.
+// larger. It returns how many bytes of p went out in whole frames. A Write
+// of no bytes sends nothing: an empty frame is the end-of-stream marker.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.closeSent || c.wbroken {
-		return 0, net.ErrClosed
+	if err := c.writeErr(); err != nil {
+		return 0, err
 	}
 	if c.wbuf == nil {
 		c.wbuf = make([]byte, maxFrame)
@@ -450,10 +573,8 @@ func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
 			copy(m[:], buf[maxHeader-4:maxHeader])
 			ws.Cipher(buf[maxHeader:maxHeader+n], m, 0)
 			c.wmu.Lock()
-			var werr error
-			if c.closeSent || c.wbroken {
-				werr = net.ErrClosed
-			} else {
+			werr := c.writeErr()
+			if werr == nil {
 				werr = c.writeRaw(buf[start : maxHeader+n])
 			}
 			c.wmu.Unlock()
@@ -487,6 +608,7 @@ func (c *Conn) writeRaw(b []byte) error {
 		// Part of a frame may be on the wire (TLS also breaks for good
 		// after a failed write): nothing more may be framed after it.
 		c.wbroken = true
+		c.markDone()
 	}
 	return err
 }
@@ -531,10 +653,33 @@ func putHeader(b []byte, op ws.OpCode, fin bool, n int) int {
 	return i + 4
 }
 
+// CloseWrite ends this side's direction of the stream: with Subprotocol it
+// sends the end-of-stream marker once, after which Write fails with
+// ErrWriteClosed while Read goes on until the peer's own EOF. Without it
+// (the hub selected no subprotocol) it calls Close, since closing is the
+// only EOF a peer of the plain protocol understands.
+func (c *Conn) CloseWrite() error {
+	if !c.halfClose {
+		return c.Close()
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent || c.wbroken {
+		return net.ErrClosed
+	}
+	if c.eofSent {
+		return nil
+	}
+	c.eofSent = true
+	n := putHeader(c.cbuf[:], ws.OpBinary, true, 0)
+	return c.writeRaw(c.cbuf[:n])
+}
+
 // Close sends a close frame (1000) if none was sent yet, waiting at most a
 // second for it to go out, and closes the connection. It is idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		defer c.markDone()
 		// A short deadline first: it also unblocks a Write stuck on a peer
 		// that stopped reading, which holds the write lock.
 		c.nc.SetWriteDeadline(time.Now().Add(closeTimeout))

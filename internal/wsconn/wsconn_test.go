@@ -40,7 +40,18 @@ type testServer struct {
 
 func startServer(t *testing.T, useTLS bool, serve func(conn net.Conn)) *testServer {
 	t.Helper()
+	return startServerProto(t, useTLS, false, serve)
+}
+
+// startServerProto starts a testServer that selects Subprotocol when
+// selectProto is set and the client offers it, as Tether's hub does.
+func startServerProto(t *testing.T, useTLS, selectProto bool, serve func(conn net.Conn)) *testServer {
+	t.Helper()
 	ts := &testServer{}
+	var up ws.HTTPUpgrader
+	if selectProto {
+		up.Protocol = func(p string) bool { return p == Subprotocol }
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/reject":
@@ -56,7 +67,10 @@ func startServer(t *testing.T, useTLS bool, serve func(conn net.Conn)) *testServ
 			w.WriteHeader(http.StatusForbidden)
 			return
 		}
-		conn, _, _, err := ws.UpgradeHTTP(r, w)
+		if got := r.Header.Get("Sec-WebSocket-Protocol"); got != Subprotocol {
+			t.Errorf("client offered subprotocols %q, want %q", got, Subprotocol)
+		}
+		conn, _, _, err := up.Upgrade(r, w)
 		if err != nil {
 			t.Errorf("upgrade: %v", err)
 			return
