@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -227,4 +228,31 @@ func TestLogsFollow(t *testing.T) {
 			t.Fatal("tether logs --follow printed nothing")
 		}
 	}
+}
+
+// TestStreamsListing: `tether streams` shows an open stream, with its
+// bytes, and stops showing it after close.
+func TestStreamsListing(t *testing.T) {
+	_, tether := buildBinaries(t)
+	h := startHub(t, hubOptions{})
+	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
+	serveEcho(t, dc)
+	env := []string{"TETHER_HUB=" + h.Owner, "TETHER_CA=" + filepath.Join(h.Dir, "ca.pem")}
+	conn, err := h.service(t).OpenStream(context.Background(), "dev1", "listed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoOnce(t, conn, "12345")
+	out, stderr, err := runCmd(t, env, tether, "streams")
+	if err != nil {
+		t.Fatalf("tether streams: %v: %s", err, stderr)
+	}
+	if !regexp.MustCompile(`(?m)^dev1\s+listed\s+open\s+\S+\s+5\s+5\s+\S+`).MatchString(out) {
+		t.Fatalf("tether streams while open:\n%s", out)
+	}
+	conn.Close()
+	eventually(t, 10*time.Second, "the closed stream to leave the list", func() bool {
+		out, _, err := runCmd(t, env, tether, "streams", "--device", "dev1")
+		return err == nil && !strings.Contains(out, "listed")
+	})
 }

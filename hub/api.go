@@ -33,6 +33,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("DELETE /devices/{id}", s.handleDeleteDevice)
 	mux.HandleFunc("GET /devices", s.handleListDevices)
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
+	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.Handle("/bridges/", s.relay)
 	mux.HandleFunc("/$iothub/websocket", s.broker.HandleWebSocket)
 	return mux

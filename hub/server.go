@@ -76,6 +76,7 @@ type Server struct {
 	sessions map[string]*session // by MQTT client id
 	presence chan presenceUpdate
 	kickSub  *nats.Subscription
+	ctlSub   *nats.Subscription // streams listing
 	logs     *streamlog.Store
 	metrics  *metrics
 	authLog  *logLimiter // failed logins: a flood must not flood the log
@@ -168,6 +169,11 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", kickSubject, err)
 	}
+	s.ctlSub, err = s.nc.Subscribe(streamsSubject, s.onStreamsRequest)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hub: subscribing to %s: %w", streamsSubject, err)
+	}
 	s.metrics = newMetrics(s)
 	s.clearPreviousLife()
 	s.mux = s.routes()
@@ -204,8 +210,10 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	if s.kickSub != nil {
-		_ = s.kickSub.Unsubscribe()
+	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub} {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 	}
 	err := errors.Join(s.broker.Close(), s.relay.Close())
 	s.mu.Lock()

@@ -77,3 +77,17 @@ func (c *Client) StreamLogs(ctx context.Context, q LogQuery, fn func(wire.Stream
 	}
 	return nil
 }
+
+// Streams lists the streams open now on every hub node (GET /streams; the
+// policy needs RegistryRead), optionally of one device only.
+func (c *Client) Streams(ctx context.Context, deviceID string) ([]wire.StreamInfo, error) {
+	path := "/streams"
+	if deviceID != "" {
+		path += "?deviceId=" + url.QueryEscape(deviceID)
+	}
+	var out []wire.StreamInfo
+	if err := c.call(ctx, "GET", path, nil, &out, nil); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

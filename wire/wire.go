@@ -331,3 +331,16 @@ func (l StreamLog) Props() (StreamLogProperties, error) {
 	err := json.Unmarshal([]byte(l.Properties), &p)
 	return p, err
 }
+
+// StreamInfo describes a stream open now (GET /streams): waiting for a
+// side, or relaying.
+type StreamInfo struct {
+	ID             string    `json:"streamId"`
+	DeviceID       string    `json:"deviceId"`
+	Name           string    `json:"name"`
+	Node           string    `json:"node"` // the stream's home node
+	Opened         time.Time `json:"opened"`
+	Paired         bool      `json:"paired"` // both sides joined
+	BytesToDevice  int64     `json:"bytesToDevice"`
+	BytesToService int64     `json:"bytesToService"`
+}

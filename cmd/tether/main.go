@@ -31,6 +31,8 @@ Commands:
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
   endpoints               show the hub's streaming endpoints
+  streams [--device ID] [--json]
+                          streams open now, on every hub node
   logs [--device ID] [--since DURATION] [--follow] [--json]
                           stream logs: one record per stream request
 
@@ -123,6 +125,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdForward(ctx, g, rest)
 	case "pipe":
 		return cmdPipe(ctx, g, rest)
+	case "streams":
+		return cmdStreams(ctx, g, rest)
 	case "logs":
 		return cmdLogs(ctx, g, rest)
 	case "endpoints":

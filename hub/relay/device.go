@@ -39,3 +39,21 @@ func (r *Relay) CloseDevice(deviceID string) int {
 	}
 	return len(unpaired) + len(pipes)
 }
+
+// Streams lists the streams this relay holds now, waiting or paired, with
+// the bytes relayed so far; Closed is zero.
+func (r *Relay) Streams() []Info {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Info, 0, len(r.streams))
+	for _, st := range r.streams {
+		info := Info{ID: st.ID, DeviceID: st.DeviceID, Name: st.Name, Opened: st.opened}
+		if pp := st.pipe; pp != nil {
+			info.Paired, info.PairedOK = pp.paired, true
+			info.BytesToDevice = pp.delivered[device].Load()
+			info.BytesToService = pp.delivered[service].Load()
+		}
+		out = append(out, info)
+	}
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -46,6 +47,10 @@ type pipe struct {
 	mu     sync.Mutex
 	eof    [2]bool
 	halfBy string
+
+	// delivered counts payload bytes written to each side, live, for
+	// Streams (the copy loops' own totals are only known at the end).
+	delivered [2]atomic.Int64
 }
 
 // run relays until either side ends and returns the stream's Info.
@@ -193,6 +198,7 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 			return relayed, err
 		}
 		relayed += int64(n)
+		pp.delivered[dst.side].Add(int64(n))
 		if left == 0 {
 			return relayed, nil
 		}
