@@ -136,6 +136,28 @@ func main() {
 	}
 }
 
+// checkDataDir creates the data folder (0700) on first start, and refuses
+// one that others may read: it holds the CA key and every device's keys.
+func checkDataDir(dir string) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating the data folder: %w", err)
+		}
+		return os.Chmod(dir, 0o700) // whatever the umask
+	}
+	if err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data folder %s is not a folder", dir)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("data folder %s is open to other users (mode %04o) and holds keys; fix it with: chmod 700 %s", dir, perm, shellQuote(dir))
+	}
+	return nil
+}
+
 // connStrHost is the HostName of connection strings: the public host with
 // its port unless that is 443, the one port Azure clients assume.
 func connStrHost(publicURL string) string {
@@ -154,11 +176,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(c.data, 0o700); err != nil {
-		return fmt.Errorf("creating the data folder: %w", err)
-	}
-	if err := os.Chmod(c.data, 0o700); err != nil {
-		return fmt.Errorf("data folder: %w", err)
+	if err := checkDataDir(c.data); err != nil {
+		return err
 	}
 
 	var tlsConf *tls.Config

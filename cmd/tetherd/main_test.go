@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheckDataDir(t *testing.T) {
+	base := t.TempDir()
+	fresh := filepath.Join(base, "a", "data")
+	if err := checkDataDir(fresh); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(fresh); st.Mode().Perm() != 0o700 {
+		t.Fatalf("new data folder mode %04o", st.Mode().Perm())
+	}
+	if err := checkDataDir(fresh); err != nil {
+		t.Fatalf("second start: %v", err)
+	}
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o755)
+	os.Chmod(open, 0o755)
+	err := checkDataDir(open)
+	if err == nil || !strings.Contains(err.Error(), "chmod 700") {
+		t.Fatalf("a folder others can read: %v", err)
+	}
+	file := filepath.Join(base, "file")
+	os.WriteFile(file, nil, 0o600)
+	if err := checkDataDir(file); err == nil {
+		t.Fatal("a file accepted as data folder")
+	}
+}
+
+func TestParseFlagsDefaults(t *testing.T) {
+	for _, k := range []string{"TETHER_DATA", "TETHER_LISTEN", "TETHER_HOSTNAME", "TETHER_PUBLIC_URL", "TETHER_MQTT_LISTEN"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	c, err := parseFlags(nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.data != "./tether-data" || c.listen != ":8443" || c.mqttListen != ":8883" || c.publicURL != "https://localhost:8443" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	t.Setenv("TETHER_HOSTNAME", "hub.example, 10.0.0.1")
+	c, err = parseFlags([]string{"--listen", "127.0.0.1:443"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.publicURL != "https://hub.example:443" || connStrHost(c.publicURL) != "hub.example" || len(c.hostnames) != 2 {
+		t.Fatalf("env and flags: %+v %s", c, connStrHost(c.publicURL))
+	}
+	if connStrHost("https://127.0.0.1:18443") != "127.0.0.1:18443" {
+		t.Fatal("the port must stay in HostName when it is not 443")
+	}
+	if _, err := parseFlags([]string{"--tls-cert", "x"}, os.Stderr); err == nil {
+		t.Fatal("--tls-cert without --tls-key accepted")
+	}
+}
