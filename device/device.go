@@ -75,15 +75,25 @@ type Options struct {
 	Transport Transport
 	// MQTTAddress is the host:port for Transport TLS; {host}:8883 by default.
 	MQTTAddress string
-	// KeepAlive is the MQTT keep-alive, 20 s by default: a dead link is seen
-	// well before a load balancer's 60 s idle cut would hide it.
+	// KeepAlive is the MQTT keep-alive, 20 s by default, counted in whole
+	// seconds. With no traffic the client pings after KeepAlive and drops
+	// the link when no answer comes within min(KeepAlive, 10 s): by default
+	// a dead link is noticed about 30 s after it went quiet (35 s at worst,
+	// paho checks every 5 s), well before a load balancer's usual 60 s idle
+	// cut, and the pings keep such a balancer from cutting a healthy link.
+	// The hub drops a device it has not heard from in 1.5 × KeepAlive.
 	KeepAlive time.Duration
-	// MinBackoff and MaxBackoff bound the reconnect delay (1 s and 60 s by
-	// default).
+	// MinBackoff and MaxBackoff bound the reconnect delay (1 s and 30 s by
+	// default); see keepUp for how the delay grows and resets.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger receives connection events; nil discards them. Keys and tokens
 	// never reach it.
 	Logger *slog.Logger
+
+	// dial, when set, replaces dialing the broker; real is the dial it
+	// replaces. Tests use it to fail connections in ways loopback cannot
+	// (a DNS failure).
+	dial func(ctx context.Context, real func(context.Context) (net.Conn, error)) (net.Conn, error)
 }
 
 // Errors returned by the client.
@@ -114,6 +124,13 @@ const (
 	clientType = "tether-go/0.1"
 )
 
+// DefaultMaxBackoff caps the reconnect delay when Options.MaxBackoff is
+// zero. With full jitter, N devices that lost the same hub node come back
+// at about N/30 per second once they reach the cap, a rate a restarted node
+// absorbs; a longer cap would only leave devices offline longer after a
+// short outage.
+const DefaultMaxBackoff = 30 * time.Second
+
 // Client is a device's connection to a hub. Its methods are safe for
 // concurrent use.
 type Client struct {
@@ -128,6 +145,7 @@ type Client struct {
 	minB      time.Duration
 	maxB      time.Duration
 	log       *slog.Logger
+	dialHook  func(context.Context, func(context.Context) (net.Conn, error)) (net.Conn, error)
 
 	requests chan *Request
 
@@ -184,6 +202,7 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 		minB:      opts.MinBackoff,
 		maxB:      opts.MaxBackoff,
 		log:       opts.Logger,
+		dialHook:  opts.dial,
 		requests:  make(chan *Request, requestQueue),
 	}
 	// Azure's username shape: the hub reads host and device from it and
@@ -204,7 +223,7 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 		c.minB = time.Second
 	}
 	if c.maxB <= 0 {
-		c.maxB = time.Minute
+		c.maxB = DefaultMaxBackoff
 	}
 	c.maxB = max(c.maxB, c.minB)
 	if c.log == nil {
@@ -282,7 +301,11 @@ func (c *Client) Close() error {
 }
 
 // keepUp watches the live session and, once it is lost, reconnects until it
-// succeeds or the client is closed. It owns the session it is given.
+// succeeds or the client is closed. Attempt n in a row waits
+// backoff(n, MinBackoff, MaxBackoff): uniform in [0, min(MaxBackoff,
+// MinBackoff·2ⁿ)], so even the first reconnect of a fleet that lost its
+// node together is spread over a second, and later ones over up to
+// MaxBackoff. It owns the session it is given.
 func (c *Client) keepUp(s *session) {
 	defer c.wg.Done()
 	attempt := 0
@@ -299,12 +322,11 @@ func (c *Client) keepUp(s *session) {
 		}
 		c.cur.Store(nil)
 		c.log.Warn("connection to hub lost", "err", s.lostErr)
-		// A link that stayed up for a while was healthy: start the delays
-		// afresh. One that dropped at once keeps growing them, so a hub
-		// that accepts and then kicks the device is not hammered.
-		if time.Since(s.up) >= c.maxB {
-			attempt = 0
-		}
+		attempt = attemptAfterLoss(attempt, time.Since(s.up), c.maxB)
+		// Every failure is retried alike: refused, reset, timed out, a DNS
+		// name that does not resolve (yet), even "unauthorized" (the device
+		// may be re-enabled). Only Dial gives up, so that a wrong setup
+		// shows at once.
 		for {
 			d := backoff(attempt, c.minB, c.maxB, rand.Int64N)
 			attempt++
@@ -329,6 +351,19 @@ func (c *Client) keepUp(s *session) {
 			c.log.Warn("reconnect failed", "attempt", attempt, "err", err)
 		}
 	}
+}
+
+// attemptAfterLoss is the backoff attempt to resume from when a link that
+// stayed up for up is lost, attempt being where the last reconnect left
+// off. A link that stayed up for the longest delay was healthy: delays start
+// afresh (the first within [0, MinBackoff]). One that dropped sooner keeps
+// growing them, so a hub that accepts the device and then kicks it out, or
+// falls over under the returning fleet, is not hammered.
+func attemptAfterLoss(attempt int, up, maxB time.Duration) int {
+	if up >= maxB {
+		return 0
+	}
+	return attempt
 }
 
 // rejectQueued answers 400 to the requests nobody will accept now, so their
@@ -391,6 +426,9 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 	o.SetAutoReconnect(false)
 	o.SetConnectRetry(false)
 	o.SetKeepAlive(c.keepAlive)
+	// keep-alive + ping timeout bounds how long a dead link (a NAT or
+	// balancer that dropped it without a FIN) goes unnoticed: 30 s by
+	// default.
 	o.SetPingTimeout(min(10*time.Second, c.keepAlive))
 	o.SetWriteTimeout(answerTimeout)
 	o.SetConnectTimeout(connectTimeout)
@@ -457,6 +495,13 @@ func brokerURL(t Transport, addr string) string {
 
 // dialBroker opens the network connection MQTT runs on.
 func (c *Client) dialBroker(ctx context.Context) (net.Conn, error) {
+	if c.dialHook != nil {
+		return c.dialHook(ctx, c.dialBrokerReal)
+	}
+	return c.dialBrokerReal(ctx)
+}
+
+func (c *Client) dialBrokerReal(ctx context.Context) (net.Conn, error) {
 	if c.transport == WebSocket {
 		return dialWebSocket(ctx, c.addr, ws.Dialer{TLSConfig: c.mqttTLS})
 	}

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tether-io/tether/internal/wsconn"
@@ -40,14 +43,7 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.opts.ResponseTimeout+slack)
 	defer cancel()
-	// The device ID is escaped; the stream name goes as is (WIRE.md §2).
-	req, err := c.newRequest(rctx, "POST", "/twins/"+url.PathEscape(deviceID)+"/streams/"+streamName, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set(wire.HeaderConnectTimeout, seconds(c.opts.ConnectTimeout))
-	req.Header.Set(wire.HeaderResponseTimeout, seconds(c.opts.ResponseTimeout))
-	resp, _, err := c.do(req)
+	resp, err := c.requestStream(rctx, deviceID, streamName)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return nil, fmt.Errorf("stream %q to device %q: the hub did not answer within %v: %w", streamName, deviceID, c.opts.ResponseTimeout+slack, ErrTimeout)
@@ -71,6 +67,46 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 		return nil, fmt.Errorf("stream %q to device %q: joining %s: %w", streamName, deviceID, redactURL(u), err)
 	}
 	return conn, nil
+}
+
+// requestStream sends the stream request (the POST), retrying once when
+// the keep-alive connection it went out on turned out to be dead.
+//
+// Why: after a hub restart, or once a load balancer or NAT has dropped an
+// idle connection, the client's pool can still hold a connection to the old
+// peer. net/http retries a POST by itself only when not a byte of it was
+// written; when the request went out and the connection then ended with
+// EOF or a reset, before any answer, it gives up, because a POST need not
+// be idempotent. Here the retry is safe: the peer that dropped the
+// connection either never read the request (an idle close racing with our
+// reuse) or is gone with it (a dead process cannot have asked the device).
+// At worst the device sees one extra request, which it answers and the hub
+// lets expire. A failure on a new connection, an answer, however short, or
+// the caller's deadline are not retried.
+func (c *Client) requestStream(ctx context.Context, deviceID, streamName string) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		// The device ID is escaped; the stream name goes as is (WIRE.md §2).
+		req, err := c.newRequest(ctx, "POST", "/twins/"+url.PathEscape(deviceID)+"/streams/"+streamName, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set(wire.HeaderConnectTimeout, seconds(c.opts.ConnectTimeout))
+		req.Header.Set(wire.HeaderResponseTimeout, seconds(c.opts.ResponseTimeout))
+		var reused, answered atomic.Bool
+		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn:              func(info httptrace.GotConnInfo) { reused.Store(info.Reused) },
+			GotFirstResponseByte: func() { answered.Store(true) },
+		}))
+		resp, _, err := c.do(req)
+		var he *hubError
+		if attempt == 0 && errors.As(err, &he) && reused.Load() && !answered.Load() && ctx.Err() == nil {
+			// The other idle connections went to the same peer: drop them
+			// too, so that the retry dials afresh.
+			c.http.CloseIdleConnections()
+			continue
+		}
+		return resp, err
+	}
 }
 
 func hostOf(u string) string {

@@ -19,10 +19,15 @@ import (
 )
 
 const agentUsage = `usage: tether agent --device CONNSTR --allow NAME=HOST:PORT [--allow ...]
+       tether agent --config FILE
 
 Runs on a device: keeps it connected to the hub and connects each stream
 named in an --allow to that HOST:PORT. Streams with any other name are
 rejected. Stops on SIGINT or SIGTERM.
+
+Settings come from flags, then environment variables, then the --config
+file (TOML: device, ca, allow, transport, mqtt_addr, keepalive, log_format,
+log_level), then the defaults. See deploy/agent.toml.
 `
 
 // targetDialTimeout bounds dialing a local target; the service is waiting
@@ -61,12 +66,7 @@ func (a allowList) Set(v string) error {
 
 func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	fs := g.newFlagSet("agent")
-	connStr := fs.String("device", os.Getenv("TETHER_DEVICE"), "device connection string (env TETHER_DEVICE)")
-	allow := allowList{}
-	fs.Var(allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable)")
-	transport := fs.String("transport", "ws", "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS)")
-	mqttAddr := fs.String("mqtt-addr", "", "`HOST:PORT` of MQTT over TLS (default: the hub's host, port 8883)")
-	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
+	fl := addAgentFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(g.Stderr, agentUsage)
 		fs.PrintDefaults()
@@ -80,45 +80,40 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("agent takes no arguments, got %q: streams are given with --allow NAME=HOST:PORT", fs.Arg(0))
 	}
+	fl.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { fl.set[f.Name] = true })
+	cfg, err := resolveAgentConfig(fl, g.CA, os.Getenv)
+	if err != nil {
+		return err
+	}
 
-	var opts device.Options
-	switch *transport {
-	case "ws":
-		opts.Transport = device.WebSocket
-	case "tls":
+	opts := device.Options{MQTTAddress: cfg.MQTTAddr, KeepAlive: cfg.KeepAlive}
+	if cfg.Transport == "tls" {
 		opts.Transport = device.TLS
-	default:
-		return fmt.Errorf("--transport %q: want ws or tls", *transport)
 	}
-	if *mqttAddr != "" && opts.Transport != device.TLS {
-		return errors.New("--mqtt-addr is for --transport tls")
+	log, err := newLogger(g.Stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
 	}
-	opts.MQTTAddress = *mqttAddr
-	var h slog.Handler
-	switch *logFormat {
-	case "text":
-		h = slog.NewTextHandler(g.Stderr, nil)
-	case "json":
-		h = slog.NewJSONHandler(g.Stderr, nil)
-	default:
-		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
-	}
-	log := slog.New(h)
 	opts.Logger = log
 
-	if strings.TrimSpace(*connStr) == "" {
-		return errors.New("no device given: pass --device CONNSTR or set TETHER_DEVICE to the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...)")
+	if strings.TrimSpace(cfg.Device) == "" {
+		return errors.New("no device given: pass --device CONNSTR, set TETHER_DEVICE or put device = \"...\" in the --config file: the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...)")
 	}
-	if len(allow) == 0 {
-		return errors.New("nothing to expose: pass at least one --allow NAME=HOST:PORT (e.g. --allow ssh=127.0.0.1:22)")
+	if len(cfg.Allow) == 0 {
+		return errors.New("nothing to expose: pass at least one --allow NAME=HOST:PORT (e.g. --allow ssh=127.0.0.1:22), set TETHER_ALLOW or an allow table in the --config file")
 	}
+	if cfg.FileExposed {
+		log.Warn("the config file holds the device key and others may read it: chmod 600 it, or give the key in TETHER_DEVICE", "file", cfg.File)
+	}
+	g.CA = cfg.CA
 	conf, err := g.tlsConfig()
 	if err != nil {
 		return err
 	}
 	opts.TLSConfig = conf
 
-	c, err := device.Dial(ctx, *connStr, opts)
+	c, err := device.Dial(ctx, cfg.Device, opts)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while connecting: not a failure
@@ -129,8 +124,8 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		}
 		return err
 	}
-	log.Info("agent running", "allow", allow.String(), "transport", *transport)
-	a := &agent{client: c, allow: allow, log: log}
+	log.Info("agent running", "allow", cfg.Allow.String(), "transport", cfg.Transport, "keepalive", cfg.KeepAlive.String())
+	a := &agent{client: c, allow: cfg.Allow, log: log}
 	a.run(ctx)
 	log.Info("agent stopped")
 	return nil

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -17,12 +18,16 @@ import (
 const forwardUsage = `usage: tether forward DEVICE STREAM --listen ADDR
 
 Accepts TCP connections on ADDR (host:port, or a bare port for 127.0.0.1)
-and relays each one through a new stream named STREAM to DEVICE.
+and relays each one through a new stream named STREAM to DEVICE. A hub or
+device that goes away and comes back needs no restart: each connection
+asks for a new stream.
 `
 
 func cmdForward(ctx context.Context, g *globals, args []string) error {
 	fs := g.newFlagSet("forward")
 	listen := fs.String("listen", "", "address to accept connections on: host:port, or a port for 127.0.0.1")
+	logFormat := fs.String("log-format", "plain", "log format on stderr: plain (a line per event), text or json (env TETHER_LOG_FORMAT)")
+	logLevel := fs.String("log-level", "info", "debug (a line per connection), info, warn or error (env TETHER_LOG_LEVEL)")
 	fs.Usage = func() {
 		fmt.Fprint(g.Stderr, forwardUsage)
 		fs.PrintDefaults()
@@ -42,6 +47,12 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	}
 	if *listen == "" {
 		return errors.New("forward needs --listen ADDR (host:port, or a port for 127.0.0.1)")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	log, plain, err := forwardLogger(g.Stderr, *logFormat, *logLevel, set, os.Getenv)
+	if err != nil {
+		return err
 	}
 	c, err := newServiceClient(g)
 	if err != nil {
@@ -65,18 +76,23 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	}
 	defer ln.Close()
 
-	if err := checkDevice(ctx, g, c, device); err != nil {
+	if err := checkDevice(ctx, log, c, device); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	fmt.Fprintf(g.Stderr, "forwarding %s → %s/%s\n", ln.Addr(), device, stream)
+	if plain {
+		// The line people and scripts wait for, as it always was.
+		fmt.Fprintf(g.Stderr, "forwarding %s → %s/%s\n", ln.Addr(), device, stream)
+	} else {
+		log.Info("forwarding", "listen", ln.Addr().String(), "device", device, "stream", stream)
+	}
 	f := &forwarder{
 		client: c,
 		device: device,
 		stream: stream,
-		logw:   g.Stderr,
+		log:    log,
 		conns:  make(map[net.Conn]struct{}),
 	}
 	f.serve(ctx, ln)
@@ -85,7 +101,7 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 
 // checkDevice makes a wrong device, key, address or CA fail at start
 // rather than at the first connection.
-func checkDevice(ctx context.Context, g *globals, c *service.Client, device string) error {
+func checkDevice(ctx context.Context, log *slog.Logger, c *service.Client, device string) error {
 	_, err := c.GetDevice(ctx, device)
 	if err == nil {
 		return nil
@@ -95,7 +111,7 @@ func checkDevice(ctx context.Context, g *globals, c *service.Client, device stri
 		// streams yet not read the registry. Any valid token may read the
 		// endpoints, which tells a missing right from a bad key.
 		if _, err2 := c.StreamingEndpoints(ctx); err2 == nil {
-			fmt.Fprintf(g.Stderr, "tether: the policy cannot read the registry; device %q is checked at each connection\n", device)
+			log.Info(fmt.Sprintf("the policy cannot read the registry; device %q is checked at each connection", device))
 			return nil
 		}
 	}
@@ -107,19 +123,12 @@ type forwarder struct {
 	client         *service.Client
 	device, stream string
 
-	logMu sync.Mutex
-	logw  io.Writer
+	log *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // client connections and streams, to close at the end
 	closed bool
 	wg     sync.WaitGroup
-}
-
-func (f *forwarder) logf(format string, args ...any) {
-	f.logMu.Lock()
-	defer f.logMu.Unlock()
-	fmt.Fprintf(f.logw, "tether: "+format+"\n", args...)
 }
 
 // track registers c to be closed when the forwarder stops; false means it
@@ -167,7 +176,7 @@ func (f *forwarder) serve(ctx context.Context, ln net.Listener) {
 			// Out of file descriptors and the like pass: back off rather
 			// than spin, as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			f.logf("accepting: %v; retrying in %v", err, delay)
+			f.log.Warn("accepting", "retry_in", delay, "err", err)
 			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
@@ -194,11 +203,12 @@ func (f *forwarder) serve(ctx context.Context, ln net.Listener) {
 func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 	defer f.untrack(client)
 	defer client.Close()
-	from := client.RemoteAddr()
+	from := client.RemoteAddr().String()
+	start := time.Now()
 	st, err := f.client.OpenStream(ctx, f.device, f.stream)
 	if err != nil {
 		if ctx.Err() == nil {
-			f.logf("connection from %s: %v", from, f.explain(err))
+			f.log.Warn("connection", "from", from, "err", f.explain(err))
 		}
 		return
 	}
@@ -207,9 +217,14 @@ func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 		return
 	}
 	defer f.untrack(st)
+	opened := time.Since(start)
 	if err := relay(client, st, "client → device", "device → client"); err != nil && ctx.Err() == nil {
-		f.logf("connection from %s: %v", from, err)
+		f.log.Warn("connection", "from", from, "err", err)
+		return
 	}
+	// One line per connection that went well, for whoever debugs a slow
+	// or flaky tunnel: how long the stream took to open, and to end.
+	f.log.Debug("connection", "from", from, "open", opened.Round(time.Millisecond), "duration", time.Since(start).Round(time.Millisecond))
 }
 
 func (f *forwarder) explain(err error) error {

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// The agent reads its settings from four places; the first that gives a
+// setting wins: a flag, an environment variable, the --config file, the
+// default. An empty environment variable counts as unset, as TETHER_DEVICE
+// always has. --allow, TETHER_ALLOW and the file's allow replace each
+// other whole rather than merging, so that what a device exposes is read
+// in one place.
+
+// Agent defaults.
+const (
+	defaultTransport = "ws"
+	// defaultKeepAlive with the device SDK's ping timeout (10 s) notices a
+	// dead link in about 30 s, half a load balancer's usual 60 s idle cut.
+	defaultKeepAlive = 20 * time.Second
+	defaultLogFormat = "text"
+	defaultLogLevel  = "info"
+	// maxKeepAlive is MQTT's limit: the keep-alive is a 16-bit count of
+	// seconds.
+	maxKeepAlive = 65535 * time.Second
+)
+
+// agentEnv names the environment variable of each agent setting.
+var agentEnv = map[string]string{
+	"config":     "TETHER_CONFIG",
+	"device":     "TETHER_DEVICE",
+	"ca":         "TETHER_CA",
+	"allow":      "TETHER_ALLOW",
+	"transport":  "TETHER_TRANSPORT",
+	"mqtt-addr":  "TETHER_MQTT_ADDR",
+	"keepalive":  "TETHER_KEEPALIVE",
+	"log-format": "TETHER_LOG_FORMAT",
+	"log-level":  "TETHER_LOG_LEVEL",
+}
+
+// agentFile is the TOML file of tether agent --config. Keys are the flags'
+// names with _ for -; any other key is an error, so that a typo does not
+// silently leave a setting at its default.
+type agentFile struct {
+	Device    string    `toml:"device"`
+	CA        string    `toml:"ca"`
+	Allow     fileAllow `toml:"allow"`
+	Transport string    `toml:"transport"`
+	MQTTAddr  string    `toml:"mqtt_addr"`
+	KeepAlive string    `toml:"keepalive"`
+	LogFormat string    `toml:"log_format"`
+	LogLevel  string    `toml:"log_level"`
+}
+
+// fileAllow takes allow as a table (ssh = "127.0.0.1:22") or as an array
+// of "NAME=HOST:PORT" strings, the flag's form; it holds NAME=HOST:PORT.
+type fileAllow []string
+
+func (a *fileAllow) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case map[string]any:
+		for _, name := range slices.Sorted(maps.Keys(v)) {
+			target, ok := v[name].(string)
+			if !ok {
+				return fmt.Errorf("allow.%s: want a \"HOST:PORT\" string", name)
+			}
+			*a = append(*a, name+"="+target)
+		}
+	case []any:
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("allow[%d]: want a \"NAME=HOST:PORT\" string", i)
+			}
+			*a = append(*a, s)
+		}
+	default:
+		return errors.New(`allow: want a table (ssh = "127.0.0.1:22") or an array (["ssh=127.0.0.1:22"])`)
+	}
+	return nil
+}
+
+// loadAgentFile reads and strictly decodes an agent config file. Its
+// errors name the file, the line and the key, never a value: the file may
+// hold the device's key.
+func loadAgentFile(path string) (*agentFile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var f agentFile
+	md, err := toml.Decode(string(data), &f)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = fmt.Sprintf("%q", k.String())
+		}
+		return nil, fmt.Errorf("config file %s: unknown key %s (known: device, ca, allow, transport, mqtt_addr, keepalive, log_format, log_level)", path, strings.Join(keys, ", "))
+	}
+	return &f, nil
+}
+
+// agentConfig is what the agent runs with, every source applied.
+type agentConfig struct {
+	Device    string
+	CA        string
+	Allow     allowList
+	Transport string
+	MQTTAddr  string
+	KeepAlive time.Duration
+	LogFormat string
+	LogLevel  slog.Level
+
+	// File is the config file read, if any; FileExposed says it holds the
+	// device key and others may read it.
+	File        string
+	FileExposed bool
+}
+
+// agentFlags are the agent's flags as parsed; set names those given on
+// the command line.
+type agentFlags struct {
+	config, device, transport, mqttAddr, logFormat, logLevel string
+	keepAlive                                                time.Duration
+	allow                                                    allowList
+	set                                                      map[string]bool
+}
+
+// addAgentFlags registers the agent's flags. Their defaults are shown in
+// the help but applied only when no other source gives the setting.
+func addAgentFlags(fs *flag.FlagSet) *agentFlags {
+	f := &agentFlags{allow: allowList{}}
+	fs.StringVar(&f.config, "config", "", "`FILE`: TOML file of settings; flags and environment variables win over it (env TETHER_CONFIG)")
+	// No environment default here: the help would print the key.
+	fs.StringVar(&f.device, "device", "", "device connection string (env TETHER_DEVICE)")
+	fs.Var(f.allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable; env TETHER_ALLOW, comma-separated)")
+	fs.StringVar(&f.transport, "transport", defaultTransport, "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS) (env TETHER_TRANSPORT)")
+	fs.StringVar(&f.mqttAddr, "mqtt-addr", "", "`HOST:PORT` of MQTT over TLS (default: the hub's host, port 8883) (env TETHER_MQTT_ADDR)")
+	fs.DurationVar(&f.keepAlive, "keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds (env TETHER_KEEPALIVE)")
+	fs.StringVar(&f.logFormat, "log-format", defaultLogFormat, "log format on stderr: text or json (env TETHER_LOG_FORMAT)")
+	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error (env TETHER_LOG_LEVEL)")
+	return f
+}
+
+// setting is one raw value and where it came from, for error messages.
+type setting struct{ value, from string }
+
+// resolveAgentConfig applies flags, environment, file and defaults, in that
+// order of precedence, and validates the result. ca is the global --ca or
+// TETHER_CA, already resolved by the flag parser; getenv reads the
+// environment.
+func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (*agentConfig, error) {
+	raw := map[string]setting{
+		"transport":  {defaultTransport, "default"},
+		"keepalive":  {defaultKeepAlive.String(), "default"},
+		"log-format": {defaultLogFormat, "default"},
+		"log-level":  {defaultLogLevel, "default"},
+	}
+	var allow []string
+	allowFrom := ""
+
+	cfg := &agentConfig{}
+	path, pathFrom := fl.config, "--config"
+	if !fl.set["config"] {
+		path, pathFrom = getenv(agentEnv["config"]), agentEnv["config"]
+	}
+	if path != "" {
+		file, err := loadAgentFile(path)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("%s %s: no such file", pathFrom, path)
+			}
+			return nil, err
+		}
+		cfg.File = path
+		from := func(key string) string { return key + " in " + path }
+		for key, v := range map[string]string{
+			"device": file.Device, "ca": file.CA, "transport": file.Transport, "mqtt-addr": file.MQTTAddr,
+			"keepalive": file.KeepAlive, "log-format": file.LogFormat, "log-level": file.LogLevel,
+		} {
+			if v != "" {
+				raw[key] = setting{v, from(strings.ReplaceAll(key, "-", "_"))}
+			}
+		}
+		if len(file.Allow) > 0 {
+			allow, allowFrom = file.Allow, from("allow")
+		}
+		if file.Device != "" {
+			if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+				cfg.FileExposed = true
+			}
+		}
+	}
+
+	for key, env := range agentEnv {
+		if key == "config" || key == "ca" {
+			continue
+		}
+		v := getenv(env)
+		if v == "" {
+			continue
+		}
+		if key == "allow" {
+			allow, allowFrom = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }), env
+			continue
+		}
+		raw[key] = setting{v, env}
+	}
+	// --ca (global) already fell back to TETHER_CA: either beats the file.
+	if ca != "" {
+		raw["ca"] = setting{ca, "--ca"}
+	}
+
+	for key, v := range map[string]string{
+		"device": fl.device, "transport": fl.transport, "mqtt-addr": fl.mqttAddr,
+		"keepalive": fl.keepAlive.String(), "log-format": fl.logFormat, "log-level": fl.logLevel,
+	} {
+		if fl.set[key] {
+			raw[key] = setting{v, "--" + key}
+		}
+	}
+
+	cfg.Allow = allowList{}
+	if fl.set["allow"] {
+		cfg.Allow = fl.allow // checked as the flags were parsed
+	} else {
+		for _, e := range allow {
+			if err := cfg.Allow.Set(e); err != nil {
+				return nil, fmt.Errorf("%s: %w", allowFrom, err)
+			}
+		}
+	}
+
+	cfg.Device = raw["device"].value
+	cfg.CA = raw["ca"].value
+	cfg.MQTTAddr = raw["mqtt-addr"].value
+	switch s := raw["transport"]; s.value {
+	case "ws", "tls":
+		cfg.Transport = s.value
+	default:
+		return nil, fmt.Errorf("%s %q: want ws or tls", s.from, s.value)
+	}
+	if cfg.MQTTAddr != "" && cfg.Transport != "tls" {
+		return nil, fmt.Errorf("%s is for --transport tls", raw["mqtt-addr"].from)
+	}
+	s := raw["keepalive"]
+	d, err := time.ParseDuration(s.value)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s %q: want a duration such as 20s", s.from, s.value)
+	case d < time.Second || d > maxKeepAlive || d%time.Second != 0:
+		// MQTT counts the keep-alive in whole seconds, 1 to 65535.
+		return nil, fmt.Errorf("%s %v: want whole seconds from 1s to %v", s.from, d, maxKeepAlive)
+	}
+	cfg.KeepAlive = d
+	s = raw["log-format"]
+	if s.value != "text" && s.value != "json" {
+		return nil, fmt.Errorf("%s %q: want text or json", s.from, s.value)
+	}
+	cfg.LogFormat = s.value
+	s = raw["log-level"]
+	if err := cfg.LogLevel.UnmarshalText([]byte(s.value)); err != nil {
+		return nil, fmt.Errorf("%s %q: want debug, info, warn or error", s.from, s.value)
+	}
+	return cfg, nil
+}
+
+// newLogger returns the slog logger the agent and the forwarder write to w.
+func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// plainHandler writes one readable line per record, "tether: MSG k=v...:
+// ERR", for a forwarder run by hand in a terminal, where key=value lines
+// with timestamps are noise. Its only state is the writer's lock.
+type plainHandler struct {
+	mu    *sync.Mutex
+	w     io.Writer
+	level slog.Level
+	attrs []slog.Attr
+}
+
+func newPlainLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(&plainHandler{mu: new(sync.Mutex), w: w, level: level})
+}
+
+func (h *plainHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *plainHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	h2 := *h
+	h2.attrs = append(slices.Clip(h.attrs), as...)
+	return &h2
+}
+
+// WithGroup is not needed by the forwarder: groups are flattened.
+func (h *plainHandler) WithGroup(string) slog.Handler { return h }
+
+func (h *plainHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString("tether: ")
+	b.WriteString(r.Message)
+	var errText string
+	add := func(a slog.Attr) bool {
+		if a.Key == "err" {
+			errText = a.Value.String()
+			return true
+		}
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value.Resolve())
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	if errText != "" {
+		b.WriteString(": ")
+		b.WriteString(errText)
+	}
+	b.WriteByte('\n')
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := io.WriteString(h.w, b.String())
+	return err
+}
+
+// forwardLogger resolves the forwarder's --log-format and --log-level
+// (flag, then environment, then plain and info); plain reports that format.
+func forwardLogger(w io.Writer, format, level string, set map[string]bool, getenv func(string) string) (log *slog.Logger, plain bool, err error) {
+	formatFrom, levelFrom := "--log-format", "--log-level"
+	if v := getenv("TETHER_LOG_FORMAT"); !set["log-format"] && v != "" {
+		format, formatFrom = v, "TETHER_LOG_FORMAT"
+	}
+	if v := getenv("TETHER_LOG_LEVEL"); !set["log-level"] && v != "" {
+		level, levelFrom = v, "TETHER_LOG_LEVEL"
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, false, fmt.Errorf("%s %q: want debug, info, warn or error", levelFrom, level)
+	}
+	if format == "plain" {
+		return newPlainLogger(w, l), true, nil
+	}
+	if format != "text" && format != "json" {
+		return nil, false, fmt.Errorf("%s %q: want plain, text or json", formatFrom, format)
+	}
+	log, err = newLogger(w, format, l)
+	return log, false, err
+}
