@@ -27,7 +27,8 @@ Commands:
   devices enable ID       let a disabled device connect again
   devices rotate-key ID [--secondary]
                           give the device a new primary (or secondary) key
-  agent                   run on a device: --device CONNSTR --allow NAME=HOST:PORT
+  agent                   run on a device: --device CONNSTR --allow NAME=HOST:PORT,
+                          or --config FILE (TOML); see tether agent -h
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
   endpoints               show the hub's streaming endpoints

@@ -316,7 +316,11 @@ func printWelcome(w io.Writer, c *config, httpAddr net.Addr, mqttLn net.Listener
 	fmt.Fprintf(w, "Tether hub is running.\n")
 	fmt.Fprintf(w, "  REST, streams, MQTT over WebSocket: %s://%s (public URL %s)\n", scheme, httpAddr, c.publicURL)
 	if mqttLn != nil {
-		fmt.Fprintf(w, "  MQTT over TLS:                      %s\n", mqttLn.Addr())
+		kind := "MQTT over TLS:                     "
+		if !c.tls {
+			kind = "MQTT (plain, TLS ends before it): "
+		}
+		fmt.Fprintf(w, "  %s %s\n", kind, mqttLn.Addr())
 	}
 	if c.tls && c.tlsCert == "" {
 		fmt.Fprintf(w, "  CA certificate:                     %s\n", filepath.Join(c.data, certs.CAFile))
