@@ -1,0 +1,502 @@
+// Command tetherbench is Tether's benchmark harness (issue 4). It builds
+// tetherd and tether, starts a hub, an agent and a forwarder as real
+// processes on loopback with TLS on, and measures them beside two
+// baselines in the same run:
+//
+//   - direct: the same load generator pointed straight at the target;
+//   - limit: three io.Copy relays in a chain (bench/cmd/benchrelay) with
+//     TLS on the two middle legs, where Tether has it: the physical limit
+//     of the topology on this machine.
+//
+// It prints every figure beside both baselines and its target, then
+// re-runs the loads against builds that serve pprof to find where the CPU
+// goes, and writes docs/benchmarks.md and docs/benchmarks.png.
+//
+//	go run ./bench/cmd/tetherbench            # full run, ~6 minutes on 2 cores
+//	go run ./bench/cmd/tetherbench -quick     # seconds per figure, for development
+//
+// Everything listens on 127.0.0.0/8 only; every load is bounded in time
+// and count.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-io/tether/bench"
+)
+
+type config struct {
+	src, out, docs  string
+	srcLabel        string
+	rounds          int
+	quick           bool
+	writeDocs       bool
+	profile         bool
+	devices         []int
+	wsDevices       int
+	warm, bulk      time.Duration
+	rtt             time.Duration
+	rttN            int
+	setup           time.Duration
+	setupN          int
+	manyN, manySize int
+	many            time.Duration
+	profDur         time.Duration
+	only            map[string]bool
+}
+
+// runs reports whether the load named (bulk, rtt, setup, streams, devices)
+// is part of this run.
+func (c *config) runs(load string) bool { return len(c.only) == 0 || c.only[load] }
+
+func parseConfig() *config {
+	c := &config{}
+	var devices string
+	flag.StringVar(&c.src, "src", "", "module root to build tetherd and tether from (default: this module)")
+	flag.StringVar(&c.srcLabel, "src-label", "", "what -src holds, for the report (default: its git commit, when it is a work tree)")
+	flag.StringVar(&c.out, "out", "", "folder for binaries, logs, profiles and results (default bench/out)")
+	flag.StringVar(&c.docs, "docs", "", "Markdown report to write (default docs/benchmarks.md; the PNG goes beside it)")
+	flag.BoolVar(&c.quick, "quick", false, "short loads and few devices, for development")
+	flag.BoolVar(&c.writeDocs, "write-docs", true, "write the report into -docs")
+	flag.BoolVar(&c.profile, "profile", true, "re-run the loads with pprof builds and summarise where the CPU goes")
+	flag.StringVar(&devices, "devices", "1000,10000", "simulated idle devices (MQTT over TLS) to measure hub memory at")
+	flag.IntVar(&c.wsDevices, "ws-devices", 1000, "simulated idle devices over MQTT/WebSocket (the agent's default transport); 0 skips")
+	flag.IntVar(&c.manyN, "streams", 1000, "concurrent streams of the ping-pong load")
+	flag.IntVar(&c.rounds, "rounds", 3, "rounds of the bulk, RTT and setup loads, the paths interleaved in each (medians and merged samples are reported)")
+	only := flag.String("only", "", "comma-separated loads to run, of bulk,rtt,setup,streams,devices (default all)")
+	flag.Parse()
+	c.only = map[string]bool{}
+	for f := range strings.SplitSeq(*only, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			c.only[f] = true
+		}
+	}
+	for f := range strings.SplitSeq(devices, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			c.devices = append(c.devices, n)
+		}
+	}
+	c.manySize = 1 << 10
+	c.warm, c.bulk = time.Second, 5*time.Second
+	c.rtt, c.rttN = 3*time.Second, 50000
+	c.setup, c.setupN = 3*time.Second, 15000
+	c.many = 10 * time.Second
+	c.profDur = 5 * time.Second
+	if c.quick {
+		c.warm, c.bulk = 500*time.Millisecond, 1500*time.Millisecond
+		c.rtt, c.rttN = time.Second, 5000
+		c.setup, c.setupN = 1500*time.Millisecond, 500
+		c.many = 2 * time.Second
+		c.manyN = min(c.manyN, 100)
+		c.profDur = 2 * time.Second
+		c.rounds = 1
+		if devices == "1000,10000" {
+			c.devices = []int{200}
+		}
+		c.wsDevices = min(c.wsDevices, 100)
+	}
+	return c
+}
+
+func main() {
+	c := parseConfig()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &runner{cfg: c, started: time.Now()}
+	err := r.run(ctx)
+	r.stopAll()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tetherbench:", err)
+		os.Exit(1)
+	}
+}
+
+// runner holds one run's processes and results.
+type runner struct {
+	cfg     *config
+	started time.Time
+	mod     string // module root the harness runs in
+	out     string
+	bins    map[string]string
+	procs   []*bench.Proc
+	target  *bench.Target
+	res     results
+	// cpuProcs are the relay processes of each path, whose CPU time is
+	// read around each load.
+	cpuProcs  map[string][]*bench.Proc
+	cpuTotals map[string]map[string]time.Duration
+	cpuOps    map[string]float64
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Printf("[%6.1fs] %s\n", time.Since(r.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (r *runner) start(name string, env []string, bin string, args ...string) (*bench.Proc, error) {
+	p, err := bench.Start(name, filepath.Join(r.out, "logs", name+".log"), env, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	r.procs = append(r.procs, p)
+	return p, nil
+}
+
+// stopAll ends every process this run started, newest first, each by its
+// own pid.
+func (r *runner) stopAll() {
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		r.procs[i].Stop(10 * time.Second)
+	}
+	r.procs = nil
+	if r.target != nil {
+		r.target.Close()
+		r.target = nil
+	}
+}
+
+func (r *runner) stop(ps ...*bench.Proc) {
+	for _, p := range ps {
+		p.Stop(10 * time.Second)
+	}
+}
+
+// raiseNofile lifts the soft limit on open files to the hard one: 1,000
+// streams hold 2,000 descriptors here and 10,000 devices 10,000.
+func raiseNofile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return l.Cur, err
+		}
+	}
+	return l.Cur, nil
+}
+
+func goModRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", err
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", fmt.Errorf("run tetherbench inside the tether module")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+func (r *runner) run(ctx context.Context) error {
+	c := r.cfg
+	var err error
+	if r.mod, err = goModRoot(); err != nil {
+		return err
+	}
+	if c.src == "" {
+		c.src = r.mod
+	}
+	if c.out == "" {
+		c.out = filepath.Join(r.mod, "bench", "out")
+	}
+	if c.docs == "" {
+		c.docs = filepath.Join(r.mod, "docs", "benchmarks.md")
+	}
+	r.out = c.out
+	os.RemoveAll(filepath.Join(r.out, "logs"))
+	os.RemoveAll(filepath.Join(r.out, "profiles"))
+	os.RemoveAll(filepath.Join(r.out, "data"))
+	for _, d := range []string{"bin", "logs", "profiles", "data"} {
+		if err := os.MkdirAll(filepath.Join(r.out, d), 0o755); err != nil {
+			return err
+		}
+	}
+	nofile, err := raiseNofile()
+	if err != nil {
+		return fmt.Errorf("raising the open files limit: %w", err)
+	}
+	r.res.Machine = machine()
+	r.res.Machine.Nofile = nofile
+	r.res.Command = strings.Join(append([]string{"go run ./bench/cmd/tetherbench"}, os.Args[1:]...), " ")
+	r.res.Quick = c.quick
+	c.rounds = max(c.rounds, 1)
+	r.res.Rounds = c.rounds
+	r.logf("machine: %d cores, %s, kernel %s, %s; open files limit %d",
+		r.res.Machine.CPUs, r.res.Machine.CPU, r.res.Machine.Kernel, r.res.Machine.Go, nofile)
+	if need := max(c.manyN*2, maxOf(c.devices)) + 200; need > int(nofile) {
+		r.logf("warning: the open files limit %d may be too low", nofile)
+	}
+
+	r.res.Source = c.srcLabel
+	if r.res.Source == "" {
+		r.res.Source = gitLabel(c.src)
+	}
+	if err := r.build(ctx); err != nil {
+		return err
+	}
+	if r.target, err = bench.StartTarget("127.0.0.1:0"); err != nil {
+		return err
+	}
+	if err := r.measureStreams(ctx); err != nil {
+		return err
+	}
+	if c.runs("devices") {
+		if err := r.measureDevices(ctx); err != nil {
+			return err
+		}
+	}
+	if c.profile {
+		if err := r.profileLoads(ctx); err != nil {
+			r.logf("profiling failed: %v", err)
+			r.res.ProfileError = err.Error()
+		}
+	}
+	r.res.Elapsed = time.Since(r.started).Round(time.Second).String()
+	rows := r.rows()
+	printTable(os.Stdout, rows)
+	if err := r.writeResults(rows); err != nil {
+		return err
+	}
+	r.logf("done in %s; logs, profiles and results.json in %s", r.res.Elapsed, r.out)
+	return ctx.Err()
+}
+
+func maxOf(xs []int) int {
+	m := 0
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+// build compiles the programs under test, the stripped agent whose size
+// is a figure, the relay of the limit chain and, for profiling, copies of
+// tetherd and tether with the pprof hook.
+func (r *runner) build(ctx context.Context) error {
+	bin := filepath.Join(r.out, "bin")
+	r.bins = map[string]string{}
+	type job struct {
+		name, dir, pkg string
+		extra          []string
+	}
+	jobs := []job{
+		{"tetherd", r.cfg.src, "./cmd/tetherd", nil},
+		{"tether", r.cfg.src, "./cmd/tether", nil},
+		{"tether-stripped", r.cfg.src, "./cmd/tether", []string{"-ldflags=-s -w"}},
+		{"tetherd-stripped", r.cfg.src, "./cmd/tetherd", []string{"-ldflags=-s -w"}},
+		{"benchrelay", r.mod, "./bench/cmd/benchrelay", nil},
+	}
+	if r.cfg.profile {
+		// The hook goes outside the module, or ./... would find a package
+		// in the output folder.
+		tmp, err := os.MkdirTemp("", "tetherbench-overlay-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		overlay, err := bench.WriteOverlay(tmp, r.cfg.src)
+		if err != nil {
+			return err
+		}
+		jobs = append(jobs,
+			job{"tetherd-pprof", r.cfg.src, "./cmd/tetherd", []string{"-overlay=" + overlay}},
+			job{"tether-pprof", r.cfg.src, "./cmd/tether", []string{"-overlay=" + overlay}})
+	}
+	r.logf("building %d binaries from %s", len(jobs), r.cfg.src)
+	for _, j := range jobs {
+		p, err := bench.Build(ctx, j.dir, filepath.Join(bin, j.name), j.pkg, j.extra...)
+		if err != nil {
+			return err
+		}
+		r.bins[j.name] = p
+	}
+	for _, n := range []string{"tether-stripped", "tetherd-stripped"} {
+		st, err := os.Stat(r.bins[n])
+		if err != nil {
+			return err
+		}
+		if n == "tether-stripped" {
+			r.res.AgentBinary = st.Size()
+		} else {
+			r.res.HubBinary = st.Size()
+		}
+	}
+	return nil
+}
+
+// tunnel is a started hub + agent + forwarder.
+type tunnel struct {
+	hub         *hub
+	agent, fwd  *bench.Proc
+	fwdAddr     string
+	agentPprof  string
+	fwdPprof    string
+	device      string
+	sdk         bench.DialFunc
+	forwardDial bench.DialFunc
+}
+
+// startTunnel starts (or restarts, on dir) a hub, registers the device if
+// new, and starts the agent and the forwarder.
+func (r *runner) startTunnel(ctx context.Context, suffix, dir string, pprof bool, fresh bool) (*tunnel, error) {
+	tetherd, tether := r.bins["tetherd"], r.bins["tether"]
+	if pprof {
+		tetherd, tether = r.bins["tetherd-pprof"], r.bins["tether-pprof"]
+	}
+	t := &tunnel{device: "bench-dev"}
+	var err error
+	if t.hub, err = r.startHub(ctx, "tetherd"+suffix, tetherd, dir, pprof); err != nil {
+		return nil, err
+	}
+	var devCS string
+	if fresh {
+		d, err := t.hub.svc.CreateDevice(ctx, t.device)
+		if err != nil {
+			return nil, fmt.Errorf("registering the agent's device: %w", err)
+		}
+		devCS = t.hub.svc.DeviceConnectionString(d)
+	} else {
+		d, err := t.hub.svc.GetDevice(ctx, t.device)
+		if err != nil {
+			return nil, err
+		}
+		devCS = t.hub.svc.DeviceConnectionString(d)
+	}
+	agentEnv, fwdEnv := t.hub.env(), t.hub.env()
+	if pprof {
+		if t.agentPprof, err = freePort(); err != nil {
+			return nil, err
+		}
+		if t.fwdPprof, err = freePort(); err != nil {
+			return nil, err
+		}
+		agentEnv = append(agentEnv, "TETHERBENCH_PPROF="+t.agentPprof)
+		fwdEnv = append(fwdEnv, "TETHERBENCH_PPROF="+t.fwdPprof)
+	}
+	// The agent as users run it: its default transport (MQTT over
+	// WebSocket on the HTTPS port).
+	if t.agent, err = r.start("agent"+suffix, agentEnv, tether, "agent", "--device", devCS, "--allow", "echo="+r.target.Addr()); err != nil {
+		return nil, err
+	}
+	if _, err := t.agent.WaitLog(ctx, "agent running", 60*time.Second); err != nil {
+		return nil, err
+	}
+	if t.fwdAddr, err = freePort(); err != nil {
+		return nil, err
+	}
+	if t.fwd, err = r.start("forward"+suffix, fwdEnv, tether, "forward", t.device, "echo", "--listen", t.fwdAddr); err != nil {
+		return nil, err
+	}
+	if _, err := t.fwd.WaitLog(ctx, "forwarding", 60*time.Second); err != nil {
+		return nil, err
+	}
+	t.forwardDial = bench.TCPDialer(t.fwdAddr)
+	svc := t.hub.svc
+	t.sdk = func(ctx context.Context) (net.Conn, error) { return svc.OpenStream(ctx, t.device, "echo") }
+	return t, nil
+}
+
+func (r *runner) stopTunnel(t *tunnel) { r.stop(t.fwd, t.agent, t.hub.proc) }
+
+// startLimit starts the limit chain r1 → r2 → r3 → target with the hub's
+// certificate and CA on the two middle legs, and returns r1's address and
+// the middle relay (the hub's counterpart).
+func (r *runner) startLimit(ctx context.Context, certDir string) (string, *bench.Proc, error) {
+	cert, key, ca := filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem")
+	next := r.target.Addr()
+	var mid *bench.Proc
+	for _, hop := range []struct {
+		name string
+		args []string
+	}{
+		{"limit-r3", []string{"--cert", cert, "--key", key}},
+		{"limit-r2", []string{"--cert", cert, "--key", key, "--ca", ca}},
+		{"limit-r1", []string{"--ca", ca}},
+	} {
+		p, err := r.start(hop.name, nil, r.bins["benchrelay"], append([]string{"--to", next}, hop.args...)...)
+		if err != nil {
+			return "", nil, err
+		}
+		line, err := p.WaitLog(ctx, "listening ", 30*time.Second)
+		if err != nil {
+			return "", nil, err
+		}
+		next = strings.TrimSpace(strings.TrimPrefix(line, "listening "))
+		if hop.name == "limit-r2" {
+			mid = p
+		}
+	}
+	return next, mid, nil
+}
+
+func saveJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	m.LoadAvg[0] = loadAvg()
+	if out, err := exec.Command("go", "version").Output(); err == nil {
+		m.Go = strings.TrimSpace(strings.TrimPrefix(string(out), "go version "))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		line, _, _ := strings.Cut(string(b), "\n")
+		m.Memory = strings.Join(strings.Fields(strings.TrimPrefix(line, "MemTotal:")), " ")
+	}
+	return m
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// gitLabel names the commit of a work tree, read-only, with "+ changes"
+// when files differ from it: figures belong to a version.
+func gitLabel(dir string) string {
+	out, err := exec.Command("git", "-C", dir, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown (not a git work tree)"
+	}
+	label := "commit " + strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "--no-optional-locks", "-C", dir, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		label += " + uncommitted changes"
+	}
+	return label
+}
