@@ -72,9 +72,24 @@ type Options struct {
 	// with the connection string's host for MQTT and with each bridge URL's
 	// host for streams, since a stream's bridge may live on another node.
 	TLSConfig *tls.Config
-	Transport Transport
+	// Certificate is the device's X.509 client certificate (and key),
+	// presented on the MQTT connection over either transport. A device
+	// registered as selfSigned or certificateAuthority needs one, and its
+	// connection string says x509=true; a device with keys needs none.
+	Certificate *tls.Certificate
+	Transport   Transport
 	// MQTTAddress is the host:port for Transport TLS; {host}:8883 by default.
 	MQTTAddress string
+	// Hubs, when set, replaces the connection string's HostName as where
+	// the device connects: HOST:PORT of hub nodes (or of balancers), tried
+	// in a new random order on every (re)connect until one takes the
+	// device. With WebSocket each is an HTTPS address; with TLS an MQTT
+	// address (port 8883 when left out), and MQTTAddress is ignored. TLS
+	// verifies each against its own host name (or IP), so every node's
+	// certificate must cover the name it is listed by here. The SAS token
+	// still names the connection string's HostName, which every node must
+	// accept (tetherd --hostname). See hubs.go.
+	Hubs []string
 	// KeepAlive is the MQTT keep-alive, 20 s by default, counted in whole
 	// seconds. With no traffic the client pings after KeepAlive and drops
 	// the link when no answer comes within min(KeepAlive, 10 s): by default
@@ -138,7 +153,8 @@ type Client struct {
 	clientID  string
 	username  string
 	transport Transport
-	addr      string // where MQTT goes: a wss:// URL or a host:port
+	addr      string // where MQTT goes: a wss:// URL or a host:port; per attempt with hubs
+	hubs      []hubTarget
 	mqttTLS   *tls.Config
 	bridgeTLS *tls.Config
 	keepAlive time.Duration
@@ -252,9 +268,21 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 	if c.mqttTLS.ServerName == "" {
 		c.mqttTLS.ServerName = cs.Host()
 	}
+	if opts.Certificate != nil {
+		// Only the control channel authenticates by certificate; the
+		// bridges take the stream's token.
+		c.mqttTLS.Certificates = []tls.Certificate{*opts.Certificate}
+	}
+	if cs.X509 && len(c.mqttTLS.Certificates) == 0 && c.mqttTLS.GetClientCertificate == nil {
+		return nil, errors.New("device: the connection string says x509=true but no client certificate is given (Options.Certificate; tether agent --cert FILE --key FILE)")
+	}
+
+	if err := c.setHubs(opts.Hubs, opts.TLSConfig); err != nil {
+		return nil, err
+	}
 
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	s, err := c.connect(ctx)
+	s, err := c.connectAny(ctx)
 	if err != nil {
 		c.cancel()
 		return nil, err
@@ -338,11 +366,11 @@ func (c *Client) keepUp(s *session) {
 				return
 			case <-t.C:
 			}
-			ns, err := c.connect(c.ctx)
+			ns, err := c.connectAny(c.ctx)
 			if err == nil {
 				s = ns
 				c.cur.Store(s)
-				c.log.Info("reconnected to hub", "attempt", attempt)
+				c.log.Info("reconnected to hub", "attempt", attempt, "addr", c.addr)
 				break
 			}
 			if c.ctx.Err() != nil {
@@ -388,9 +416,14 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 
-	password, err := c.cs.Token(tokenTTL)
-	if err != nil {
-		return nil, fmt.Errorf("device: signing a token: %w", err)
+	// An X.509 device proves itself in the TLS handshake and sends no
+	// password, as the Azure SDKs do.
+	var password string
+	if !c.cs.X509 {
+		var err error
+		if password, err = c.cs.Token(tokenTTL); err != nil {
+			return nil, fmt.Errorf("device: signing a token: %w", err)
+		}
 	}
 	s := &session{lost: make(chan struct{})}
 
@@ -531,8 +564,12 @@ func (c *Client) connackError(t mqtt.Token, err error) error {
 	}
 	switch rc {
 	case packets.ErrRefusedBadUsernameOrPassword, packets.ErrRefusedNotAuthorised:
-		return fmt.Errorf("%w: the hub at %s refused device %q (%v); check its key, and that it is registered and enabled",
-			ErrUnauthorized, c.cs.HostName, c.clientID, err)
+		cred := "its key"
+		if c.cs.X509 {
+			cred = "its certificate (subject CN = device ID, within its validity, its thumbprint or CA registered)"
+		}
+		return fmt.Errorf("%w: the hub at %s refused device %q (%v); check %s, and that it is registered and enabled",
+			ErrUnauthorized, c.cs.HostName, c.clientID, err, cred)
 	case packets.ErrNetworkError:
 		return fmt.Errorf("device: MQTT handshake with %s failed: %w", c.addr, err)
 	default:

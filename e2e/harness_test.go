@@ -45,6 +45,7 @@ type hubOptions struct {
 	dir    string        // reuse a data folder (restart)
 	window time.Duration // handshake window, and its maximum
 	logTo  io.Writer     // the hub's log, as JSON lines; default: discarded (or TETHER_TEST_LOG)
+	limits hub.Limits    // zero fields: the defaults
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -94,12 +95,15 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		cl.Close()
 		t.Fatal(err)
 	}
-	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
-	httpLn, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS)
+	// As tetherd: client certificates are requested, checked by the hub.
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
+	// Plain TCP listeners, TLS added by the hub's TLSListener as tetherd
+	// does (handshake time limit) once the hub exists.
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mqttLn, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS)
+	mqttLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +115,14 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		PublicURL: "https://" + addr,
 		Window:    o.window,
 		MaxWindow: o.window,
+		Limits:    o.limits,
 		Logger:    log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	httpLn = srv.TLSListener(httpLn, serverTLS)
+	mqttLn = srv.TLSListener(mqttLn, serverTLS)
 	h := &testHub{
 		t: t, Dir: o.dir, Addr: addr, MQTTAddr: mqttLn.Addr().String(),
 		TLS:      &tls.Config{RootCAs: pool},
@@ -123,7 +130,7 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		Server:   srv,
 		Registry: reg,
 		cluster:  cl,
-		http:     &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second},
+		http:     &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: srv.Limits().MaxHeaderBytes},
 		mqttLn:   mqttLn,
 	}
 	go h.http.Serve(httpLn)

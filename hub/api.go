@@ -18,9 +18,6 @@ import (
 	"github.com/tether-io/tether/wire"
 )
 
-// maxBody bounds a registry request body; a device document is small.
-const maxBody = 64 << 10
-
 func (s *Server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.handleHealth)
@@ -32,6 +29,10 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /devices/{id}", s.handleGetDevice)
 	mux.HandleFunc("DELETE /devices/{id}", s.handleDeleteDevice)
 	mux.HandleFunc("GET /devices", s.handleListDevices)
+	mux.HandleFunc("PUT /certificates/{name}", s.handlePutCertificate)
+	mux.HandleFunc("GET /certificates/{name}", s.handleGetCertificate)
+	mux.HandleFunc("DELETE /certificates/{name}", s.handleDeleteCertificate)
+	mux.HandleFunc("GET /certificates", s.handleListCertificates)
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.Handle("/bridges/", s.relay)
@@ -105,11 +106,15 @@ func (s *Server) authService(r *http.Request, right registry.Right) (registry.Po
 	defer cancel()
 	p, err := s.reg.Policy(ctx, tok.KeyName)
 	if err != nil {
+		s.burn(tok) // as costly as a wrong key for a known policy
 		return p, s.authFailed(r, "unknown policy", err)
 	}
 	if err := verifyEither(tok, p.PrimaryKey, p.SecondaryKey); err != nil {
 		return p, s.authFailed(r, "bad signature or expired", err)
 	}
+	// The caller holds a key: no back-off for it, even if the policy
+	// lacks the right (authFailed below then counts one failure only).
+	s.authResult(r.RemoteAddr, true)
 	if right != "" && !p.Has(right) {
 		return p, s.authFailed(r, "policy lacks "+string(right), nil)
 	}
@@ -118,6 +123,7 @@ func (s *Server) authService(r *http.Request, right registry.Right) (registry.Po
 
 func (s *Server) authFailed(r *http.Request, why string, err error) error {
 	s.metrics.serviceAuth.Inc()
+	s.authResult(r.RemoteAddr, false)
 	s.authLog.log(s.log, slog.LevelInfo, "service authentication failed", "remote", r.RemoteAddr, "path", r.URL.Path, "why", why, "err", err)
 	return errUnauthorized
 }
@@ -171,6 +177,9 @@ func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
 		unauthorized(w)
 		return
 	}
+	if !s.allowStream(w, r, policy.Name) {
+		return // 429, not a stream invocation: no stream-log record
+	}
 	inv := &invocation{
 		deviceID: r.PathValue("id"), module: r.PathValue("module"), name: r.PathValue("name"),
 		policy: policy.Name, start: start, sdk: r.UserAgent(),
@@ -193,7 +202,9 @@ func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
 
 // createStream asks the device and answers the service. Every path ends
 // in exactly one stream-log record: directly when no relay stream was
-// opened, otherwise when the relay reports the stream done.
+// opened, otherwise when the relay reports the stream done. A refusal by
+// a limit (429) is no invocation and has none: a flood must not become a
+// flood of records.
 func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invocation, window, respTimeout time.Duration) {
 	fail := func(status, code int, result, msg string) {
 		inv.answer(status, result)
@@ -222,6 +233,9 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 		clientID += "/" + inv.module
 	}
 	st, err := s.relay.Open(inv.deviceID, inv.name, window)
+	if err != nil && s.streamLimited(w, err) {
+		return // 429 (counted and logged by the relay's OnLimit), no stream-log record
+	}
 	if err != nil {
 		s.log.Warn("opening a stream", "device", inv.deviceID, "err", err)
 		fail(http.StatusServiceUnavailable, wire.CodeServerError, wire.ResultError, "the hub is shutting down")
@@ -308,9 +322,8 @@ func (s *Server) handlePutDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	var d wire.Device
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, wire.CodeBadRequest, "request body too large")
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {

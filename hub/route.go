@@ -78,6 +78,7 @@ func (s *Server) deviceConnected(clientID string) {
 	sess.sub = sub
 	s.sessions[clientID] = sess
 	s.markPresence(clientID, sess.id, true)
+	s.claimSession(clientID, sess.id)
 	s.metrics.mqttConns.Inc()
 	s.log.Info("device connected", "device", clientID)
 }

@@ -57,6 +57,13 @@ type Options struct {
 	// LogRetention is how long stream-log records are kept; default 7 days.
 	LogRetention time.Duration
 
+	// Limits against floods and hostile input (limits.go); each zero field
+	// is its default, a negative one turns that limit off.
+	Limits Limits
+	// Replicas of the stream-log stream when it is created; default 1.
+	// A clustered hub passes Cluster.Replicas().
+	Replicas int
+
 	Logger *slog.Logger
 }
 
@@ -77,9 +84,12 @@ type Server struct {
 	presence chan presenceUpdate
 	kickSub  *nats.Subscription
 	ctlSub   *nats.Subscription // streams listing
+	sessSub  *nats.Subscription // session claims of other nodes (takeover.go)
+	lame     lameDuck           // drain state (drain.go)
 	logs     *streamlog.Store
 	metrics  *metrics
 	authLog  *logLimiter // failed logins: a flood must not flood the log
+	lim      *limiter    // limits.go
 
 	invMu       sync.Mutex
 	invocations map[string]*invocation // by stream id, until the stream ends
@@ -138,10 +148,17 @@ func New(opts Options) (*Server, error) {
 
 		invocations: make(map[string]*invocation),
 		authLog:     newLogLimiter(10, time.Second),
+		lim:         newLimiter(opts.Limits, opts.Logger),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), streamlog.Options{Retention: opts.LogRetention})
+	// Retried: in a cluster JetStream may leave one of several identical
+	// requests from nodes starting together unanswered.
+	err = cluster.Retry(ctx, s.log, "opening the stream logs", func(ctx context.Context) error {
+		var err error
+		s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), streamlog.Options{Retention: opts.LogRetention, Replicas: opts.Replicas})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
@@ -150,13 +167,25 @@ func New(opts Options) (*Server, error) {
 	s.relay = relay.New(relay.Options{
 		Logger: s.log.With("part", "relay"),
 		Window: opts.Window,
-		OnDone: s.streamDone,
+		OnDone: s.relayDone,
+
+		MaxStreams:          s.lim.l.StreamsPerHub,
+		MaxStreamsPerDevice: s.lim.l.StreamsPerDevice,
+		MaxPending:          s.lim.l.PendingHandshakes,
+		MaxMessage:          s.lim.l.MaxMessageBytes,
+		IdleTimeout:         s.lim.l.StreamIdleTimeout,
+		OnLimit:             s.relayLimited,
 	})
 	s.broker, err = broker.New(broker.Options{
 		Logger:       s.log.With("part", "mqtt"),
 		Authenticate: s.authenticateDevice,
 		OnConnect:    s.deviceConnected,
 		OnDisconnect: s.deviceDisconnected,
+
+		MaxConnsPerSource: s.lim.l.MQTTConnsPerSource,
+		ConnRatePerSource: s.lim.l.MQTTConnRatePerSource,
+		Admit:             s.admitDevice,
+		OnLimit:           s.brokerLimited,
 	})
 	if err != nil {
 		s.relay.Close()
@@ -174,7 +203,13 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", streamsSubject, err)
 	}
+	s.sessSub, err = s.nc.Subscribe(sessionSubject, s.onSessionClaim)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hub: subscribing to %s: %w", sessionSubject, err)
+	}
 	s.metrics = newMetrics(s)
+	s.metrics.reg.MustRegister(s.lim.counted)
 	s.clearPreviousLife()
 	s.mux = s.routes()
 	return s, nil
@@ -182,7 +217,12 @@ func New(opts Options) (*Server, error) {
 
 // ServeHTTP serves the REST APIs, the streaming endpoint and MQTT over
 // WebSocket.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.refuseWhileDraining(w, r) || s.backedOff(w, r) {
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // ServeMQTT accepts device connections (MQTT over TLS: ln is expected to
 // be a TLS listener) until ln is closed.
@@ -210,7 +250,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub} {
+	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub, s.sessSub} {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}

@@ -16,14 +16,18 @@ var ErrConnectionString = errors.New("sas: bad connection string")
 //
 //	device:  HostName=...;DeviceId=...;SharedAccessKey=...
 //	service: HostName=...;SharedAccessKeyName=...;SharedAccessKey=...
+//	X.509 device: HostName=...;DeviceId=...;x509=true
 //
-// HostName may carry a port ("127.0.0.1:18443").
+// HostName may carry a port ("127.0.0.1:18443"). An X.509 device holds no
+// key: it authenticates with a TLS client certificate, which the connection
+// string does not carry (Azure's form).
 type ConnectionString struct {
 	HostName            string
 	DeviceID            string
 	ModuleID            string
 	SharedAccessKeyName string
 	SharedAccessKey     string
+	X509                bool
 }
 
 // ParseConnectionString parses s and checks that it names either a device
@@ -53,6 +57,12 @@ func ParseConnectionString(s string) (ConnectionString, error) {
 			c.SharedAccessKeyName = v
 		case "sharedaccesskey":
 			c.SharedAccessKey = v
+		case "x509":
+			x, ok := map[string]bool{"true": true, "false": false}[strings.ToLower(strings.TrimSpace(v))]
+			if !ok {
+				return c, fmt.Errorf("%w: x509=%q: want true or false", ErrConnectionString, redact(v))
+			}
+			c.X509 = x
 		default:
 			// Azure strings may carry GatewayHostName and others Tether
 			// has no use for.
@@ -61,6 +71,12 @@ func ParseConnectionString(s string) (ConnectionString, error) {
 	switch {
 	case c.HostName == "":
 		return c, fmt.Errorf("%w: HostName is missing", ErrConnectionString)
+	case c.X509 && (c.DeviceID == "" || c.SharedAccessKeyName != ""):
+		return c, fmt.Errorf("%w: x509=true is for a device (DeviceId, no SharedAccessKeyName)", ErrConnectionString)
+	case c.X509 && c.SharedAccessKey != "":
+		// Which one would authenticate? Azure refuses the mix too.
+		return c, fmt.Errorf("%w: x509=true and SharedAccessKey both set", ErrConnectionString)
+	case c.X509:
 	case c.SharedAccessKey == "":
 		return c, fmt.Errorf("%w: SharedAccessKey is missing", ErrConnectionString)
 	case c.DeviceID == "" && c.SharedAccessKeyName == "":
@@ -117,8 +133,15 @@ func (c ConnectionString) Resource() string {
 	return r
 }
 
+// ErrNoKey is Token's error for an X.509 connection string, which has no
+// key to sign with.
+var ErrNoKey = errors.New("sas: an x509 connection string has no key to sign a token with")
+
 // Token signs a token for c valid for ttl.
 func (c ConnectionString) Token(ttl time.Duration) (string, error) {
+	if c.X509 {
+		return "", ErrNoKey
+	}
 	return New(c.Resource(), c.SharedAccessKey, c.SharedAccessKeyName, time.Now().Add(ttl))
 }
 
@@ -134,6 +157,10 @@ func (c ConnectionString) String() string {
 	}
 	if c.SharedAccessKeyName != "" {
 		b.WriteString(";SharedAccessKeyName=" + c.SharedAccessKeyName)
+	}
+	if c.X509 {
+		b.WriteString(";x509=true")
+		return b.String()
 	}
 	b.WriteString(";SharedAccessKey=" + c.SharedAccessKey)
 	return b.String()

@@ -64,6 +64,8 @@ func (e *APIError) Unwrap() error {
 		return ErrDeviceExists
 	case wire.CodePrecondition:
 		return ErrPrecondition
+	case wire.CodeCertificateNotFound:
+		return ErrCertificateNotFound
 	}
 	switch e.StatusCode {
 	case 401, 403:

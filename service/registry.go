@@ -76,8 +76,13 @@ func (c *Client) DeleteDevice(ctx context.Context, id string) error {
 
 // DeviceConnectionString is the connection string a device uses to reach
 // this hub: the client's HostName (port kept) with the device's primary
-// key. It is empty when d carries no symmetric key.
+// key, or with x509=true for a device that authenticates by certificate
+// (Azure's form; the certificate itself goes to the device apart). It is
+// empty when d carries neither.
 func (c *Client) DeviceConnectionString(d *wire.Device) string {
+	if d != nil && d.DeviceID != "" && wire.IsX509(d.Authentication.Type) {
+		return sas.ConnectionString{HostName: c.cs.HostName, DeviceID: d.DeviceID, ModuleID: d.ModuleID, X509: true}.String()
+	}
 	if d == nil || d.DeviceID == "" || d.Authentication.SymmetricKey == nil || d.Authentication.SymmetricKey.PrimaryKey == "" {
 		return ""
 	}

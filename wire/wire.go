@@ -63,6 +63,8 @@ func CodeName(code int) string {
 		return "DeviceAlreadyExists"
 	case CodePrecondition:
 		return "PreconditionFailed"
+	case CodeCertificateNotFound:
+		return "CertificateNotFound"
 	default:
 		return "ServerError"
 	}
@@ -256,9 +258,13 @@ func ParseResponse(topic string) (status int, rid string, err error) {
 }
 
 // BridgePath is the path of a stream's streaming URL:
-// /bridges/{hub}/{deviceId}/{streamName}/{streamId}, the device ID escaped.
+// /bridges/{hub}/{deviceId}/{streamName}/{streamId}, each part escaped.
+// A stream name is escaped too, for ParseBridgePath unescapes every part:
+// a name holding "%" or a space must come back as itself. The names SDKs
+// use (letters, digits, "-", "_", ".") need no escaping, so their URLs
+// are as Azure's.
 func BridgePath(hub, deviceID, streamName, streamID string) string {
-	return "/bridges/" + url.PathEscape(hub) + "/" + url.PathEscape(deviceID) + "/" + streamName + "/" + streamID
+	return "/bridges/" + url.PathEscape(hub) + "/" + url.PathEscape(deviceID) + "/" + url.PathEscape(streamName) + "/" + url.PathEscape(streamID)
 }
 
 // ParseBridgePath splits an escaped bridge path (URL.EscapedPath) into its

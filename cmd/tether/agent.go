@@ -26,8 +26,16 @@ named in an --allow to that HOST:PORT. Streams with any other name are
 rejected. Stops on SIGINT or SIGTERM.
 
 Settings come from flags, then environment variables, then the --config
-file (TOML: device, ca, allow, transport, mqtt_addr, keepalive, log_format,
-log_level), then the defaults. See deploy/agent.toml.
+file (TOML: device, ca, cert, key, allow, transport, mqtt_addr, hubs,
+keepalive, log_format, log_level), then the defaults. See deploy/agent.toml.
+--hubs HOST:PORT,... (hubs in the file) lists hub nodes to connect to
+instead of the connection string's HostName, in random order; see
+docs/cluster.md.
+
+A device registered with a certificate (tether devices add ID
+--x509-thumbprint HEX, or --x509-ca) takes the connection string
+"HostName=...;DeviceId=ID;x509=true" and --cert FILE --key FILE: its
+certificate, whose subject CN is ID, and that certificate's key.
 `
 
 // targetDialTimeout bounds dialing a local target; the service is waiting
@@ -87,7 +95,7 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 
-	opts := device.Options{MQTTAddress: cfg.MQTTAddr, KeepAlive: cfg.KeepAlive}
+	opts := device.Options{MQTTAddress: cfg.MQTTAddr, KeepAlive: cfg.KeepAlive, Hubs: cfg.Hubs}
 	if cfg.Transport == "tls" {
 		opts.Transport = device.TLS
 	}
@@ -112,6 +120,13 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	opts.TLSConfig = conf
+	if cfg.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			return fmt.Errorf("--cert/--key: %w", err)
+		}
+		opts.Certificate = &cert
+	}
 
 	c, err := device.Dial(ctx, cfg.Device, opts)
 	if err != nil {

@@ -43,9 +43,12 @@ var agentEnv = map[string]string{
 	"config":     "TETHER_CONFIG",
 	"device":     "TETHER_DEVICE",
 	"ca":         "TETHER_CA",
+	"cert":       "TETHER_CERT",
+	"key":        "TETHER_KEY",
 	"allow":      "TETHER_ALLOW",
 	"transport":  "TETHER_TRANSPORT",
 	"mqtt-addr":  "TETHER_MQTT_ADDR",
+	"hubs":       "TETHER_HUBS",
 	"keepalive":  "TETHER_KEEPALIVE",
 	"log-format": "TETHER_LOG_FORMAT",
 	"log-level":  "TETHER_LOG_LEVEL",
@@ -57,9 +60,12 @@ var agentEnv = map[string]string{
 type agentFile struct {
 	Device    string    `toml:"device"`
 	CA        string    `toml:"ca"`
+	Cert      string    `toml:"cert"`
+	Key       string    `toml:"key"`
 	Allow     fileAllow `toml:"allow"`
 	Transport string    `toml:"transport"`
 	MQTTAddr  string    `toml:"mqtt_addr"`
+	Hubs      fileHubs  `toml:"hubs"`
 	KeepAlive string    `toml:"keepalive"`
 	LogFormat string    `toml:"log_format"`
 	LogLevel  string    `toml:"log_level"`
@@ -111,7 +117,7 @@ func loadAgentFile(path string) (*agentFile, error) {
 		for i, k := range un {
 			keys[i] = fmt.Sprintf("%q", k.String())
 		}
-		return nil, fmt.Errorf("config file %s: unknown key %s (known: device, ca, allow, transport, mqtt_addr, keepalive, log_format, log_level)", path, strings.Join(keys, ", "))
+		return nil, fmt.Errorf("config file %s: unknown key %s (known: device, ca, cert, key, allow, transport, mqtt_addr, hubs, keepalive, log_format, log_level)", path, strings.Join(keys, ", "))
 	}
 	return &f, nil
 }
@@ -120,9 +126,11 @@ func loadAgentFile(path string) (*agentFile, error) {
 type agentConfig struct {
 	Device    string
 	CA        string
+	Cert, Key string // PEM files of the device's X.509 client certificate
 	Allow     allowList
 	Transport string
 	MQTTAddr  string
+	Hubs      []string // replaces the connection string's HostName when set
 	KeepAlive time.Duration
 	LogFormat string
 	LogLevel  slog.Level
@@ -136,10 +144,10 @@ type agentConfig struct {
 // agentFlags are the agent's flags as parsed; set names those given on
 // the command line.
 type agentFlags struct {
-	config, device, transport, mqttAddr, logFormat, logLevel string
-	keepAlive                                                time.Duration
-	allow                                                    allowList
-	set                                                      map[string]bool
+	config, device, cert, key, transport, mqttAddr, logFormat, logLevel, hubs string
+	keepAlive                                                                 time.Duration
+	allow                                                                     allowList
+	set                                                                       map[string]bool
 }
 
 // addAgentFlags registers the agent's flags. Their defaults are shown in
@@ -149,9 +157,12 @@ func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.StringVar(&f.config, "config", "", "`FILE`: TOML file of settings; flags and environment variables win over it (env TETHER_CONFIG)")
 	// No environment default here: the help would print the key.
 	fs.StringVar(&f.device, "device", "", "device connection string (env TETHER_DEVICE)")
+	fs.StringVar(&f.cert, "cert", "", "`FILE`: PEM certificate of an X.509 device (CN = its ID), with --key (env TETHER_CERT)")
+	fs.StringVar(&f.key, "key", "", "`FILE`: PEM private key of --cert (env TETHER_KEY)")
 	fs.Var(f.allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable; env TETHER_ALLOW, comma-separated)")
 	fs.StringVar(&f.transport, "transport", defaultTransport, "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS) (env TETHER_TRANSPORT)")
 	fs.StringVar(&f.mqttAddr, "mqtt-addr", "", "`HOST:PORT` of MQTT over TLS (default: the hub's host, port 8883) (env TETHER_MQTT_ADDR)")
+	fs.StringVar(&f.hubs, "hubs", "", "`HOST:PORT,...`: hub nodes to connect to instead of the connection string's HostName, tried in random order on each (re)connect (env TETHER_HUBS)")
 	fs.DurationVar(&f.keepAlive, "keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds (env TETHER_KEEPALIVE)")
 	fs.StringVar(&f.logFormat, "log-format", defaultLogFormat, "log format on stderr: text or json (env TETHER_LOG_FORMAT)")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error (env TETHER_LOG_LEVEL)")
@@ -191,7 +202,7 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		cfg.File = path
 		from := func(key string) string { return key + " in " + path }
 		for key, v := range map[string]string{
-			"device": file.Device, "ca": file.CA, "transport": file.Transport, "mqtt-addr": file.MQTTAddr,
+			"device": file.Device, "ca": file.CA, "cert": file.Cert, "key": file.Key, "transport": file.Transport, "mqtt-addr": file.MQTTAddr, "hubs": string(file.Hubs),
 			"keepalive": file.KeepAlive, "log-format": file.LogFormat, "log-level": file.LogLevel,
 		} {
 			if v != "" {
@@ -228,7 +239,7 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 	}
 
 	for key, v := range map[string]string{
-		"device": fl.device, "transport": fl.transport, "mqtt-addr": fl.mqttAddr,
+		"device": fl.device, "cert": fl.cert, "key": fl.key, "transport": fl.transport, "mqtt-addr": fl.mqttAddr, "hubs": fl.hubs,
 		"keepalive": fl.keepAlive.String(), "log-format": fl.logFormat, "log-level": fl.logLevel,
 	} {
 		if fl.set[key] {
@@ -249,6 +260,10 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 
 	cfg.Device = raw["device"].value
 	cfg.CA = raw["ca"].value
+	cfg.Cert, cfg.Key = raw["cert"].value, raw["key"].value
+	if (cfg.Cert == "") != (cfg.Key == "") {
+		return nil, errors.New("--cert and --key go together (env TETHER_CERT and TETHER_KEY, cert and key in the config file)")
+	}
 	cfg.MQTTAddr = raw["mqtt-addr"].value
 	switch s := raw["transport"]; s.value {
 	case "ws", "tls":
@@ -258,6 +273,16 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 	}
 	if cfg.MQTTAddr != "" && cfg.Transport != "tls" {
 		return nil, fmt.Errorf("%s is for --transport tls", raw["mqtt-addr"].from)
+	}
+	if s := raw["hubs"]; s.value != "" {
+		hubs, err := parseHubs(s.value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.from, err)
+		}
+		if cfg.MQTTAddr != "" {
+			return nil, fmt.Errorf("%s and %s both say where to connect: with --transport tls, list the MQTT addresses in hubs", s.from, raw["mqtt-addr"].from)
+		}
+		cfg.Hubs = hubs
 	}
 	s := raw["keepalive"]
 	d, err := time.ParseDuration(s.value)
@@ -368,4 +393,48 @@ func forwardLogger(w io.Writer, format, level string, set map[string]bool, geten
 	}
 	log, err = newLogger(w, format, l)
 	return log, false, err
+}
+
+// fileHubs takes hubs as an array of "HOST:PORT" strings or as one
+// comma-separated string, the flag's form; it holds the latter.
+type fileHubs string
+
+func (h *fileHubs) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*h = fileHubs(v)
+	case []any:
+		parts := make([]string, len(v))
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok {
+				return fmt.Errorf("hubs[%d]: want a \"HOST:PORT\" string", i)
+			}
+			parts[i] = s
+		}
+		*h = fileHubs(strings.Join(parts, ","))
+	default:
+		return errors.New(`hubs: want an array (["hub-1:443", "hub-2:443"]) or a string ("hub-1:443,hub-2:443")`)
+	}
+	return nil
+}
+
+// parseHubs splits a comma-separated list of HOST:PORT (the port may be
+// left out: the transport's own).
+func parseHubs(v string) ([]string, error) {
+	var out []string
+	for h := range strings.SplitSeq(v, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if strings.ContainsAny(h, "/ ") {
+			return nil, fmt.Errorf("%q is not HOST:PORT", h)
+		}
+		out = append(out, h)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no hub address")
+	}
+	return out, nil
 }

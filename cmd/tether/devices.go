@@ -20,6 +20,12 @@ import (
 
 const devicesUsage = `usage:
   tether devices add ID          register a device; prints its connection string
+  tether devices add ID --x509-thumbprint HEX [--x509-thumbprint2 HEX]
+                                 register a device that authenticates with its
+                                 own certificate (SHA-256 fingerprint, colons ok)
+  tether devices add ID --x509-ca
+                                 register a device whose certificate is signed
+                                 by a CA uploaded with 'tether certificates add'
   tether devices list [--json]   list devices: id, status, connection state
   tether devices show ID         show one device as JSON
   tether devices rm ID           delete a device
@@ -41,8 +47,13 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		fmt.Fprint(g.Stderr, devicesUsage)
 		fs.PrintDefaults()
 	}
-	var asJSON, secondary *bool
+	var asJSON, secondary, x509CA *bool
+	var thumb1, thumb2 *string
 	switch sub {
+	case "add":
+		thumb1 = fs.String("x509-thumbprint", "", "`HEX`: SHA-256 fingerprint of the device's own certificate (selfSigned; any case, colons allowed)")
+		thumb2 = fs.String("x509-thumbprint2", "", "`HEX`: secondary fingerprint, for rolling the certificate over")
+		x509CA = fs.Bool("x509-ca", false, "the device's certificate is signed by a CA uploaded to the hub (certificateAuthority)")
 	case "list":
 		asJSON = fs.Bool("json", false, "print a JSON array of device documents")
 	case "rotate-key":
@@ -81,7 +92,28 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 
 	switch sub {
 	case "add":
-		d, err := c.CreateDevice(ctx, pos[0])
+		var d *wire.Device
+		switch {
+		case *x509CA && (*thumb1 != "" || *thumb2 != ""):
+			return errors.New("--x509-ca and --x509-thumbprint exclude each other: a device has its own certificate or one from a CA")
+		case *thumb2 != "" && *thumb1 == "":
+			return errors.New("--x509-thumbprint2 needs --x509-thumbprint")
+		case *x509CA:
+			d, err = c.CreateDeviceCA(ctx, pos[0])
+		case *thumb1 != "":
+			tps := []string{*thumb1}
+			if *thumb2 != "" {
+				tps = append(tps, *thumb2)
+			}
+			for i, tp := range tps {
+				if _, err := wire.NormalizeThumbprint(tp); err != nil {
+					return fmt.Errorf("%s: %q is not a SHA-256 fingerprint (64 hex digits, colons allowed)", []string{"--x509-thumbprint", "--x509-thumbprint2"}[i], tp)
+				}
+			}
+			d, err = c.CreateDeviceX509(ctx, pos[0], tps...)
+		default:
+			d, err = c.CreateDevice(ctx, pos[0])
+		}
 		if err != nil {
 			return explainHubError(err, c, pos[0])
 		}

@@ -27,6 +27,10 @@ Commands:
   devices enable ID       let a disabled device connect again
   devices rotate-key ID [--secondary]
                           give the device a new primary (or secondary) key
+  devices add ID --x509-thumbprint HEX | --x509-ca
+                          register a device that authenticates with a certificate
+  certificates add NAME FILE.pem | list | show NAME | rm NAME
+                          CA certificates that vouch for --x509-ca devices
   agent                   run on a device: --device CONNSTR --allow NAME=HOST:PORT,
                           or --config FILE (TOML); see tether agent -h
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
@@ -120,6 +124,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "devices":
 		return cmdDevices(ctx, g, rest)
+	case "certificates":
+		return cmdCertificates(ctx, g, rest)
 	case "agent":
 		return cmdAgent(ctx, g, rest)
 	case "forward":

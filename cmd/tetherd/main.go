@@ -27,7 +27,6 @@ import (
 	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/hub/certs"
 	"github.com/tether-io/tether/hub/cluster"
-	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/sas"
 )
 
@@ -45,6 +44,8 @@ type config struct {
 	logLevel   string
 	retention  time.Duration
 	metrics    string
+	cluster    clusterConfig // cluster.go
+	limits     hub.Limits    // limits.go
 }
 
 func env(name, def string) string {
@@ -68,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", env("TETHER_TLS_KEY", ""), "key PEM file for --tls-cert (env TETHER_TLS_KEY)")
 	tlsOn, _ := strconv.ParseBool(env("TETHER_TLS", "true"))
 	fs.BoolVar(&c.tls, "tls", tlsOn, "serve TLS; false only behind a TLS-terminating proxy (env TETHER_TLS)")
-	fs.StringVar(&c.natsURL, "nats", env("TETHER_NATS", ""), "external NATS URL; default an embedded server (env TETHER_NATS)")
+	fs.StringVar(&c.natsURL, "nats", env("TETHER_NATS", ""), "external NATS URLs, comma-separated (nats://a:4222,nats://b:4222); default an embedded server (env TETHER_NATS)")
 	fs.StringVar(&c.logFormat, "log-format", env("TETHER_LOG_FORMAT", "text"), "text or json (env TETHER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("TETHER_LOG_LEVEL", "info"), "debug, info, warn or error (env TETHER_LOG_LEVEL)")
 	retention, err := time.ParseDuration(env("TETHER_LOG_RETENTION", "168h"))
@@ -77,11 +78,25 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	fs.StringVar(&c.metrics, "metrics-listen", env("TETHER_METRICS_LISTEN", "off"), "Prometheus /metrics address: off, on (127.0.0.1:9464) or ADDR (env TETHER_METRICS_LISTEN)")
 	fs.DurationVar(&c.retention, "log-retention", retention, "how long stream-log records are kept (env TETHER_LOG_RETENTION)")
+	finishLimits := addLimitFlags(fs, &c.limits)
+	finishCluster, err := addClusterFlags(fs, &c.cluster)
+	if err != nil {
+		return nil, err
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := finishLimits(); err != nil {
+		return nil, err
+	}
+	if err := finishCluster(); err != nil {
+		return nil, err
+	}
+	if err := c.cluster.validate(c.natsURL); err != nil {
+		return nil, err
 	}
 	c.hostnames = splitNames(names)
 	if len(c.hostnames) == 0 {
@@ -191,22 +206,27 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("TLS certificate: %w", err)
 		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tlsConf = &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			MinVersion:   tls.VersionTLS12,
+			// Asked of every client on both listeners, checked by nobody
+			// here: the hub decides per device after CONNECT what an
+			// X.509 device's certificate is worth, and clients without
+			// one (key devices, services) carry on as before.
+			ClientAuth: tls.RequestClientCert,
+		}
 	}
 
-	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	startCtx, cancel := context.WithTimeout(ctx, startTimeout(c))
 	defer cancel()
-	cl, err := cluster.Start(startCtx, cluster.Options{DataDir: c.data, URL: c.natsURL, Logger: log.With("part", "cluster")})
+	cl, err := cluster.Start(startCtx, clusterOptions(c, log.With("part", "cluster")))
 	if err != nil {
 		return fmt.Errorf("starting NATS: %w", err)
 	}
 	defer cl.Close()
-	reg, err := registry.Open(startCtx, cl.JetStream(), registry.Options{Logger: log.With("part", "registry")})
+	reg, err := openState(startCtx, cl, c.retention, log.With("part", "registry"))
 	if err != nil {
 		return fmt.Errorf("opening the registry: %w", err)
-	}
-	if _, err := reg.EnsureDefaultPolicies(startCtx); err != nil {
-		return fmt.Errorf("creating access policies: %w", err)
 	}
 	owner, err := reg.Policy(startCtx, "iothubowner")
 	if err != nil {
@@ -224,6 +244,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		HostNames:    c.hostnames,
 		PublicURL:    c.publicURL,
 		LogRetention: c.retention,
+		Replicas:     cl.Replicas(),
+		Limits:       c.limits,
 		Logger:       log,
 	})
 	if err != nil {
@@ -239,10 +261,11 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		Handler:           srv,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    srv.Limits().MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelDebug),
 	}
 	if tlsConf != nil {
-		httpLn = tls.NewListener(httpLn, tlsConf)
+		httpLn = srv.TLSListener(httpLn, tlsConf) // handshake time limit
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(httpLn) }()
@@ -255,7 +278,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--mqtt-listen: %w", err)
 		}
 		if tlsConf != nil {
-			mqttLn = tls.NewListener(mqttLn, tlsConf)
+			mqttLn = srv.TLSListener(mqttLn, tlsConf)
 		}
 		go func() { errc <- srv.ServeMQTT(mqttLn) }()
 	}
@@ -290,13 +313,17 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	case err := <-errc:
 		runErr = fmt.Errorf("listener failed: %w", err)
 	}
-	// Stop taking new work first, then end the streams and sessions, then
-	// flush the store (deferred cl.Close).
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancelShut()
+	// Stop taking new work first, let open streams end while devices move
+	// to other nodes (lame duck), then end the rest, then flush the store
+	// (deferred cl.Close).
 	if mqttLn != nil {
 		mqttLn.Close()
 	}
+	if runErr == nil {
+		drain(srv, c.cluster.drainTimeout, log)
+	}
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelShut()
 	_ = hs.Shutdown(shutCtx)
 	if metricsSrv != nil {
 		_ = metricsSrv.Close()

@@ -19,6 +19,8 @@ package broker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -35,6 +37,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/tether-io/tether/internal/limit"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -47,8 +50,12 @@ type Options struct {
 	// ("{deviceId}" or "{deviceId}/{moduleId}"), password the SAS token. A
 	// non-nil error refuses with CONNACK 5 (not authorized) and is logged
 	// (rate-limited), so it must not quote the token. A CONNECT without a
-	// client id is refused before Authenticate is asked.
-	Authenticate func(clientID, username string, password []byte, remote string) error
+	// client id is refused before Authenticate is asked. certs is the
+	// chain the client presented in its TLS handshake (leaf first; nil
+	// without one), over TLS and over WebSocket alike. The listeners only
+	// request a certificate and never verify it: deciding whether it
+	// proves anything is Authenticate's job.
+	Authenticate func(clientID, username string, password []byte, remote string, certs []*x509.Certificate) error
 
 	// OnConnect is called when a device's session is up (after its
 	// CONNACK). OnDisconnect is called when that client id's current
@@ -67,6 +74,22 @@ type Options struct {
 	// small request at a time, and mochi's default of 8192 costs 64 KiB per
 	// idle device.
 	MaxWritesPending int
+
+	// MaxConnsPerSource caps the connections one source (an IPv4 address,
+	// an IPv6 /64) holds at once, counted from accept, so those that never
+	// send CONNECT count too. ConnRatePerSource caps the CONNECTs it makes
+	// a second. Past either the CONNECT is refused with CONNACK 3 (server
+	// unavailable) before any credential is checked. Zero or less: no cap.
+	MaxConnsPerSource int
+	ConnRatePerSource float64
+	// Admit, when set, is asked at each CONNECT, before Authenticate,
+	// whether remote may try now (the hub's back-off after failed logins).
+	// An error refuses with CONNACK 3 and is logged like a refusal.
+	Admit func(remote string) error
+	// OnLimit is called when a per-source cap refuses a CONNECT, with the
+	// limit's name (LimitConnsPerSource, LimitConnRate) and the remote
+	// address. May be nil.
+	OnLimit func(limit, remote string)
 }
 
 // ErrNotConnected means that client id has no session on this node, or
@@ -126,6 +149,7 @@ type Broker struct {
 	cbSeed maphash.Seed
 
 	refusals sampler
+	sources  *limit.Sources // connections and CONNECT rate per source (limits.go)
 
 	mu      sync.Mutex
 	closed  bool
@@ -147,6 +171,9 @@ type session struct {
 	announced bool         // OnConnect was the last callback for id (carried over on takeover)
 	ended     bool
 	replaced  *session // the session this one took over, if any
+
+	src       string // the source address, for per-source limits
+	overConns bool   // the source held too many connections at accept
 }
 
 type pendingReq struct {
@@ -196,6 +223,7 @@ func New(opts Options) (*Broker, error) {
 		cbSeed:         maphash.MakeSeed(),
 		current:        make(map[string]*session),
 		pending:        make(map[string]*pendingReq),
+		sources:        newSources(opts),
 	}
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
@@ -249,6 +277,7 @@ func (b *Broker) ServeConn(conn net.Conn) {
 // serveConn is ServeConn for a caller that has already entered.
 func (b *Broker) serveConn(conn net.Conn, listener string) {
 	s := &session{gone: make(chan struct{})}
+	defer b.countSource(s, conn)()
 
 	// Close ends each connection from its own goroutine: a TLS or
 	// WebSocket close may wait seconds for a stalled peer, and they should
@@ -355,7 +384,13 @@ func (b *Broker) HandleWebSocket(w http.ResponseWriter, r *http.Request) {
 		c.Close(websocket.StatusPolicyViolation, "mqtt subprotocol required")
 		return
 	}
-	b.serveConn(websocket.NetConn(r.Context(), c, websocket.MessageBinary), listenerWS)
+	var nc net.Conn = websocket.NetConn(r.Context(), c, websocket.MessageBinary)
+	if r.TLS != nil {
+		// The TLS connection lies under the HTTP server, out of the
+		// hook's reach: carry its client certificate along.
+		nc = certConn{Conn: nc, certs: r.TLS.PeerCertificates}
+	}
+	b.serveConn(nc, listenerWS)
 }
 
 // RequestStream sends req to the device with that client id and waits for
@@ -626,4 +661,32 @@ func (b *Broker) answer(s *session, topic string) {
 	delete(b.pending, rid)
 	b.mu.Unlock()
 	p.answer <- status
+}
+
+// certConn is a connection whose TLS handshake happened elsewhere (the
+// HTTP server's, for WebSocket), with the client certificate it carried.
+type certConn struct {
+	net.Conn
+	certs []*x509.Certificate
+}
+
+func (c certConn) PeerCertificates() []*x509.Certificate { return c.certs }
+
+// peerCertificates is the chain the client presented on conn, looking
+// through wrappers. The handshake is complete when the hook asks: mochi
+// has read the CONNECT packet through it.
+func peerCertificates(conn net.Conn) []*x509.Certificate {
+	for range 8 { // wrappers nest shallowly; never loop on a cycle
+		switch c := conn.(type) {
+		case interface{ ConnectionState() tls.ConnectionState }:
+			return c.ConnectionState().PeerCertificates
+		case interface{ PeerCertificates() []*x509.Certificate }:
+			return c.PeerCertificates()
+		case interface{ NetConn() net.Conn }:
+			conn = c.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
 }

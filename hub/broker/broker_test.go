@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -527,7 +528,7 @@ func TestClose(t *testing.T) {
 
 // TestServeListenerClosed: Serve reports a listener closed under it.
 func TestServeListenerClosed(t *testing.T) {
-	b, err := New(Options{Authenticate: func(string, string, []byte, string) error { return nil }})
+	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +568,7 @@ func TestWebSocketNeedsMQTTSubprotocol(t *testing.T) {
 // TestNoConnectIsDropped: a connection that never sends CONNECT does not
 // hold its goroutine for ever.
 func TestNoConnectIsDropped(t *testing.T) {
-	b, err := New(Options{Authenticate: func(string, string, []byte, string) error { return nil }})
+	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) error { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -588,7 +589,7 @@ func TestNewValidates(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Error("New without Authenticate succeeded")
 	}
-	auth := func(string, string, []byte, string) error { return nil }
+	auth := func(string, string, []byte, string, []*x509.Certificate) error { return nil }
 	if _, err := New(Options{Authenticate: auth, MaxWritesPending: -1}); err == nil {
 		t.Error("New with MaxWritesPending -1 succeeded")
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/x509"
 	"errors"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func FuzzClientTopic(f *testing.F) {
 		f.Add(s, true)
 		f.Add(s, false)
 	}
-	b, err := New(Options{Authenticate: func(string, string, []byte, string) error { return errors.New("no") }})
+	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) error { return errors.New("no") }})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func startHub(t *testing.T) *hub {
 	h := &hub{served: make(chan error, 1), ev: &events{ch: make(chan string, 64)}}
 	b, err := New(Options{
 		Logger: testLogger(),
-		Authenticate: func(clientID, username string, pw []byte, remote string) error {
+		Authenticate: func(clientID, username string, pw []byte, remote string, _ []*x509.Certificate) error {
 			h.mu.Lock()
 			h.auths = append(h.auths, authCall{clientID, username, string(pw), remote})
 			h.mu.Unlock()

@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"log/slog"
+	"net"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -47,10 +48,20 @@ func sessionOf(cl *mqtt.Client) *session {
 	return nil
 }
 
+// sessionConn is the connection under a client's trackedConn (sessionOf
+// is non-nil).
+func sessionConn(cl *mqtt.Client) net.Conn {
+	return cl.Net.Conn.(*trackedConn).Conn
+}
+
 // OnConnect drops the client's last will: mochi publishes a will to
 // subscribers without an ACL check, so a device could use one to send a
-// forged stream request to every device.
+// forged stream request to every device. Before that it refuses a source
+// over its limits (admitSource).
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if err := h.b.admitSource(cl); err != nil {
+		return err
+	}
 	if pk.Connect.WillFlag {
 		h.b.log.Debug("dropping the last will of a device", "client", cl.ID)
 		cl.Properties.Will = mqtt.Will{}
@@ -67,7 +78,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.b.refused(cl, "no client id")
 		return false
 	}
-	if err := h.b.opts.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote); err != nil {
+	if err := h.b.opts.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote, peerCertificates(sessionConn(cl))); err != nil {
 		h.b.refused(cl, err.Error())
 		return false
 	}

@@ -8,7 +8,10 @@
 // needs no separate NATS install and a multi-node hub changes only Options.URL.
 //
 // The embedded server opens no listener: the hub talks to it in-process, so
-// there is no port to secure or to collide with.
+// there is no port to secure or to collide with. Several nodes can also
+// join their embedded servers as one NATS cluster (Options.ClusterName):
+// then each listens for routes from its peers, which must present the
+// shared secret, and JetStream replicates the hub's state across them.
 package cluster
 
 import (
@@ -20,7 +23,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +51,21 @@ type Options struct {
 	// Logger receives connection events and the embedded server's log.
 	// Default: discard.
 	Logger *slog.Logger
+
+	// Embedded clustering (see embedded.go): with ClusterName set, the
+	// embedded server listens for NATS routes on ClusterListen and joins
+	// the servers at ClusterPeers, so that several nodes share one
+	// JetStream without a separate NATS install. Unused when URL is set.
+	ClusterName   string
+	ClusterListen string   // host:port for routes from the other nodes
+	ClusterPeers  []string // host:port of the other nodes' ClusterListen
+	// ClusterSecret authorizes routes: a server that does not present it
+	// cannot join. Required with ClusterName.
+	ClusterSecret string
+
+	// Replicas of the hub's JetStream buckets and streams when they are
+	// first created; 0 picks by cluster size (see Replicas).
+	Replicas int
 }
 
 // Cluster is a live connection to NATS with JetStream.
@@ -58,6 +75,7 @@ type Cluster struct {
 	srv    *server.Server // nil with an external URL
 	node   string
 	name   string
+	repl   int
 	log    *slog.Logger
 	closed chan struct{} // closed by nats.go once the connection is closed
 
@@ -123,13 +141,19 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 
 	var where string
 	if opts.URL == "" {
-		srv, err := startEmbedded(ctx, opts.DataDir, name, log)
+		srv, token, err := startEmbedded(ctx, opts, name, log)
 		if err != nil {
 			return nil, err
 		}
 		c.srv = srv
 		where = "embedded NATS"
+		if opts.ClusterName != "" {
+			where = "embedded NATS cluster " + opts.ClusterName
+		}
 		connOpts = append(connOpts, nats.InProcessServer(srv))
+		if token != "" {
+			connOpts = append(connOpts, nats.Token(token))
+		}
 		nc, err := nats.Connect("", connOpts...)
 		if err != nil {
 			c.stopServer()
@@ -151,66 +175,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: JetStream on %s: %w", where, err)
 	}
 	c.js = js
-	if err := waitJetStream(ctx, js); err != nil {
+	if err := waitJetStream(ctx, js, log); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("cluster: JetStream on %s is not usable: %w", where, err)
 	}
-	log.Info("cluster ready", "nats", where)
+	c.repl = replicas(opts, c.nc)
+	log.Info("cluster ready", "nats", where, "replicas", c.repl)
 	return c, nil
-}
-
-// startEmbedded starts an in-process server with JetStream in dataDir/nats.
-func startEmbedded(ctx context.Context, dataDir, name string, log *slog.Logger) (*server.Server, error) {
-	if dataDir == "" {
-		return nil, errors.New("cluster: Options.DataDir is required for the embedded NATS server")
-	}
-	store := filepath.Join(dataDir, "nats")
-	if err := os.MkdirAll(store, 0o700); err != nil {
-		return nil, fmt.Errorf("cluster: create store folder: %w", err)
-	}
-	srv, err := server.NewServer(&server.Options{
-		// The server name is kept stable across restarts (no random
-		// suffix): once embedded servers form a JetStream cluster, peers
-		// know each other by it.
-		ServerName: name,
-		DontListen: true,
-		JetStream:  true,
-		StoreDir:   store,
-		// The binary owns signals and logging.
-		NoSigs: true,
-		NoLog:  true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: embedded NATS options: %w", err)
-	}
-	sl := &serverLogger{log: log.With("component", "nats-server")}
-	srv.SetLoggerV2(sl, false, false, false)
-	srv.Start()
-	stop := func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	}
-	// Start returns early, without an error, when JetStream cannot start
-	// (store unreadable, out of space); the reason only reaches the log.
-	if !srv.JetStreamEnabled() {
-		stop()
-		if msg := sl.fatal(); msg != "" {
-			return nil, fmt.Errorf("cluster: embedded NATS: %s", msg)
-		}
-		return nil, errors.New("cluster: embedded NATS: JetStream did not start")
-	}
-	wait := 10 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		wait = time.Until(dl)
-	}
-	if wait <= 0 || !srv.ReadyForConnections(wait) {
-		stop()
-		if msg := sl.fatal(); msg != "" {
-			return nil, fmt.Errorf("cluster: embedded NATS: %s", msg)
-		}
-		return nil, fmt.Errorf("cluster: embedded NATS not ready within %v", wait.Round(time.Millisecond))
-	}
-	return srv, nil
 }
 
 // connectExternal dials until the first connection succeeds or ctx ends, so
@@ -234,14 +205,24 @@ func connectExternal(ctx context.Context, rawURL string, opts []nats.Option) (*n
 }
 
 // waitJetStream asks for account info until it is answered or ctx ends.
-func waitJetStream(ctx context.Context, js jetstream.JetStream) error {
+// In a cluster only the JetStream meta leader answers, so this also waits
+// for a quorum of nodes to be up and to have elected one.
+func waitJetStream(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
 	backoff := 50 * time.Millisecond
+	start := time.Now()
+	warned := false
 	for {
 		actx, cancel := context.WithTimeout(ctx, readyTimeout)
 		_, err := js.AccountInfo(actx)
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if !warned && time.Since(start) > 5*time.Second {
+			// Say why start-up is slow: in a new cluster this node waits
+			// for enough peers to elect a JetStream leader.
+			log.Info("waiting for JetStream (in a cluster: for a quorum of nodes)", "err", err)
+			warned = true
 		}
 		t := time.NewTimer(backoff)
 		select {

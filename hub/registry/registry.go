@@ -45,6 +45,9 @@ const (
 	BucketDevices  = "tether-devices"
 	BucketPolicies = "tether-policies"
 	BucketPresence = "tether-presence"
+	// BucketCertificates holds the CA certificates uploaded for devices of
+	// type certificateAuthority (certificates.go).
+	BucketCertificates = "tether-certificates"
 )
 
 // maxAttempts bounds compare-and-set retries of unconditional writes; past
@@ -65,6 +68,7 @@ type Registry struct {
 	devices  jetstream.KeyValue
 	policies jetstream.KeyValue
 	presence jetstream.KeyValue
+	certs    jetstream.KeyValue
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -84,6 +88,9 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Registry,
 		return nil, err
 	}
 	if r.presence, err = r.bucket(ctx, js, BucketPresence, "Tether device connection state", replicas); err != nil {
+		return nil, err
+	}
+	if r.certs, err = r.bucket(ctx, js, BucketCertificates, "Tether CA certificates for device authentication", replicas); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -258,6 +265,9 @@ func validateDoc(d wire.Device) error {
 	if _, ok := authTypes[strings.ToLower(t)]; t != "" && !ok {
 		return fmt.Errorf("%w: authentication type %q", ErrInvalid, t)
 	}
+	if err := validateThumbprints(d.Authentication); err != nil {
+		return err
+	}
 	if k := d.Authentication.SymmetricKey; k != nil {
 		for _, kk := range [...]struct{ name, v string }{{"primary", k.PrimaryKey}, {"secondary", k.SecondaryKey}} {
 			name, v := kk.name, kk.v
@@ -314,8 +324,19 @@ func (r *Registry) merge(in wire.Device, cur *wire.Device) (wire.Device, error) 
 	if out.Authentication.Type != "sas" {
 		// A certificate device must not also be reachable by a key.
 		out.Authentication.SymmetricKey = nil
+		out.Authentication.X509Thumbprint = normalizedThumbprints(out.Authentication)
+		if out.Authentication.Type == wire.AuthSelfSigned && out.Authentication.X509Thumbprint == nil {
+			// As with keys: an edit that does not echo the thumbprints
+			// keeps the stored ones rather than locking the device out.
+			if cur == nil || cur.Authentication.Type != wire.AuthSelfSigned || cur.Authentication.X509Thumbprint == nil {
+				return wire.Device{}, fmt.Errorf("%w: a selfSigned device needs x509Thumbprint.primaryThumbprint (its certificate's SHA-256 fingerprint)", ErrInvalid)
+			}
+			out.Authentication.X509Thumbprint = cur.Authentication.X509Thumbprint
+		}
 		return out, nil
 	}
+	// Nor a key device by a certificate.
+	out.Authentication.X509Thumbprint = nil
 	var keys wire.SymmetricKey
 	if in.Authentication.SymmetricKey != nil {
 		keys = *in.Authentication.SymmetricKey

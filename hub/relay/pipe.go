@@ -51,6 +51,9 @@ type pipe struct {
 	// delivered counts payload bytes written to each side, live, for
 	// Streams (the copy loops' own totals are only known at the end).
 	delivered [2]atomic.Int64
+	// active is when data last crossed, in Unix nanoseconds, for the
+	// idle timeout; untouched when there is none.
+	active atomic.Int64
 }
 
 // run relays until either side ends and returns the stream's Info.
@@ -59,10 +62,12 @@ func (pp *pipe) run() Info {
 		wg                  sync.WaitGroup
 		toDevice, toService int64
 	)
+	stopIdle := pp.watchIdle()
 	wg.Add(2)
 	go pp.serviceToDevice(&wg, &toDevice)
 	go pp.deviceToService(&wg, &toService)
 	wg.Wait()
+	stopIdle()
 	st := pp.st
 	pp.r.log.Debug("stream ended", "stream", st.ID, "device", st.DeviceID, "name", st.Name,
 		"by", pp.closedBy, "reason", pp.reason, "toDevice", toDevice, "toService", toService)
@@ -100,7 +105,8 @@ func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 	var (
 		hbuf [ws.MaxHeaderSize]byte
 		ctrl [ws.MaxControlFramePayloadSize]byte
-		eof  bool // src sent its marker
+		eof  bool  // src sent its marker
+		msg  int64 // bytes of the data message in progress, for MaxMessage
 	)
 	for {
 		h, err := ws.ReadHeaderBuffer(src.r, hbuf[:])
@@ -121,7 +127,11 @@ func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 		case h.OpCode.IsData() && eof:
 			pp.protocolError(src, dir, "data frame after the end-of-stream marker")
 			return relayed
+		case h.OpCode.IsData() && pp.r.messageTooBig(&msg, h):
+			pp.tooBig(src, dir)
+			return relayed
 		case isMarker(h) && src.tether:
+			pp.touch()
 			if !pp.halfClose(src, dst, dir) {
 				return relayed
 			}
@@ -199,6 +209,7 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 		}
 		relayed += int64(n)
 		pp.delivered[dst.side].Add(int64(n))
+		pp.touch()
 		if left == 0 {
 			return relayed, nil
 		}

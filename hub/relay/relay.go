@@ -40,6 +40,21 @@ type Options struct {
 	Window       time.Duration // default handshake window when Open gets 0; default 60s
 	WriteTimeout time.Duration // deadline on every write to a peer; default 60s
 	OnDone       func(Info)    // called once per stream when it ends (paired or not); may be nil
+
+	// Caps on streams open at once (waiting or paired), in all, per
+	// device, and waiting for a side (pending handshakes); Open refuses
+	// past them with a *LimitError. Zero or less: no cap.
+	MaxStreams, MaxStreamsPerDevice, MaxPending int
+	// MaxMessage caps a data message (all its fragments) from either
+	// side: a frame header announcing more ends the stream, close 1009 to
+	// the sender and 1001 to the other side. Zero or less: no cap.
+	MaxMessage int64
+	// IdleTimeout ends a paired stream once no data crossed it either way
+	// for that long (close 1001 to both). Zero: never.
+	IdleTimeout time.Duration
+	// OnLimit is called when a limit refuses a stream or ends one, with
+	// the limit's name (Limit*) and what happened; may be nil.
+	OnLimit func(limit, detail string)
 }
 
 // Stream is a stream opened on the relay: where its two sides connect and
@@ -126,10 +141,19 @@ type Relay struct {
 	upgrader       ws.HTTPUpgrader
 	tetherUpgrader ws.HTTPUpgrader
 
+	maxStreams, maxPerDevice, maxPending int
+	maxMessage                           int64
+	idle                                 time.Duration
+	onLimit                              func(limit, detail string)
+
 	mu      sync.Mutex
 	closed  bool
 	streams map[string]*stream
 	tokens  map[string]tokenRef
+	// perDevice and pending count the streams in streams by device and
+	// those not yet paired, for the caps.
+	perDevice map[string]int
+	pending   int
 	// wg counts every goroutine that may touch a hijacked conn: handlers
 	// past authentication (they run the relay of a paired stream) and
 	// window timers that fired. Adds happen under mu while !closed, so
@@ -161,6 +185,14 @@ func New(opts Options) *Relay {
 		onDone:   opts.OnDone,
 		streams:  make(map[string]*stream),
 		tokens:   make(map[string]tokenRef),
+
+		maxStreams:   opts.MaxStreams,
+		maxPerDevice: opts.MaxStreamsPerDevice,
+		maxPending:   opts.MaxPending,
+		maxMessage:   opts.MaxMessage,
+		idle:         opts.IdleTimeout,
+		onLimit:      opts.OnLimit,
+		perDevice:    make(map[string]int),
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -180,7 +212,8 @@ func New(opts Options) *Relay {
 }
 
 // Open creates a stream for deviceID and name and its two tokens, valid
-// for window (the relay's default window when 0).
+// for window (the relay's default window when 0). Past a cap on open
+// streams it returns a *LimitError.
 func (r *Relay) Open(deviceID, name string, window time.Duration) (*Stream, error) {
 	if deviceID == "" || name == "" || strings.Contains(name, "/") {
 		return nil, ErrBadStream
@@ -205,7 +238,11 @@ func (r *Relay) Open(deviceID, name string, window time.Duration) (*Stream, erro
 	if r.closed {
 		return nil, ErrClosed
 	}
-	r.streams[st.ID] = st
+	if err := r.admitLocked(deviceID); err != nil {
+		r.limited(err.(*LimitError).Limit, "device "+deviceID)
+		return nil, err
+	}
+	r.addLocked(st)
 	r.tokens[st.ServiceToken] = tokenRef{st, service}
 	r.tokens[st.DeviceToken] = tokenRef{st, device}
 	st.timer = time.AfterFunc(window, func() { r.expire(st) })
@@ -251,7 +288,7 @@ func (r *Relay) expire(st *stream) {
 func (r *Relay) endLocked(st *stream) []*peer {
 	st.ended = true
 	st.timer.Stop()
-	delete(r.streams, st.ID)
+	r.removeLocked(st)
 	delete(r.tokens, st.ServiceToken)
 	delete(r.tokens, st.DeviceToken)
 	var waiting []*peer
@@ -405,13 +442,14 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	pp.peers[ref.side] = p
 	pp.peers[other.side] = other
 	st.pipe = pp
+	r.pending--
 	r.mu.Unlock()
 
 	// This handler's goroutine, already counted in wg, runs the relay.
 	info := pp.run()
 
 	r.mu.Lock()
-	delete(r.streams, st.ID)
+	r.removeLocked(st)
 	r.mu.Unlock()
 	r.done(info)
 }

@@ -755,7 +755,7 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 func TestCopyNoAllocs(t *testing.T) {
 	svcEnd, svcHub := tcpPair(t)
 	devEnd, devHub := tcpPair(t)
-	pp := &pipe{}
+	pp := &pipe{r: New(Options{})}
 	pp.peers[service] = newPeer(service, svcHub, bufio.NewReader(strings.NewReader("")), time.Minute)
 	pp.peers[device] = newPeer(device, devHub, bufio.NewReader(strings.NewReader("")), time.Minute)
 	done := make(chan struct{})

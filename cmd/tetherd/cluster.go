@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-io/tether/hub/cluster"
+	"github.com/tether-io/tether/hub/registry"
+	"github.com/tether-io/tether/hub/streamlog"
+)
+
+// clusterConfig holds the flags of running several nodes as one hub.
+type clusterConfig struct {
+	nodeName     string
+	name         string // --cluster-name: embedded NATS clustering on
+	listen       string
+	peers        []string
+	secret       string
+	replicas     int
+	drainTimeout time.Duration
+}
+
+// addClusterFlags registers the clustering and drain flags on fs. The
+// returned finish completes c once fs is parsed.
+func addClusterFlags(fs *flag.FlagSet, c *clusterConfig) (finish func() error, err error) {
+	fs.StringVar(&c.nodeName, "node-name", env("TETHER_NODE_NAME", ""), "this node's name, unique in a cluster and the same across restarts; default the machine's host name (env TETHER_NODE_NAME)")
+	fs.StringVar(&c.name, "cluster-name", env("TETHER_CLUSTER_NAME", ""), "join the embedded NATS servers of several nodes as the cluster NAME (env TETHER_CLUSTER_NAME)")
+	fs.StringVar(&c.listen, "cluster-listen", env("TETHER_CLUSTER_LISTEN", ":6222"), "HOST:PORT for NATS routes from the other nodes, with --cluster-name (env TETHER_CLUSTER_LISTEN)")
+	peers := env("TETHER_CLUSTER_PEERS", "")
+	fs.Func("cluster-peers", "HOST:PORT,... of the other nodes' --cluster-listen (env TETHER_CLUSTER_PEERS)", func(v string) error {
+		peers = v
+		return nil
+	})
+	// No flag default from the environment: the help would print it.
+	fs.StringVar(&c.secret, "cluster-secret", "", "shared secret a node must present to join the cluster; prefer env TETHER_CLUSTER_SECRET")
+	replicas := env("TETHER_REPLICAS", "0")
+	fs.Func("replicas", "replicas of the registry and stream logs when first created: 0 picks 3 with three or more nodes, else 1 (env TETHER_REPLICAS)", func(v string) error {
+		replicas = v
+		return nil
+	})
+	drain, err := time.ParseDuration(env("TETHER_DRAIN_TIMEOUT", "30s"))
+	if err != nil {
+		return nil, fmt.Errorf("TETHER_DRAIN_TIMEOUT: %w", err)
+	}
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", drain, "on SIGTERM, how long open streams may run on while devices move to other nodes; 0 stops at once (env TETHER_DRAIN_TIMEOUT)")
+	finish = func() error {
+		for p := range strings.SplitSeq(peers, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.peers = append(c.peers, p)
+			}
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(replicas))
+		if err != nil || n < 0 || n > 5 {
+			return fmt.Errorf("--replicas %q: want 0 (automatic) to 5", replicas)
+		}
+		c.replicas = n
+		if c.secret == "" {
+			c.secret = os.Getenv("TETHER_CLUSTER_SECRET")
+		}
+		return nil
+	}
+	return finish, nil
+}
+
+// validate checks the clustering flags together with --nats.
+func (c *clusterConfig) validate(natsURL string) error {
+	if c.drainTimeout < 0 {
+		return errors.New("--drain-timeout must not be negative")
+	}
+	if c.name == "" {
+		if len(c.peers) > 0 {
+			return errors.New("--cluster-peers needs --cluster-name")
+		}
+		return nil
+	}
+	if natsURL != "" {
+		return errors.New("--cluster-name runs embedded NATS servers as a cluster; with --nats the cluster is external: give one or the other")
+	}
+	if c.secret == "" {
+		return errors.New("--cluster-name needs a shared secret in TETHER_CLUSTER_SECRET (or --cluster-secret), or anyone who reaches --cluster-listen could join")
+	}
+	if _, _, err := net.SplitHostPort(c.listen); err != nil {
+		return fmt.Errorf("--cluster-listen %q: %w", c.listen, err)
+	}
+	if len(c.peers) == 0 {
+		return errors.New("--cluster-name needs --cluster-peers: the other nodes' --cluster-listen addresses")
+	}
+	for _, p := range c.peers {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			return fmt.Errorf("--cluster-peers %q: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// clusterOptions are the cluster.Options of a tetherd run.
+func clusterOptions(c *config, log *slog.Logger) cluster.Options {
+	return cluster.Options{
+		DataDir:       c.data,
+		URL:           c.natsURL,
+		Name:          c.cluster.nodeName,
+		Logger:        log,
+		ClusterName:   c.cluster.name,
+		ClusterListen: c.cluster.listen,
+		ClusterPeers:  c.cluster.peers,
+		ClusterSecret: c.cluster.secret,
+		Replicas:      c.cluster.replicas,
+	}
+}
+
+// startTimeout bounds start-up until the hub serves. A clustered node
+// waits for a quorum of its peers (and, on a new cluster, for every peer
+// an R3 bucket needs), so it is given longer to let an operator start the
+// nodes one after another.
+func startTimeout(c *config) time.Duration {
+	if c.cluster.name != "" || c.natsURL != "" {
+		return 5 * time.Minute
+	}
+	return 60 * time.Second
+}
+
+// openState opens (creating on a new hub) the registry buckets, the
+// default access policies and the stream-log stream, retrying while the
+// JetStream cluster is still forming. Every node runs this; the buckets
+// and policies are created with create-only operations, so the first node
+// to get there makes them and the others find them.
+//
+// The stream-log stream is created here, with retries, although hub.New
+// opens it too: nodes starting together send the same creation at once,
+// and JetStream may leave a duplicate of a creation still in flight
+// unanswered, which a single attempt would take for a failure.
+func openState(ctx context.Context, cl *cluster.Cluster, retention time.Duration, log *slog.Logger) (*registry.Registry, error) {
+	var reg *registry.Registry
+	err := cluster.Retry(ctx, log, "opening the registry", func(ctx context.Context) error {
+		var err error
+		reg, err = registry.Open(ctx, cl.JetStream(), registry.Options{Logger: log, Replicas: cl.Replicas()})
+		if err != nil {
+			return err
+		}
+		_, err = reg.EnsureDefaultPolicies(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = cluster.Retry(ctx, log, "opening the stream logs", func(ctx context.Context) error {
+		_, err := streamlog.Open(ctx, cl.JetStream(), streamlog.Options{Retention: retention, Replicas: cl.Replicas()})
+		return err
+	})
+	return reg, err
+}
+
+// drainer is what drain needs of the hub.
+type drainer interface {
+	Drain(ctx context.Context, spread time.Duration) error
+}
+
+// drain runs the hub's lame-duck mode for up to timeout, or until a second
+// SIGINT/SIGTERM. Devices are moved within a quarter of the timeout (at
+// most 10 s), leaving the rest for streams to end.
+func drain(srv drainer, timeout time.Duration, log *slog.Logger) {
+	if timeout <= 0 {
+		return
+	}
+	sig, stop := notifySignals()
+	defer stop()
+	ctx, cancel := context.WithTimeout(sig, timeout)
+	defer cancel()
+	spread := min(timeout/4, 10*time.Second)
+	log.Info("draining (a second SIGTERM stops at once)", "timeout", timeout)
+	if err := srv.Drain(ctx, spread); err != nil {
+		log.Warn("drain ended early; closing what is left", "err", err)
+	}
+}
+
+// notifySignals is a context ended by SIGINT or SIGTERM.
+func notifySignals() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}

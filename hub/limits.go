@@ -1,0 +1,466 @@
+package hub
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/tether-io/tether/hub/broker"
+	"github.com/tether-io/tether/hub/relay"
+	"github.com/tether-io/tether/internal/limit"
+	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/wire"
+)
+
+// Limits keep one client, one device or one address from taking the hub
+// for itself. In Options, a zero field means its default (DefaultLimits)
+// and a negative one turns that limit off. Over a limit the hub answers
+// 429 ThrottlingException (REST) or CONNACK 3, server unavailable (MQTT),
+// counts it in tether_limited_total{limit}, logs it at most once per
+// limit every 10 seconds, and leaves everything else as it was.
+type Limits struct {
+	// StreamsPerDevice and StreamsPerHub cap the streams open at once
+	// (waiting for a side or relaying) to one device and on this node.
+	StreamsPerDevice int
+	StreamsPerHub    int
+	// StreamRate and StreamRatePerPolicy cap the new streams a second on
+	// this node and per access policy (token buckets, a second's worth of
+	// burst).
+	StreamRate          float64
+	StreamRatePerPolicy float64
+	// PendingHandshakes caps the streams waiting for a side to connect.
+	PendingHandshakes int
+
+	// MQTTConnsPerSource caps the MQTT connections (over TLS and over
+	// WebSocket) one source address holds at once, and
+	// MQTTConnRatePerSource the CONNECTs it makes a second. A source is
+	// an IPv4 address or an IPv6 /64: behind a proxy that hides client
+	// addresses, turn both off.
+	MQTTConnsPerSource    int
+	MQTTConnRatePerSource float64
+
+	// MaxHeaderBytes bounds a request's header (the binary sets it on its
+	// http.Server; past it net/http answers 431). MaxBodyBytes bounds a
+	// request body the hub reads (413 past it).
+	MaxHeaderBytes int
+	MaxBodyBytes   int64
+	// MaxMessageBytes bounds a WebSocket message on a stream: a frame
+	// taking a message past it ends the stream, close 1009 to its sender.
+	MaxMessageBytes int64
+	// StreamIdleTimeout ends a stream over which no data crossed either
+	// way for that long. Off by default: an idle SSH session is normal.
+	StreamIdleTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake on the listeners
+	// TLSListener wraps. (The MQTT CONNECT has its own 20 s bound.)
+	TLSHandshakeTimeout time.Duration
+
+	// AuthFailures is how many failed authentications (REST or MQTT) a
+	// source may make in a row before it is refused, for 1 s, then twice
+	// as long after each further failure, at most AuthBackoffMax. A
+	// success resets it.
+	AuthFailures   int
+	AuthBackoffMax time.Duration
+}
+
+// DefaultLimits are the limits of a hub whose Options leave them zero:
+// far above what a well-behaved fleet does, far below what exhausts a node.
+func DefaultLimits() Limits {
+	return Limits{
+		StreamsPerDevice:      100,
+		StreamsPerHub:         10_000,
+		StreamRate:            2_000,
+		StreamRatePerPolicy:   500,
+		PendingHandshakes:     5_000,
+		MQTTConnsPerSource:    100,
+		MQTTConnRatePerSource: 20,
+		MaxHeaderBytes:        32 << 10,
+		MaxBodyBytes:          64 << 10,
+		MaxMessageBytes:       16 << 20,
+		StreamIdleTimeout:     0, // off
+		TLSHandshakeTimeout:   10 * time.Second,
+		AuthFailures:          10,
+		AuthBackoffMax:        time.Minute,
+	}
+}
+
+// resolve replaces zero fields by their defaults and negative ones by -1
+// (off), so that every user of a field only asks "> 0".
+func (l Limits) resolve() Limits {
+	d := DefaultLimits()
+	pick := func(v, def float64) float64 {
+		switch {
+		case v < 0:
+			return -1
+		case v == 0:
+			return def
+		}
+		return v
+	}
+	l.StreamsPerDevice = int(pick(float64(l.StreamsPerDevice), float64(d.StreamsPerDevice)))
+	l.StreamsPerHub = int(pick(float64(l.StreamsPerHub), float64(d.StreamsPerHub)))
+	l.StreamRate = pick(l.StreamRate, d.StreamRate)
+	l.StreamRatePerPolicy = pick(l.StreamRatePerPolicy, d.StreamRatePerPolicy)
+	l.PendingHandshakes = int(pick(float64(l.PendingHandshakes), float64(d.PendingHandshakes)))
+	l.MQTTConnsPerSource = int(pick(float64(l.MQTTConnsPerSource), float64(d.MQTTConnsPerSource)))
+	l.MQTTConnRatePerSource = pick(l.MQTTConnRatePerSource, d.MQTTConnRatePerSource)
+	l.MaxHeaderBytes = int(pick(float64(l.MaxHeaderBytes), float64(d.MaxHeaderBytes)))
+	l.MaxBodyBytes = int64(pick(float64(l.MaxBodyBytes), float64(d.MaxBodyBytes)))
+	l.MaxMessageBytes = int64(pick(float64(l.MaxMessageBytes), float64(d.MaxMessageBytes)))
+	if l.StreamIdleTimeout < 0 {
+		l.StreamIdleTimeout = 0
+	}
+	l.TLSHandshakeTimeout = time.Duration(pick(float64(l.TLSHandshakeTimeout), float64(d.TLSHandshakeTimeout)))
+	l.AuthFailures = int(pick(float64(l.AuthFailures), float64(d.AuthFailures)))
+	l.AuthBackoffMax = time.Duration(pick(float64(l.AuthBackoffMax), float64(d.AuthBackoffMax)))
+	return l
+}
+
+// Names of the limits the hub itself enforces; the relay's and the
+// broker's are in those packages. All are values of the limit label.
+const (
+	limitStreamRate       = "stream_rate"
+	limitStreamRatePolicy = "stream_rate_policy"
+	limitAuthBackoff      = "auth_backoff"
+	limitBodySize         = "body_size"
+	limitTLSHandshake     = "tls_handshake"
+)
+
+var limitNames = []string{
+	relay.LimitStreamsPerDevice, relay.LimitStreamsPerHub, relay.LimitPendingHandshakes,
+	limitStreamRate, limitStreamRatePolicy,
+	broker.LimitConnsPerSource, broker.LimitConnRate, limitAuthBackoff,
+	limitBodySize, relay.LimitMessageSize, relay.LimitIdleTimeout, limitTLSHandshake,
+}
+
+// limiter is the hub's state behind its Limits.
+type limiter struct {
+	l       Limits // resolved
+	log     *slog.Logger
+	streams *rate.Limiter // nil: no hub-wide rate
+	auth    *limit.Backoff
+	// dummyKey signs nothing: an attempt naming an unknown device or
+	// policy verifies its token against it, so that it costs what a wrong
+	// key for a known one costs and its timing tells nothing.
+	dummyKey string
+	counted  *prometheus.CounterVec
+
+	mu       sync.Mutex
+	policies map[string]*rate.Limiter // by policy name; policies are few
+	logs     map[string]*logLimiter   // by limit name
+}
+
+func newLimiter(opts Limits, log *slog.Logger) *limiter {
+	l := opts.resolve()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	lim := &limiter{
+		l:        l,
+		log:      log,
+		auth:     limit.NewBackoff(l.AuthFailures, time.Second, l.AuthBackoffMax),
+		dummyKey: base64.StdEncoding.EncodeToString(key),
+		counted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_limited_total",
+			Help: "Requests, connections and streams refused or ended by a limit, by limit.",
+		}, []string{"limit"}),
+		policies: make(map[string]*rate.Limiter),
+		logs:     make(map[string]*logLimiter),
+	}
+	if l.StreamRate > 0 {
+		lim.streams = rate.NewLimiter(rate.Limit(l.StreamRate), burst(l.StreamRate))
+	}
+	if l.AuthFailures < 0 {
+		lim.auth = limit.NewBackoff(-1, time.Second, time.Second)
+	}
+	for _, n := range limitNames {
+		lim.counted.WithLabelValues(n) // present at zero, so rate() works from the start
+	}
+	return lim
+}
+
+// burst is one second's worth of a rate, at least 1.
+func burst(perSecond float64) int {
+	return max(1, int(math.Min(perSecond, math.MaxInt32)))
+}
+
+// Limits returns the hub's limits, defaults filled in; a limit that is
+// off is -1 (0 for StreamIdleTimeout).
+func (s *Server) Limits() Limits { return s.lim.l }
+
+// hit counts one refusal or ending by a limit and logs it, at most once
+// per limit every 10 seconds (the next line says how many were held back).
+func (l *limiter) hit(name, msg string, args ...any) {
+	l.counted.WithLabelValues(name).Inc()
+	l.mu.Lock()
+	ll := l.logs[name]
+	if ll == nil {
+		ll = newLogLimiter(1, 10*time.Second)
+		l.logs[name] = ll
+	}
+	l.mu.Unlock()
+	ll.log(l.log, slog.LevelWarn, msg, append([]any{"limit", name}, args...)...)
+}
+
+// writeThrottled answers 429 ThrottlingException, Azure's answer to a
+// quota, with a Retry-After in whole seconds.
+func writeThrottled(w http.ResponseWriter, retry time.Duration, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retry.Seconds())))))
+	writeError(w, http.StatusTooManyRequests, wire.CodeThrottled, msg)
+}
+
+// allowStream takes one new stream from the policy's and the hub's
+// buckets, answering 429 when either is empty.
+func (s *Server) allowStream(w http.ResponseWriter, r *http.Request, policy string) bool {
+	l := s.lim
+	if l.l.StreamRatePerPolicy > 0 {
+		l.mu.Lock()
+		pl := l.policies[policy]
+		if pl == nil {
+			pl = rate.NewLimiter(rate.Limit(l.l.StreamRatePerPolicy), burst(l.l.StreamRatePerPolicy))
+			l.policies[policy] = pl
+		}
+		l.mu.Unlock()
+		if !pl.Allow() {
+			l.hit(limitStreamRatePolicy, "stream request refused: too many new streams for one policy", "policy", policy, "remote", r.RemoteAddr)
+			writeThrottled(w, time.Second, fmt.Sprintf("Too many new streams for policy %s (at most %g a second)", policy, l.l.StreamRatePerPolicy))
+			return false
+		}
+	}
+	if l.streams != nil && !l.streams.Allow() {
+		l.hit(limitStreamRate, "stream request refused: too many new streams on this hub", "remote", r.RemoteAddr)
+		writeThrottled(w, time.Second, fmt.Sprintf("Too many new streams on this hub (at most %g a second)", l.l.StreamRate))
+		return false
+	}
+	return true
+}
+
+// streamLimited answers a stream the relay refused for one of its caps.
+func (s *Server) streamLimited(w http.ResponseWriter, err error) bool {
+	var le *relay.LimitError
+	if !errors.As(err, &le) {
+		return false
+	}
+	writeThrottled(w, time.Second, le.Error())
+	return true
+}
+
+// relayLimited counts what the relay refused or ended.
+func (s *Server) relayLimited(name, detail string) {
+	s.lim.hit(name, "stream limit reached", "detail", detail)
+}
+
+// brokerLimited counts the CONNECTs the broker refused for their source.
+func (s *Server) brokerLimited(name, remote string) {
+	s.lim.hit(name, "device connection refused", "remote", remote)
+}
+
+// backedOff answers 429 to a REST call carrying a SAS token from a source
+// in back-off after failed authentications, before its token is looked
+// at: that is what makes a flood of bad tokens cheap. Other requests
+// (streaming endpoint, MQTT over WebSocket, probes) pass.
+func (s *Server) backedOff(w http.ResponseWriter, r *http.Request) bool {
+	if !hasPrefixFold(r.Header.Get("Authorization"), "SharedAccessSignature") {
+		return false
+	}
+	wait := s.lim.auth.Wait(limit.Source(r.RemoteAddr), time.Now())
+	if wait <= 0 {
+		return false
+	}
+	s.lim.hit(limitAuthBackoff, "request refused: too many failed authentications from its address", "remote", r.RemoteAddr)
+	writeThrottled(w, wait, "Too many failed authentication attempts from this address; retry later")
+	return true
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// admitDevice is the broker's Admit: a source in back-off is refused
+// before its CONNECT's credentials are looked at.
+func (s *Server) admitDevice(remote string) error {
+	if wait := s.lim.auth.Wait(limit.Source(remote), time.Now()); wait > 0 {
+		s.lim.hit(limitAuthBackoff, "device connection refused: too many failed authentications from its address", "remote", remote)
+		return fmt.Errorf("too many failed authentications from this address; retry in %v", wait.Round(time.Second))
+	}
+	return nil
+}
+
+// authResult feeds one authentication's outcome from remote into the
+// back-off.
+func (s *Server) authResult(remote string, ok bool) {
+	src := limit.Source(remote)
+	if ok {
+		s.lim.auth.Succeeded(src)
+	} else {
+		s.lim.auth.Failed(src, time.Now())
+	}
+}
+
+// burn verifies tok against a key nobody holds, for an attempt that names
+// no device or policy of this hub: it fails as a wrong key would, at the
+// same cost.
+func (s *Server) burn(tok sas.Token) {
+	_ = verifyEither(tok, s.lim.dummyKey, s.lim.dummyKey)
+}
+
+// readBody reads a request body of at most Limits.MaxBodyBytes. Past it,
+// it answers 413 and returns false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	max := s.lim.l.MaxBodyBytes
+	if max <= 0 {
+		max = math.MaxInt64
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		s.lim.hit(limitBodySize, "request refused: body too large", "remote", r.RemoteAddr, "path", r.URL.Path)
+		writeError(w, http.StatusRequestEntityTooLarge, wire.CodeBadRequest, fmt.Sprintf("Request body larger than %d bytes", max))
+		return nil, false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "reading the request body failed")
+		return nil, false
+	}
+	return body, true
+}
+
+// TLSListener serves TLS over ln with the hub's handshake time limit
+// (Limits.TLSHandshakeTimeout): each connection shakes hands on a
+// goroutine of its own under a deadline, which is cleared once done, and
+// only then does Accept return it, as a *tls.Conn. A client that opens
+// connections and sends nothing, or a byte a minute, holds a goroutine for
+// the limit at most and never delays another client.
+func (s *Server) TLSListener(ln net.Listener, conf *tls.Config) net.Listener {
+	l := &handshakeListener{
+		Listener: ln,
+		conf:     conf,
+		timeout:  s.lim.l.TLSHandshakeTimeout,
+		conns:    make(chan net.Conn),
+		errs:     make(chan error),
+		done:     make(chan struct{}),
+		failed:   make(chan struct{}),
+		shaking:  make(map[net.Conn]struct{}),
+		onTimeout: func(remote string) {
+			s.lim.hit(limitTLSHandshake, "TLS handshake timed out", "remote", remote)
+		},
+	}
+	go l.accept()
+	return l
+}
+
+type handshakeListener struct {
+	net.Listener
+	conf      *tls.Config
+	timeout   time.Duration
+	onTimeout func(remote string)
+
+	conns  chan net.Conn
+	errs   chan error    // temporary Accept errors, passed on one by one
+	done   chan struct{} // closed by Close
+	failed chan struct{} // closed when the inner listener failed for good
+	ferr   error         // why; written before failed is closed
+	once   sync.Once
+
+	mu      sync.Mutex
+	closed  bool
+	shaking map[net.Conn]struct{} // raw conns in their handshake, closed by Close
+}
+
+func (l *handshakeListener) accept() {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var t interface{ Temporary() bool }
+			var ne net.Error
+			if errors.As(err, &t) && t.Temporary() || errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: the server backs
+				// off and calls Accept again.
+				select {
+				case l.errs <- err:
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.ferr = err
+			close(l.failed)
+			return
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.shaking[c] = struct{}{}
+		l.mu.Unlock()
+		go l.handshake(c)
+	}
+}
+
+func (l *handshakeListener) handshake(c net.Conn) {
+	tc := tls.Server(c, l.conf)
+	if l.timeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(l.timeout))
+	}
+	err := tc.Handshake()
+	l.mu.Lock()
+	delete(l.shaking, c)
+	closed := l.closed
+	l.mu.Unlock()
+	if err != nil || closed {
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && !closed {
+			l.onTimeout(c.RemoteAddr().String())
+		}
+		c.Close()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	select {
+	case l.conns <- tc:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// Accept returns the next connection whose handshake is done.
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case err := <-l.errs:
+		return nil, err
+	case <-l.failed:
+		return nil, l.ferr
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and ends the handshakes in progress.
+func (l *handshakeListener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.mu.Lock()
+		l.closed = true
+		for c := range l.shaking {
+			c.Close()
+		}
+		l.mu.Unlock()
+	})
+	return l.Listener.Close()
+}
