@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/tether-io/tether/internal/batchconn"
 	"io"
 	"log/slog"
 	"math"
@@ -412,7 +413,9 @@ func (l *handshakeListener) accept() {
 }
 
 func (l *handshakeListener) handshake(c net.Conn) {
-	tc := tls.Server(c, l.conf)
+	// Beneath the TLS layer a batchconn lets the relay send a frame's
+	// records in one write (see internal/batchconn).
+	tc := tls.Server(batchconn.New(c), l.conf)
 	if l.timeout > 0 {
 		_ = c.SetDeadline(time.Now().Add(l.timeout))
 	}

@@ -20,6 +20,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"github.com/tether-io/tether/internal/batchconn"
 	"io"
 	"log/slog"
 	"net"
@@ -505,6 +506,7 @@ type peer struct {
 	side     side
 	tether   bool // selected Subprotocol: knows the end-of-stream marker
 	conn     net.Conn
+	batch    *batchconn.Conn // beneath conn's TLS, when the listener put one there
 	r        *bufio.Reader
 	wtimeout time.Duration
 
@@ -524,7 +526,7 @@ func newPeer(s side, conn net.Conn, hijacked *bufio.Reader, wtimeout time.Durati
 	}
 	// Buffered so a frame header costs no syscall of its own on plain TCP;
 	// payload reads larger than the buffer bypass it.
-	return &peer{side: s, conn: conn, r: bufio.NewReaderSize(src, 4096), wtimeout: wtimeout}
+	return &peer{side: s, conn: conn, batch: batchconn.Find(conn), r: bufio.NewReaderSize(src, 4096), wtimeout: wtimeout}
 }
 
 // write sends b in one Write under a fresh write deadline. The caller
@@ -536,6 +538,12 @@ func (p *peer) write(b []byte) error {
 	// replaces the long one.
 	if p.shut.Load() {
 		return net.ErrClosed
+	}
+	if p.batch != nil {
+		return p.batch.Batch(func() error {
+			_, err := p.conn.Write(b)
+			return err
+		})
 	}
 	_, err := p.conn.Write(b)
 	return err
