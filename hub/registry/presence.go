@@ -43,33 +43,13 @@ func (r *Registry) SetConnected(ctx context.Context, id, session string, connect
 		}
 		return nil
 	}
-	for range maxAttempts {
-		e, err := r.presence.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("registry: presence of %q: %w", id, err)
-		}
-		var p presence
-		if err := json.Unmarshal(e.Value(), &p); err != nil {
-			return fmt.Errorf("registry: presence of %q: stored record: %w", id, err)
-		}
+	return r.casPresence(ctx, id, func(p *presence) bool {
 		if p.Session != session || p.State != wire.StateConnected {
-			return nil
+			return false
 		}
 		p.State, p.UpdatedTime, p.LastActivity = wire.StateDisconnect, now, now
-		data, _ := json.Marshal(p)
-		_, err = r.presence.Update(ctx, key, data, e.Revision())
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue // a connect came in between; look again
-		}
-		if err != nil {
-			return fmt.Errorf("registry: presence of %q: %w", id, err)
-		}
-		return nil
-	}
-	return fmt.Errorf("%w: presence of %q: too many concurrent writes", ErrPrecondition, id)
+		return true
+	})
 }
 
 // fillPresence sets d's connection fields from the presence bucket.
@@ -128,6 +108,19 @@ func (r *Registry) ClearSessions(ctx context.Context, stale func(session string)
 // request, say) in lastActivityTime. It changes nothing when that session
 // is no longer the stored one.
 func (r *Registry) Touch(ctx context.Context, id, session string) error {
+	return r.casPresence(ctx, id, func(p *presence) bool {
+		if p.Session != session {
+			return false
+		}
+		p.LastActivity = r.now()
+		return true
+	})
+}
+
+// casPresence reads a device's presence, lets change edit it (false: leave
+// it as it is) and writes it back with compare-and-set, reading again when
+// another writer got there first. A device without presence is left alone.
+func (r *Registry) casPresence(ctx context.Context, id string, change func(*presence) bool) error {
 	key := cluster.SubjectToken(id)
 	for range maxAttempts {
 		e, err := r.presence.Get(ctx, key)
@@ -141,10 +134,9 @@ func (r *Registry) Touch(ctx context.Context, id, session string) error {
 		if err := json.Unmarshal(e.Value(), &p); err != nil {
 			return fmt.Errorf("registry: presence of %q: stored record: %w", id, err)
 		}
-		if p.Session != session {
+		if !change(&p) {
 			return nil
 		}
-		p.LastActivity = r.now()
 		data, _ := json.Marshal(p)
 		_, err = r.presence.Update(ctx, key, data, e.Revision())
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
