@@ -153,6 +153,10 @@ type limiter struct {
 	log     *slog.Logger
 	streams *rate.Limiter // nil: no hub-wide rate
 	auth    *limit.Backoff
+	// shakes is the TLS handshakes a second a source in back-off still
+	// gets (see TLSListener); it is asked only while a source is in
+	// back-off.
+	shakes *limit.Sources
 	// dummyKey signs nothing: an attempt naming an unknown device or
 	// policy verifies its token against it, so that it costs what a wrong
 	// key for a known one costs and its timing tells nothing.
@@ -172,6 +176,7 @@ func newLimiter(opts Limits, log *slog.Logger) *limiter {
 		l:        l,
 		log:      log,
 		auth:     limit.NewBackoff(l.AuthFailures, time.Second, l.AuthBackoffMax),
+		shakes:   limit.NewSources(0, backedOffHandshakeRate, backedOffHandshakeBurst),
 		dummyKey: base64.StdEncoding.EncodeToString(key),
 		counted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_limited_total",
@@ -190,6 +195,32 @@ func newLimiter(opts Limits, log *slog.Logger) *limiter {
 		lim.counted.WithLabelValues(n) // present at zero, so rate() works from the start
 	}
 	return lim
+}
+
+// A source in back-off after failed logins may still start this many TLS
+// handshakes a second (and this many at once) on the hub's TLS listeners;
+// past them its connections are closed before the handshake. Its logins
+// are refused anyway (429, CONNACK 3) before their token is looked at, but
+// the handshake in front of that refusal is the dearest part of an
+// attempt: a flood of failing logins must not cost the hub a handshake
+// each. The allowance lets the few connections that would pass in back-off
+// (a device's stream over /bridges/ from an address it shares with a
+// failing device, a probe) through, unless their address floods.
+const (
+	backedOffHandshakeRate  = 5
+	backedOffHandshakeBurst = 10
+)
+
+// refuseBeforeTLS reports whether a new connection from remote is closed
+// before its TLS handshake: its source is in back-off and over its
+// handshake allowance. It costs two map lookups.
+func (l *limiter) refuseBeforeTLS(remote string) bool {
+	src := limit.Source(remote)
+	if l.auth.Wait(src, time.Now()) <= 0 || l.shakes.Allow(src) {
+		return false
+	}
+	l.hit(limitAuthBackoff, "connection closed before TLS: too many failed authentications from its address", "remote", remote)
+	return true
 }
 
 // burst is one second's worth of a rate, at least 1.
@@ -343,12 +374,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 // goroutine of its own under a deadline, which is cleared once done, and
 // only then does Accept return it, as a *tls.Conn. A client that opens
 // connections and sends nothing, or a byte a minute, holds a goroutine for
-// the limit at most and never delays another client.
+// the limit at most and never delays another client. A connection from a
+// source in login back-off beyond its handshake allowance
+// (backedOffHandshakeRate) is closed at once, before any handshake.
 func (s *Server) TLSListener(ln net.Listener, conf *tls.Config) net.Listener {
 	l := &handshakeListener{
 		Listener: ln,
 		conf:     conf,
 		timeout:  s.lim.l.TLSHandshakeTimeout,
+		refuse:   s.lim.refuseBeforeTLS,
 		conns:    make(chan net.Conn),
 		errs:     make(chan error),
 		done:     make(chan struct{}),
@@ -367,6 +401,7 @@ type handshakeListener struct {
 	conf      *tls.Config
 	timeout   time.Duration
 	onTimeout func(remote string)
+	refuse    func(remote string) bool // nil: refuse none
 
 	conns  chan net.Conn
 	errs   chan error    // temporary Accept errors, passed on one by one
@@ -399,6 +434,10 @@ func (l *handshakeListener) accept() {
 			l.ferr = err
 			close(l.failed)
 			return
+		}
+		if l.refuse != nil && c.RemoteAddr() != nil && l.refuse(c.RemoteAddr().String()) {
+			c.Close()
+			continue
 		}
 		l.mu.Lock()
 		if l.closed {

@@ -122,3 +122,74 @@ func testCounter(t *testing.T, s *Server, limit string) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestTLSListenerRefusesBackedOffSource: a source in back-off after failed
+// logins gets its handshake allowance, then its connections are closed
+// before any handshake (and counted under auth_backoff), while another
+// source shakes hands as usual; once the source succeeds it is served
+// again.
+func TestTLSListenerRefusesBackedOffSource(t *testing.T) {
+	s := &Server{lim: newLimiter(Limits{AuthFailures: 1}, slog.New(slog.DiscardHandler))}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := s.TLSListener(raw, testCert(t))
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dial := func(src string) error {
+		d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := tls.DialWithDialer(d, "tcp", raw.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	const bad = "127.0.0.1"
+	if err := dial(bad); err != nil {
+		t.Fatalf("before any failure: %v", err)
+	}
+	now := time.Now()
+	s.lim.auth.Failed(bad, now)
+	if s.lim.auth.Failed(bad, now) <= 0 {
+		t.Fatal("no back-off after two failures")
+	}
+	ok, refused := 0, 0
+	start := time.Now()
+	for range 3 * backedOffHandshakeBurst {
+		if err := dial(bad); err != nil {
+			refused++
+		} else {
+			ok++
+		}
+	}
+	// The allowance: the burst, plus what refills while the loop runs.
+	allow := backedOffHandshakeBurst + int(time.Since(start).Seconds()*backedOffHandshakeRate) + 1
+	if ok < backedOffHandshakeBurst || ok > allow || refused == 0 {
+		t.Fatalf("in back-off: %d handshakes, %d refused; want %d to %d handshakes", ok, refused, backedOffHandshakeBurst, allow)
+	}
+	if n := testCounter(t, s, limitAuthBackoff); n != float64(refused) {
+		t.Fatalf("tether_limited_total{limit=auth_backoff} = %v, want %d", n, refused)
+	}
+	// Another source is not touched.
+	for range 3 {
+		if err := dial("127.0.0.2"); err != nil {
+			t.Fatalf("another source: %v", err)
+		}
+	}
+	// A success ends the back-off, and with it the refusals.
+	s.lim.auth.Succeeded(bad)
+	for range 3 * backedOffHandshakeBurst {
+		if err := dial(bad); err != nil {
+			t.Fatalf("after the back-off: %v", err)
+		}
+	}
+}

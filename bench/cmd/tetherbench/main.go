@@ -55,10 +55,16 @@ type config struct {
 	manyN, manySize int
 	many            time.Duration
 	profDur         time.Duration
-	only            map[string]bool
+	// The authflood load: streams, failing logins a second, and the
+	// length of the windows before and after the attack and of the attack.
+	floodStreams            int
+	floodRate               float64
+	floodQuiet, floodAttack time.Duration
+	only                    map[string]bool
 }
 
-// runs reports whether the load named (bulk, rtt, setup, streams, devices)
+// runs reports whether the load named (bulk, rtt, setup, streams,
+// authflood, devices)
 // is part of this run.
 func (c *config) runs(load string) bool { return len(c.only) == 0 || c.only[load] }
 
@@ -76,7 +82,9 @@ func parseConfig() *config {
 	flag.IntVar(&c.wsDevices, "ws-devices", 1000, "simulated idle devices over MQTT/WebSocket (the agent's default transport); 0 skips")
 	flag.IntVar(&c.manyN, "streams", 1000, "concurrent streams of the ping-pong load")
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds of the bulk, RTT and setup loads, the paths interleaved in each (medians and merged samples are reported)")
-	only := flag.String("only", "", "comma-separated loads to run, of bulk,rtt,setup,streams,devices (default all)")
+	flag.IntVar(&c.floodStreams, "authflood-streams", 100, "streams of the authflood load")
+	flag.Float64Var(&c.floodRate, "authflood-rate", 1000, "failing logins a second of the authflood load")
+	only := flag.String("only", "", "comma-separated loads to run, of bulk,rtt,setup,streams,authflood,devices (default all)")
 	flag.Parse()
 	c.only = map[string]bool{}
 	for f := range strings.SplitSeq(*only, ",") {
@@ -95,7 +103,9 @@ func parseConfig() *config {
 	c.setup, c.setupN = 3*time.Second, 15000
 	c.many = 10 * time.Second
 	c.profDur = 5 * time.Second
+	c.floodQuiet, c.floodAttack = 5*time.Second, 10*time.Second
 	if c.quick {
+		c.floodQuiet, c.floodAttack = 2*time.Second, 4*time.Second
 		c.warm, c.bulk = 500*time.Millisecond, 1500*time.Millisecond
 		c.rtt, c.rttN = time.Second, 5000
 		c.setup, c.setupN = 1500*time.Millisecond, 500
@@ -251,15 +261,23 @@ func (r *runner) run(ctx context.Context) error {
 	if r.target, err = bench.StartTarget("127.0.0.1:0"); err != nil {
 		return err
 	}
-	if err := r.measureStreams(ctx); err != nil {
-		return err
+	streamLoads := c.runs("bulk") || c.runs("rtt") || c.runs("setup") || c.runs("streams")
+	if streamLoads {
+		if err := r.measureStreams(ctx); err != nil {
+			return err
+		}
+	}
+	if c.runs("authflood") {
+		if err := r.measureAuthFlood(ctx); err != nil {
+			return err
+		}
 	}
 	if c.runs("devices") {
 		if err := r.measureDevices(ctx); err != nil {
 			return err
 		}
 	}
-	if c.profile {
+	if c.profile && (streamLoads || c.runs("devices")) {
 		if err := r.profileLoads(ctx); err != nil {
 			r.logf("profiling failed: %v", err)
 			r.res.ProfileError = err.Error()
@@ -299,6 +317,7 @@ func (r *runner) build(ctx context.Context) error {
 		{"tether-stripped", r.cfg.src, "./cmd/tether", []string{"-ldflags=-s -w"}},
 		{"tetherd-stripped", r.cfg.src, "./cmd/tetherd", []string{"-ldflags=-s -w"}},
 		{"benchrelay", r.mod, "./bench/cmd/benchrelay", nil},
+		{"benchflood", r.mod, "./bench/cmd/benchflood", nil},
 	}
 	if r.cfg.profile {
 		// The hook goes outside the module, or ./... would find a package
@@ -352,14 +371,15 @@ type tunnel struct {
 
 // startTunnel starts (or restarts, on dir) a hub, registers the device if
 // new, and starts the agent and the forwarder.
-func (r *runner) startTunnel(ctx context.Context, suffix, dir string, pprof bool, fresh bool) (*tunnel, error) {
+// With defaults the hub keeps its default limits (the authflood load).
+func (r *runner) startTunnel(ctx context.Context, suffix, dir string, pprof, fresh, defaults bool) (*tunnel, error) {
 	tetherd, tether := r.bins["tetherd"], r.bins["tether"]
 	if pprof {
 		tetherd, tether = r.bins["tetherd-pprof"], r.bins["tether-pprof"]
 	}
 	t := &tunnel{device: "bench-dev"}
 	var err error
-	if t.hub, err = r.startHub(ctx, "tetherd"+suffix, tetherd, dir, pprof); err != nil {
+	if t.hub, err = r.startHub(ctx, "tetherd"+suffix, tetherd, dir, pprof, defaults); err != nil {
 		return nil, err
 	}
 	var devCS string

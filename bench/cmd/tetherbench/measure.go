@@ -41,7 +41,7 @@ func errString(err error) string {
 func (r *runner) measureStreams(ctx context.Context) error {
 	c := r.cfg
 	dir := filepath.Join(r.out, "data", "hub")
-	t, err := r.startTunnel(ctx, "", dir, false, true)
+	t, err := r.startTunnel(ctx, "", dir, false, true, false)
 	if err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func (r *runner) measureDevices(ctx context.Context) error {
 			continue
 		}
 		n := maxOf(rn.steps)
-		h, err := r.startHub(ctx, fmt.Sprintf("tetherd-devices-%d", i), r.bins["tetherd"], filepath.Join(r.out, "data", fmt.Sprintf("devices-%d", i)), false)
+		h, err := r.startHub(ctx, fmt.Sprintf("tetherd-devices-%d", i), r.bins["tetherd"], filepath.Join(r.out, "data", fmt.Sprintf("devices-%d", i)), false, false)
 		if err != nil {
 			return err
 		}
@@ -435,7 +435,7 @@ func (r *runner) measureDevices(ctx context.Context) error {
 func (r *runner) profileLoads(ctx context.Context) error {
 	c := r.cfg
 	dir := filepath.Join(r.out, "data", "hub")
-	t, err := r.startTunnel(ctx, "-pprof", dir, true, false)
+	t, err := r.startTunnel(ctx, "-pprof", dir, true, false, false)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,9 @@ type hub struct {
 	tlsConf   *tls.Config
 	svc       *service.Client
 	pprofAddr string // "" unless built with the pprof hook
+	// metricsAddr serves /metrics; set only on a hub with its default
+	// limits, whose refusals are counted there.
+	metricsAddr string
 }
 
 // freePort returns a loopback address free right now. The tiny race with
@@ -40,7 +43,9 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof bool) (*hub, error) {
+// startHub starts tetherd on dir. Unless defaults, the limits that would
+// stand in the way of the loads are lifted.
+func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, defaults bool) (*hub, error) {
 	h := &hub{dir: dir}
 	var err error
 	if h.httpAddr, err = freePort(); err != nil {
@@ -56,12 +61,22 @@ func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof bool
 		}
 		env = append(env, "TETHERBENCH_PPROF="+h.pprofAddr)
 	}
-	// The hub's protective limits are lifted: the harness simulates
-	// thousands of devices from one address and measures setup rates far
-	// above the per-policy default, which is what it is there to measure.
-	h.proc, err = r.start(name, env, bin, "--data", dir, "--listen", h.httpAddr, "--mqtt-listen", h.mqttAddr, "--hostname", "127.0.0.1",
-		"--mqtt-conns-per-source", "0", "--mqtt-conn-rate-per-source", "0",
-		"--max-streams-per-device", "0", "--stream-rate", "0", "--stream-rate-per-policy", "0")
+	args := []string{"--data", dir, "--listen", h.httpAddr, "--mqtt-listen", h.mqttAddr, "--hostname", "127.0.0.1"}
+	if defaults {
+		// The authflood load: the hub as shipped, its refusals counted.
+		if h.metricsAddr, err = freePort(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--metrics-listen", h.metricsAddr)
+	} else {
+		// The hub's protective limits are lifted: the harness simulates
+		// thousands of devices from one address and measures setup rates
+		// far above the per-policy default, which is what it is there to
+		// measure.
+		args = append(args, "--mqtt-conns-per-source", "0", "--mqtt-conn-rate-per-source", "0",
+			"--max-streams-per-device", "0", "--stream-rate", "0", "--stream-rate-per-policy", "0")
+	}
+	h.proc, err = r.start(name, env, bin, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -107,6 +107,7 @@ type results struct {
 	DeviceHeap      []HeapFig
 	AgentBinary     int64
 	HubBinary       int64
+	AuthFlood       *AuthFloodFig `json:",omitempty"`
 	Profiles        []ProfileSummary
 	ProfileError    string `json:",omitempty"`
 }
@@ -237,8 +238,26 @@ func (r *runner) rows() []row {
 			row{Figure: "5. agent RSS, relaying: bulk / " + fmt.Sprint(c.manyN) + " streams (peak)", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBulk), 1) + " / " + f(mib(res.AgentMany), 1), Ratio: "–"},
 		)
 	}
+	if a := res.AuthFlood; a != nil {
+		name := fmt.Sprintf("7. %d streams × 1 KiB ping-pong while %s failing logins/s (%.0f achieved)", a.Streams, thousands(c.floodRate), a.Flood.Rate)
+		rows = append(rows,
+			row{Figure: name + ": during ÷ without", Unit: "×", Direct: "–", Limit: "–", Tether: f(a.Ratio, 2), Ratio: "–", Target: "≥ 0.8", Met: met(a.Ratio >= 0.8)},
+			row{Figure: name + ": without / during", Unit: "msgs/s", Direct: "–", Limit: "–", Tether: f(a.Unloaded, 0) + " / " + f(a.Attack, 0), Ratio: "–"},
+			row{Figure: "7. CPU without / during the attack: hub; the attackers' own (benchflood)", Unit: "cores", Direct: "–", Limit: "–",
+				Tether: f(a.CPUUnloaded["tetherd"], 2) + " / " + f(a.CPUAttack["tetherd"], 2) + "; " + f(a.CPUAttack["attackers"], 2), Ratio: "–"},
+		)
+	}
 	rows = append(rows, row{Figure: "6. agent binary (tether), stripped", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBinary), 1), Ratio: "–", Target: "≤ 10", Met: met(mib(res.AgentBinary) <= 10)})
 	return rows
+}
+
+// thousands writes a whole number with a comma between thousands.
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 func transportName(t string) string {
@@ -362,7 +381,13 @@ machine is shared: bulk figures are the median of the rounds, latencies come fro
 (4) all streams opened first (32 at a time), then each ping-pongs 1 KiB for 10 s;
 (5) raw MQTT 3.1.1 devices (CONNECT + SUBSCRIBE, then idle) from 16 loopback source
 addresses to a fresh hub, RSS (VmRSS) growth ÷ N; the agent's VmRSS idle and its peak while relaying;
-(6) ` + "`go build -ldflags='-s -w' ./cmd/tether`" + `.
+(6) ` + "`go build -ldflags='-s -w' ./cmd/tether`" + `;
+(7) authflood: a hub with its default limits, a fresh agent and forwarder; ` + fmt.Sprint(r.cfg.floodStreams) + ` streams through
+the forwarder ping-pong 1 KiB without pause, counted ` + r.cfg.floodQuiet.String() + ` before an attack, ` + r.cfg.floodAttack.String() + ` during it
+and ` + r.cfg.floodQuiet.String() + ` after it, on the same streams; the attack (` + "`bench/cmd/benchflood`" + `, its own process)
+starts ` + thousands(r.cfg.floodRate) + ` logins a second from 8 other loopback addresses (127.0.1.1–8), each a fresh
+TCP connection, a full TLS handshake and an MQTT CONNECT for the agent's device with a SAS token signed
+by a wrong key, one in ten over MQTT/WebSocket; the figure is the streams' rate during ÷ before and after.
 Then the tunnel is restarted with builds that serve ` + "`net/http/pprof`" + ` (added by a
 ` + "`go build -overlay`" + ` file, the tree untouched) and each load is re-run under 5 s CPU profiles
 of the hub, agent and forwarder; and the hub's heap is profiled before and after 1,000 idle devices.
@@ -394,6 +419,19 @@ Profiles and logs stay in ` + "`bench/out/`" + `.
 		}
 		notes = append(notes, fmt.Sprintf("rounds of %s: %s", k, strings.Join(parts, ", ")))
 	}
+	if a := res.AuthFlood; a != nil {
+		notes = append(notes, fmt.Sprintf("authflood: %d of %d streams opened, %d errors %s; msgs/s before %.0f, during %.0f, after %.0f; p99 %.1f ms without, %.1f ms during",
+			a.Opened, a.Streams, a.Errors, a.LastErr, a.Before, a.Attack, a.After, a.P99Unloaded, a.P99Attack))
+		fl := a.Flood
+		notes = append(notes, fmt.Sprintf("authflood attack: %d attempts started in %.1f s (%d skipped, %s in flight at most), %.0f/s finished, p50 %.1f ms / p99 %.1f ms each; answers: %s; of them over WebSocket: %s",
+			fl.Attempts, fl.Seconds, fl.Skipped, "512", fl.Rate, fl.P50, fl.P99, strings.Join(bench.SortedOutcomes(fl.Outcomes), ", "), strings.Join(bench.SortedOutcomes(fl.WSOutcome), ", ")))
+		var hc []string
+		for _, k := range sortedKeys(a.HubRefusals) {
+			hc = append(hc, fmt.Sprintf("%s %.0f", k, a.HubRefusals[k]))
+		}
+		notes = append(notes, "authflood: the hub's counters over the attack: "+strings.Join(hc, ", "))
+		notes = append(notes, fmt.Sprintf("authflood CPU, in cores of %d: without the attack %s; during it %s", res.Machine.CPUs, fmtCores(a.CPUUnloaded), fmtCores(a.CPUAttack)))
+	}
 	notes = append(notes, fmt.Sprintf("idle RSS: hub %.1f MiB, forwarder %.1f MiB; hub binary stripped %.1f MiB", mib(res.HubIdle), mib(res.ForwardIdle), mib(res.HubBinary)))
 	sort.Strings(notes)
 	b.WriteString("Run notes:\n\n")
@@ -411,7 +449,7 @@ Profiles and logs stay in ` + "`bench/out/`" + `.
 			}
 			byLoad[p.Load][p.Proc] = p
 		}
-		order := map[string]int{"bulk-forward": 0, "bulk-reverse": 1, "rtt-64B": 2, "setup-32": 3}
+		order := map[string]int{"bulk-forward": 0, "bulk-reverse": 1, "rtt-64B": 2, "setup-32": 3, "authflood-attack": 10}
 		sort.Slice(loads, func(i, j int) bool {
 			oi, ok := order[loads[i]]
 			if !ok {
@@ -546,4 +584,13 @@ func (r *runner) plot(path string) error {
 		return nil // a run without stream loads has nothing to plot
 	}
 	return bench.PlotPNG(path, "Tether, direct and limit: loopback, TLS on", series, panels)
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
 }
