@@ -23,6 +23,7 @@ type Conn struct {
 	mu       sync.Mutex
 	batching bool
 	buf      *[]byte
+	err      error // sticky: after a failed flush the TLS stream is broken
 }
 
 // New wraps c.
@@ -51,6 +52,9 @@ var bufPool = sync.Pool{New: func() any {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
 	if c.batching {
 		*c.buf = append(*c.buf, p...)
 		return len(p), nil
@@ -71,8 +75,10 @@ func (c *Conn) Batch(f func() error) error {
 	defer c.mu.Unlock()
 	c.batching = false
 	var werr error
-	if len(*c.buf) > 0 {
-		_, werr = c.Conn.Write(*c.buf)
+	if len(*c.buf) > 0 && c.err == nil {
+		if _, werr = c.Conn.Write(*c.buf); werr != nil {
+			c.err = werr
+		}
 	}
 	*c.buf = (*c.buf)[:0]
 	bufPool.Put(c.buf)

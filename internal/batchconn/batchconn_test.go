@@ -88,3 +88,18 @@ func TestBatchOneWritePerFrame(t *testing.T) {
 		t.Fatalf("received %d bytes, want %d", len(b), 2*len(frame))
 	}
 }
+
+// After a flush fails, the TLS stream above is broken: nothing more may
+// reach the socket.
+func TestFailedFlushIsSticky(t *testing.T) {
+	a, b := net.Pipe()
+	b.Close()
+	bc := New(a)
+	err := bc.Batch(func() error { _, err := bc.Write([]byte("frame")); return err })
+	if err == nil {
+		t.Fatal("a flush to a closed pipe succeeded")
+	}
+	if _, err2 := bc.Write([]byte("more")); err2 != err {
+		t.Fatalf("write after a failed flush: %v, want the flush's %v", err2, err)
+	}
+}
