@@ -519,3 +519,40 @@ func TestNoAllocs(t *testing.T) {
 		t.Errorf("Read: %v allocations per frame", n)
 	}
 }
+
+// countWrites counts the Write calls it gets.
+type countWrites struct {
+	bytes.Buffer
+	writes int
+}
+
+func (c *countWrites) Write(p []byte) (int, error) {
+	c.writes++
+	return c.Buffer.Write(p)
+}
+
+// TestWriteToOneWritePerFrame: io.Copy from a stream hands each frame's
+// payload to the local writer in one Write, however many TLS records
+// carried it.
+func TestWriteToOneWritePerFrame(t *testing.T) {
+	frames := [][]byte{randBytes(200 << 10), randBytes(10), randBytes(256 << 10), randBytes(70 << 10)}
+	ts := startServer(t, true, func(conn net.Conn) {
+		for _, f := range frames {
+			writeFrame(conn, ws.OpBinary, true, f)
+		}
+		writeFrame(conn, ws.OpClose, true, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
+	})
+	c := ts.dial(t)
+	var out countWrites
+	n, err := io.Copy(&out, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Join(frames, nil)
+	if n != int64(len(want)) || !bytes.Equal(out.Bytes(), want) {
+		t.Fatalf("copied %d bytes, want %d, equal %v", n, len(want), bytes.Equal(out.Bytes(), want))
+	}
+	if out.writes != len(frames) {
+		t.Fatalf("%d writes for %d frames", out.writes, len(frames))
+	}
+}
