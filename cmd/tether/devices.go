@@ -69,9 +69,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		return errUsage
 	}
 	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
 	want := 1
@@ -186,7 +184,7 @@ func writeJSON(g *globals, v any, indent bool) error {
 // parseInterleaved parses flags wherever they appear among the positional
 // arguments ("forward dev1 ssh --listen :2222"), which the flag package
 // alone stops at. Everything after "--" is positional. The error is
-// flag.ErrHelp after -h (the caller returns nil: help is no failure) and
+// flag.ErrHelp after -h (run turns it into success: help is no failure) and
 // errUsage otherwise (the flag package has explained it).
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string

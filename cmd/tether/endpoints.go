@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 )
 
@@ -14,9 +12,7 @@ func cmdEndpoints(ctx context.Context, g *globals, args []string) error {
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {

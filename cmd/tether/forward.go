@@ -23,6 +23,18 @@ device that goes away and comes back needs no restart: each connection
 asks for a new stream.
 `
 
+// deviceAndStream reads the DEVICE STREAM arguments of forward and pipe.
+func deviceAndStream(pos []string, usage string) (device, stream string, err error) {
+	if len(pos) != 2 {
+		return "", "", errors.New("a device and a stream are needed: " + usage)
+	}
+	device, stream = pos[0], pos[1]
+	if strings.ContainsAny(stream, "/?#+") {
+		return "", "", fmt.Errorf("bad stream name %q: it may not hold / ? # +", stream)
+	}
+	return device, stream, nil
+}
+
 func cmdForward(ctx context.Context, g *globals, args []string) error {
 	fs := g.newFlagSet("forward")
 	listen := fs.String("listen", "", "address to accept connections on: host:port, or a port for 127.0.0.1")
@@ -33,17 +45,12 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
-	if len(pos) != 2 {
-		return errors.New("forward needs a device and a stream: tether forward DEVICE STREAM --listen ADDR")
-	}
-	device, stream := pos[0], pos[1]
-	if strings.ContainsAny(stream, "/?#+") {
-		return fmt.Errorf("bad stream name %q: it may not hold / ? # +", stream)
+	device, stream, err := deviceAndStream(pos, "tether forward DEVICE STREAM --listen ADDR")
+	if err != nil {
+		return err
 	}
 	if *listen == "" {
 		return errors.New("forward needs --listen ADDR (host:port, or a port for 127.0.0.1)")

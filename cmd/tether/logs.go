@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -22,9 +21,7 @@ func cmdLogs(ctx context.Context, g *globals, args []string) error {
 	follow := fs.Bool("follow", false, "keep printing new records as they come")
 	asJSON := fs.Bool("json", false, "print each record as a JSON line, in the hub's shape")
 	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {

@@ -121,6 +121,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	err := dispatch(ctx, g, cmd, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the command printed its help: no failure
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, g *globals, cmd string, rest []string) error {
 	switch cmd {
 	case "devices":
 		return cmdDevices(ctx, g, rest)
@@ -139,10 +147,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "endpoints":
 		return cmdEndpoints(ctx, g, rest)
 	case "help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(g.Stdout, usage)
 		return nil
 	default:
-		fmt.Fprintf(stderr, "tether: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(g.Stderr, "tether: unknown command %q\n\n%s", cmd, usage)
 		return errUsage
 	}
 }

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -37,17 +35,12 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
-	if len(pos) != 2 {
-		return errors.New("pipe needs a device and a stream: tether pipe DEVICE STREAM")
-	}
-	device, stream := pos[0], pos[1]
-	if strings.ContainsAny(stream, "/?#+") {
-		return fmt.Errorf("bad stream name %q: it may not hold / ? # +", stream)
+	device, stream, err := deviceAndStream(pos, "tether pipe DEVICE STREAM")
+	if err != nil {
+		return err
 	}
 	c, err := newServiceClient(g)
 	if err != nil {

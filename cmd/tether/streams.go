@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -15,9 +13,7 @@ func cmdStreams(ctx context.Context, g *globals, args []string) error {
 	device := fs.String("device", "", "only this device's streams")
 	asJSON := fs.Bool("json", false, "print a JSON array")
 	pos, err := parseInterleaved(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
 	if len(pos) != 0 {
