@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,6 +41,13 @@ type AuthFloodFig struct {
 	CPUUnloaded, CPUAttack map[string]float64
 	// HubCPUPerLogin is the hub's extra CPU per attempt, in µs.
 	HubCPUPerLogin float64
+	// Control is the streams' rate while the same attack goes to a
+	// listener that only accepts and closes (what the hub does to a source
+	// in back-off): what the attacker itself costs the machine.
+	// RatioControl is Control ÷ Unloaded, and HubShare Ratio ÷
+	// RatioControl: the part of the loss that is the hub's doing.
+	Control, RatioControl, HubShare float64
+	CPUControl                      map[string]float64
 }
 
 // attackSources are the attackers' addresses: other than the streams'
@@ -54,12 +62,41 @@ func attackSources() []string {
 
 // floodProc starts benchflood against h for dur, writing its result to out.
 func (r *runner) floodProc(name string, h *hub, device string, dur time.Duration, out string) (*bench.Proc, error) {
+	return r.floodAt(name, h.mqttAddr, "wss://"+h.httpAddr+"/$iothub/websocket", device, dur, out)
+}
+
+// floodAt starts benchflood against an MQTT address and a WebSocket URL
+// (empty: none).
+func (r *runner) floodAt(name, mqttAddr, wsURL, device string, dur time.Duration, out string) (*bench.Proc, error) {
 	c := r.cfg
+	wsEvery := "10"
+	if wsURL == "" {
+		wsEvery = "0"
+	}
 	return r.start(name, nil, r.bins["benchflood"],
-		"-host", "127.0.0.1", "-device", device, "-mqtt", h.mqttAddr,
-		"-ws", "wss://"+h.httpAddr+"/$iothub/websocket", "-ws-every", "10",
+		"-host", "127.0.0.1", "-device", device, "-mqtt", mqttAddr,
+		"-ws", wsURL, "-ws-every", wsEvery,
 		"-sources", strings.Join(attackSources(), ","),
 		"-rate", strconv.FormatFloat(c.floodRate, 'f', -1, 64), "-dur", dur.String(), "-inflight", "512", "-out", out)
+}
+
+// nullListener accepts connections on loopback and closes each at once, as
+// the hub does to a source in login back-off, for the control attack.
+func nullListener() (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), func() { ln.Close() }, nil
 }
 
 // waitExit waits (bounded) for a process to end by itself.
@@ -95,9 +132,21 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 		t.hub.httpAddr, t.hub.mqttAddr, c.floodStreams, c.floodRate, strings.Join(attackSources(), ", "))
 
 	const ramp = time.Second // attackers start; not counted
+	nullAddr, stopNull, err := nullListener()
+	if err != nil {
+		return err
+	}
+	defer stopNull()
 	phases := []bench.Phase{
 		{Name: "warm", Dur: time.Second},
 		{Name: "before", Dur: c.floodQuiet},
+		// The control: the same attackers against a listener that only
+		// closes, so what they cost the machine is measured apart from
+		// what they cost the hub.
+		{Name: "ramp-control", Dur: ramp},
+		{Name: "control", Dur: c.floodAttack},
+		{Name: "drain-control", Dur: 2 * time.Second},
+		{Name: "mid", Dur: c.floodQuiet},
 		{Name: "ramp", Dur: ramp},
 		{Name: "attack", Dur: c.floodAttack},
 		{Name: "drain", Dur: 2 * time.Second}, // attackers' last attempts end
@@ -107,16 +156,24 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 	out := filepath.Join(r.out, "authflood.json")
 	os.Remove(out)
 	var (
-		mu      sync.Mutex
-		flood   *bench.Proc
-		floodEr error
-		marks   = make([]cpuMark, len(phases)+1)
-		metrics [2]map[string]float64
+		mu             sync.Mutex
+		flood, floodC  *bench.Proc
+		floodEr, cfErr error
+		marks          = make([]cpuMark, len(phases)+1)
+		metrics        [2]map[string]float64
 	)
 	at := func(i int) {
 		mu.Lock()
 		defer mu.Unlock()
-		marks[i] = takeCPU(procs, flood)
+		active := flood
+		if strings.HasSuffix(phases[i].Name, "control") {
+			active = floodC
+		}
+		if phases[i].Name == "ramp-control" {
+			floodC, cfErr = r.floodAt("benchflood-control", nullAddr, "", t.device, ramp+c.floodAttack, filepath.Join(r.out, "authflood-control.json"))
+			active = floodC
+		}
+		marks[i] = takeCPU(procs, active)
 		switch phases[i].Name {
 		case "ramp":
 			metrics[0], _ = scrapeLimits(t.hub.metricsAddr)
@@ -133,6 +190,12 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 	mu.Unlock()
 	if floodEr != nil {
 		return fmt.Errorf("authflood: starting the attackers: %w", floodEr)
+	}
+	if cfErr != nil {
+		return fmt.Errorf("authflood: starting the control attackers: %w", cfErr)
+	}
+	if floodC != nil && !waitExit(floodC, 30*time.Second) {
+		r.stop(floodC)
 	}
 	if flood == nil {
 		return fmt.Errorf("authflood: the attack never started")
@@ -153,15 +216,21 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 	for i, p := range phases {
 		idx[p.Name] = i
 	}
-	bf, ak, af := res[idx["before"]], res[idx["attack"]], res[idx["after"]]
-	fig.Before, fig.Attack, fig.After = bf.Rate(), ak.Rate(), af.Rate()
+	bf, ak, af, md, ct := res[idx["before"]], res[idx["attack"]], res[idx["after"]], res[idx["mid"]], res[idx["control"]]
+	fig.Before, fig.Attack, fig.After, fig.Control = bf.Rate(), ak.Rate(), af.Rate(), ct.Rate()
 	un := bench.Hist{}
 	un.Merge(bf.Hist)
+	un.Merge(md.Hist)
 	un.Merge(af.Hist)
-	fig.Unloaded = float64(bf.Msgs+af.Msgs) / (bf.Dur + af.Dur).Seconds()
+	fig.Unloaded = float64(bf.Msgs+md.Msgs+af.Msgs) / (bf.Dur + md.Dur + af.Dur).Seconds()
 	if fig.Unloaded > 0 {
 		fig.Ratio = fig.Attack / fig.Unloaded
+		fig.RatioControl = fig.Control / fig.Unloaded
 	}
+	if fig.RatioControl > 0 {
+		fig.HubShare = fig.Ratio / fig.RatioControl
+	}
+	fig.CPUControl = cores(marks[idx["control"]], marks[idx["control"]+1])
 	fig.P99Unloaded, fig.P99Attack = ms(un.Quantile(0.99)), ms(ak.Hist.Quantile(0.99))
 	// CPU in cores over the windows: before + after, and attack.
 	fig.CPUUnloaded = addCores(cores(marks[idx["before"]], marks[idx["before"]+1]), cores(marks[idx["after"]], marks[idx["after"]+1]))
@@ -183,6 +252,8 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 	r.logf("authflood: attack %d attempts (%d skipped) in %.1fs = %.0f/s; %s; hub counted %v",
 		fig.Flood.Attempts, fig.Flood.Skipped, fig.Flood.Seconds, fig.Flood.Rate, strings.Join(bench.SortedOutcomes(fig.Flood.Outcomes), ", "), fig.HubRefusals)
 	r.logf("authflood: CPU cores unloaded %s; attack %s; hub +%.0f µs per attempt", fmtCores(fig.CPUUnloaded), fmtCores(fig.CPUAttack), fig.HubCPUPerLogin)
+	r.logf("authflood: control (same attackers against a listener that only closes): %.0f msg/s, %.2f× unloaded; attack on the hub ÷ control %.2f; CPU cores %s",
+		fig.Control, fig.RatioControl, fig.HubShare, fmtCores(fig.CPUControl))
 	if c.profile {
 		if err := r.profileAuthFlood(ctx); err != nil {
 			r.logf("authflood profile: %v", err)

@@ -245,6 +245,8 @@ func (r *runner) rows() []row {
 			row{Figure: name + ": without / during", Unit: "msgs/s", Direct: "–", Limit: "–", Tether: f(a.Unloaded, 0) + " / " + f(a.Attack, 0), Ratio: "–"},
 			row{Figure: "7. CPU without / during the attack: hub; the attackers' own (benchflood)", Unit: "cores", Direct: "–", Limit: "–",
 				Tether: f(a.CPUUnloaded["tetherd"], 2) + " / " + f(a.CPUAttack["tetherd"], 2) + "; " + f(a.CPUAttack["attackers"], 2), Ratio: "–"},
+			row{Figure: "7. control: the same attack on a listener that only closes: during ÷ without; attack on the hub ÷ control", Unit: "×", Direct: "–", Limit: "–",
+				Tether: f(a.RatioControl, 2) + "; " + f(a.HubShare, 2), Ratio: "–"},
 		)
 	}
 	rows = append(rows, row{Figure: "6. agent binary (tether), stripped", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBinary), 1), Ratio: "–", Target: "≤ 10", Met: met(mib(res.AgentBinary) <= 10)})
