@@ -179,8 +179,9 @@ func runCmd(t *testing.T, env []string, name string, args ...string) (stdout, st
 	return o.String(), e.String(), err
 }
 
-// startEcho serves TCP echo on loopback.
-func startEcho(t *testing.T) string {
+// serveTCP accepts connections on loopback until the test ends and hands
+// each to handle, which owns it.
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -193,13 +194,19 @@ func startEcho(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
+			go handle(c)
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// startEcho serves TCP echo on loopback.
+func startEcho(t *testing.T) string {
+	t.Helper()
+	return serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	})
 }
 
 // waitHealthy polls /healthz until it answers 200, trusting the hub's CA

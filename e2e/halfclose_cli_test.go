@@ -19,31 +19,17 @@ import (
 // the answer is lost.
 func startHashServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				// Bounded so a tunnel that never passes EOF on cannot keep
-				// the connection past the test.
-				c.SetDeadline(time.Now().Add(2 * time.Minute))
-				h := sha256.New()
-				if _, err := io.Copy(h, c); err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
-			}()
+	return serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		// Bounded so a tunnel that never passes EOF on cannot keep the
+		// connection past the test.
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		_, _ = io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+	})
 }
 
 // TestHalfCloseThroughCLI checks that the end of a client's input reaches
