@@ -7,6 +7,7 @@ package e2e
 // them.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -172,18 +173,7 @@ func TestGarbageOnEveryPort(t *testing.T) {
 		}
 		defer dconn.Close()
 		c.Write([]byte{0x8f, 0x80, 1, 2, 3, 4}) // FIN, opcode 15, masked, empty
-		var r io.Reader = c
-		if br != nil {
-			r = io.MultiReader(br, c)
-		}
-		c.SetReadDeadline(time.Now().Add(hostileWait))
-		f, err := ws.ReadFrame(r)
-		if err != nil || f.Header.OpCode != ws.OpClose {
-			t.Fatalf("got %+v, %v; want a close frame", f.Header, err)
-		}
-		if code, _ := ws.ParseCloseFrameData(f.Payload); code != ws.StatusProtocolError {
-			t.Fatalf("close %d, want 1002", code)
-		}
+		expectClose(t, c, br, ws.StatusProtocolError)
 		closedWithin(t, dconn, hostileWait, "the device side of a broken stream")
 	})
 
@@ -270,18 +260,7 @@ func TestOversizeHeaderBodyMessage(t *testing.T) {
 	defer c.Close()
 	// A header announcing 2 MiB; the hub refuses it before any payload.
 	ws.WriteHeader(c, ws.Header{OpCode: ws.OpBinary, Fin: true, Masked: true, Length: 2 << 20})
-	var r io.Reader = c
-	if br != nil {
-		r = io.MultiReader(br, c)
-	}
-	c.SetReadDeadline(time.Now().Add(hostileWait))
-	f, err := ws.ReadFrame(r)
-	if err != nil || f.Header.OpCode != ws.OpClose {
-		t.Fatalf("got %+v, %v; want a close frame", f.Header, err)
-	}
-	if code, _ := ws.ParseCloseFrameData(f.Payload); code != ws.StatusMessageTooBig {
-		t.Fatalf("close %d, want 1009", code)
-	}
+	expectClose(t, c, br, ws.StatusMessageTooBig)
 	echoOnce(t, good, "after")
 }
 
@@ -740,5 +719,24 @@ func TestTokenForAnotherDevice(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a device token on the service API: %d, want 401", resp.StatusCode)
+	}
+}
+
+// expectClose reads the next frame from a raw WebSocket client (br: what
+// the handshake read ahead, or nil) and fails unless it is a close frame
+// with code.
+func expectClose(t *testing.T, c net.Conn, br *bufio.Reader, code ws.StatusCode) {
+	t.Helper()
+	var r io.Reader = c
+	if br != nil {
+		r = io.MultiReader(br, c)
+	}
+	c.SetReadDeadline(time.Now().Add(hostileWait))
+	f, err := ws.ReadFrame(r)
+	if err != nil || f.Header.OpCode != ws.OpClose {
+		t.Fatalf("got %+v, %v; want a close frame", f.Header, err)
+	}
+	if got, _ := ws.ParseCloseFrameData(f.Payload); got != code {
+		t.Fatalf("close %d, want %d", got, code)
 	}
 }
