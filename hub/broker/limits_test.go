@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"github.com/tether-io/tether/internal/limit"
 	"io"
 	"net"
 	"sync"
@@ -103,6 +104,18 @@ const (
 func TestConnsPerSource(t *testing.T) {
 	b, auths, limits := limitBroker(t, Options{MaxConnsPerSource: 2})
 	pipeConn(t, b) // idle, as a slowloris would hold it
+	// ServeConn counts it on its own goroutine, and an idle conn answers
+	// nothing to wait on: watch the count.
+	src := limit.Source("pipe")
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for b.sources.Conns(src) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection was never counted")
+		}
+		<-tick.C
+	}
 	if code := rawConnect(t, b, "dev1"); code != connackAccepted {
 		t.Fatalf("second connection: CONNACK %d", code)
 	}

@@ -132,6 +132,16 @@ func (s *Sources) Open(src string) (release func(), over bool) {
 	}, s.maxConns > 0 && e.conns > s.maxConns
 }
 
+// Conns returns how many connections from src are open now.
+func (s *Sources) Conns(src string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[src]; e != nil {
+		return e.conns
+	}
+	return 0
+}
+
 // Allow takes one attempt from src's bucket and reports whether src is
 // within its rate.
 func (s *Sources) Allow(src string) bool {
