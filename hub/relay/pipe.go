@@ -54,6 +54,9 @@ type pipe struct {
 	// active is when data last crossed, in Unix nanoseconds, for the
 	// idle timeout; untouched when there is none.
 	active atomic.Int64
+	// stopped is set once stop ran: a copy loop that sees it stops
+	// relaying and, for a side that may reuse its conn, only drains.
+	stopped atomic.Bool
 }
 
 // run relays until either side ends and returns the stream's Info.
@@ -68,6 +71,9 @@ func (pp *pipe) run() Info {
 	go pp.deviceToService(&wg, &toService)
 	wg.Wait()
 	stopIdle()
+	// Once a copy loop ended, stop was called; wait until it returned, so
+	// that it has done with both conns before they are reused or closed.
+	pp.once.Do(func() {})
 	st := pp.st
 	pp.r.log.Debug("stream ended", "stream", st.ID, "device", st.DeviceID, "name", st.Name,
 		"by", pp.closedBy, "reason", pp.reason, "toDevice", toDevice, "toService", toService)
@@ -97,10 +103,23 @@ func (pp *pipe) deviceToService(wg *sync.WaitGroup, n *int64) {
 }
 
 // copy relays frames from src to dst until the stream ends, and returns the
-// payload bytes it delivered. Whatever ends it ends the whole stream, but
-// for src's end-of-stream marker relayed to a dst that knows it: then copy
-// goes on reading src's control frames (a close, pings) until the end.
-func (pp *pipe) copy(src, dst *peer) (relayed int64) {
+// payload bytes it delivered. When src may carry another stream after this
+// one (tether-stream.v2), copy then reads on until src answers the hub's
+// close frame, so the conn is at a frame boundary for the next request.
+func (pp *pipe) copy(src, dst *peer) int64 {
+	n := pp.copyFrames(src, dst)
+	if src.reuse && src.sentClose.Load() && !src.gotClose.Load() && !src.bad.Load() {
+		pp.drain(src)
+	}
+	return n
+}
+
+// copyFrames relays frames from src to dst until the stream ends, and
+// returns the payload bytes it delivered. Whatever ends it ends the whole
+// stream, but for src's end-of-stream marker relayed to a dst that knows
+// it: then it goes on reading src's control frames (a close, pings) until
+// the end.
+func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 	dir := src.side.String() + "->" + dst.side.String()
 	var (
 		hbuf [ws.MaxHeaderSize]byte
@@ -109,6 +128,9 @@ func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 		msg  int64 // bytes of the data message in progress, for MaxMessage
 	)
 	for {
+		if pp.stopped.Load() {
+			return relayed
+		}
 		h, err := ws.ReadHeaderBuffer(src.r, hbuf[:])
 		if err != nil {
 			pp.readFailed(src, dir, err)
@@ -128,6 +150,7 @@ func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 			pp.protocolError(src, dir, "data frame after the end-of-stream marker")
 			return relayed
 		case h.OpCode.IsData() && pp.r.messageTooBig(&msg, h):
+			src.bad.Store(true) // its payload is left unread
 			pp.tooBig(src, dir)
 			return relayed
 		case isMarker(h) && src.tether:
@@ -170,6 +193,7 @@ func (pp *pipe) copy(src, dst *peer) (relayed int64) {
 				pp.protocolError(src, dir, "close frame with a one-byte body")
 				return relayed
 			}
+			src.gotClose.Store(true)
 			pp.closeFrom(src, payload)
 			return relayed
 		}
@@ -204,6 +228,8 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 		err := dst.write(buf[start : hdrRoom+n])
 		dst.wmu.Unlock()
 		if err != nil {
+			// What is left of the frame is still unread: a drain skips it.
+			src.skip = left
 			pp.writeFailed(dst, dir, err)
 			return relayed, err
 		}
@@ -289,6 +315,7 @@ func (pp *pipe) closeFrom(src *peer, payload []byte) {
 // readFailed ends the stream when reading src fails: src dropped, or the
 // stream is already ending and its conn was closed.
 func (pp *pipe) readFailed(src *peer, dir string, err error) {
+	src.bad.Store(true)
 	var frames [2][]byte
 	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
 	pp.stop(src.side.String(), fmt.Sprintf("%s: read: %v", dir, err), frames)
@@ -302,6 +329,7 @@ func (pp *pipe) writeFailed(dst *peer, dir string, err error) {
 }
 
 func (pp *pipe) protocolError(src *peer, dir, what string) {
+	src.bad.Store(true)
 	var frames [2][]byte
 	frames[src.side] = ws.NewCloseFrameBody(ws.StatusProtocolError, what)
 	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
@@ -310,10 +338,13 @@ func (pp *pipe) protocolError(src *peer, dir, what string) {
 
 // stop ends the stream once: it records why, sends each side its close
 // frame (nil: none, that side is gone), and closes both conns, which ends
-// both copy goroutines. Only the first call counts.
+// both copy goroutines. A side that may reuse its conn is not closed: its
+// copy goroutine drains it until its close frame comes back, within
+// closeTimeout (see copy). Only the first call counts.
 func (pp *pipe) stop(by, reason string, frames [2][]byte) {
 	pp.once.Do(func() {
 		pp.closedBy, pp.reason = by, reason
+		pp.stopped.Store(true)
 		for _, p := range pp.peers {
 			p.closing(closeTimeout)
 		}
@@ -323,6 +354,10 @@ func (pp *pipe) stop(by, reason string, frames [2][]byte) {
 			}
 		}
 		for _, p := range pp.peers {
+			if p.reuse && p.sentClose.Load() && !p.bad.Load() {
+				p.conn.SetReadDeadline(time.Now().Add(closeTimeout))
+				continue
+			}
 			p.hardClose()
 		}
 	})

@@ -91,6 +91,18 @@ type Info struct {
 // end-of-stream marker.
 const Subprotocol = "tether-stream.v1"
 
+// SubprotocolReuse is tether-stream.v1 plus connection reuse: once a stream
+// ended with a close frame each way, the connection is HTTP/1.1 again and
+// may carry the next upgrade request, so a client of many streams pays one
+// TLS handshake per connection rather than one per stream. The hub keeps
+// such a connection for IdleConnTimeout between streams.
+const SubprotocolReuse = "tether-stream.v2"
+
+// IdleConnTimeout is how long the hub keeps a reusable connection with no
+// stream on it. Clients keep theirs for less, so that the hub is never the
+// one to close a connection a client is about to use.
+const IdleConnTimeout = 90 * time.Second
+
 // Values of Info.ClosedBy.
 const (
 	ClosedByService = "service"
@@ -150,7 +162,10 @@ type Relay struct {
 	mu      sync.Mutex
 	closed  bool
 	streams map[string]*stream
-	tokens  map[string]tokenRef
+	// idle holds the reusable conns waiting for their next request, for
+	// Close.
+	idleConns map[*peer]struct{}
+	tokens    map[string]tokenRef
 	// perDevice and pending count the streams in streams by device and
 	// those not yet paired, for the caps.
 	perDevice map[string]int
@@ -180,12 +195,13 @@ type stream struct {
 // New returns a Relay with opts, zero fields replaced by their defaults.
 func New(opts Options) *Relay {
 	r := &Relay{
-		log:      opts.Logger,
-		window:   opts.Window,
-		wtimeout: opts.WriteTimeout,
-		onDone:   opts.OnDone,
-		streams:  make(map[string]*stream),
-		tokens:   make(map[string]tokenRef),
+		log:       opts.Logger,
+		window:    opts.Window,
+		wtimeout:  opts.WriteTimeout,
+		onDone:    opts.OnDone,
+		streams:   make(map[string]*stream),
+		tokens:    make(map[string]tokenRef),
+		idleConns: make(map[*peer]struct{}),
 
 		maxStreams:   opts.MaxStreams,
 		maxPerDevice: opts.MaxStreamsPerDevice,
@@ -206,8 +222,10 @@ func New(opts Options) *Relay {
 	}
 	r.upgrader = ws.HTTPUpgrader{Timeout: r.wtimeout}
 	r.tetherUpgrader = ws.HTTPUpgrader{
-		Timeout:  r.wtimeout,
-		Protocol: func(p string) bool { return p == Subprotocol },
+		Timeout: r.wtimeout,
+		// The client's order decides between the two: Tether's SDKs offer
+		// v2 first.
+		Protocol: func(p string) bool { return p == Subprotocol || p == SubprotocolReuse },
 	}
 	return r
 }
@@ -363,6 +381,7 @@ func (r *Relay) Close() error {
 	for _, p := range pipes {
 		p.stop(ClosedByHub, "hub closed", [2][]byte{bye, bye})
 	}
+	r.closeIdle()
 	r.wg.Wait()
 	return nil
 }
@@ -407,7 +426,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 
 	up := r.upgrader
-	if offers(req.Header, Subprotocol) {
+	if offers(req.Header, Subprotocol) || offers(req.Header, SubprotocolReuse) {
 		up = r.tetherUpgrader
 	}
 	conn, rw, hs, err := up.Upgrade(req, w)
@@ -419,7 +438,8 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	p := newPeer(ref.side, conn, rw.Reader, r.wtimeout)
-	p.tether = hs.Protocol == Subprotocol
+	p.tether = hs.Protocol == Subprotocol || hs.Protocol == SubprotocolReuse
+	p.reuse = hs.Protocol == SubprotocolReuse
 
 	r.mu.Lock()
 	if st.ended || r.closed {
@@ -452,6 +472,9 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.removeLocked(st)
 	r.mu.Unlock()
+	// Before OnDone: when a stream is reported, its conns are closed or
+	// waiting for their next request.
+	r.reuseOrClose(pp.peers[:])
 	r.done(info)
 }
 
@@ -515,6 +538,14 @@ type peer struct {
 	wmu  sync.Mutex
 	cbuf [10 + ws.MaxControlFramePayloadSize]byte
 	shut atomic.Bool // set by closing: writes past it fail at once
+
+	// Reuse (tether-stream.v2): the conn carries another stream once this
+	// one ended with a close frame each way and nothing was left half read.
+	reuse     bool
+	sentClose atomic.Bool // the hub's close frame went out whole
+	gotClose  atomic.Bool // the side's close frame was read
+	bad       atomic.Bool // read state lost (error, protocol error, unread payload)
+	skip      int64       // payload left unread when a write to the other side failed
 }
 
 func newPeer(s side, conn net.Conn, hijacked *bufio.Reader, wtimeout time.Duration) *peer {
@@ -584,7 +615,9 @@ func (p *peer) writeClose(payload []byte) {
 	p.conn.SetWriteDeadline(time.Now().Add(closeTimeout))
 	n := putHeader(p.cbuf[:], ws.OpClose, true, len(payload))
 	copy(p.cbuf[n:], payload)
-	p.conn.Write(p.cbuf[:n+len(payload)])
+	if _, err := p.conn.Write(p.cbuf[:n+len(payload)]); err == nil {
+		p.sentClose.Store(true)
+	}
 }
 
 // hardClose closes the TCP conn under any TLS: the close frame already

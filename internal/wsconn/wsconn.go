@@ -64,6 +64,12 @@ const (
 // frame with another meaning.
 const Subprotocol = "tether-stream.v1"
 
+// SubprotocolReuse is Subprotocol plus connection reuse, which a Pool
+// offers: once a stream ended with a close frame each way, the connection
+// is HTTP/1.1 again and carries the pool's next upgrade request, so many
+// streams pay for one TLS handshake.
+const SubprotocolReuse = "tether-stream.v2"
+
 // ErrProtocol is returned by Read when the server breaks RFC 6455.
 var ErrProtocol = errors.New("wsconn: websocket protocol error")
 
@@ -101,6 +107,15 @@ func (e *HandshakeError) Error() string {
 // may be nil (system roots); when its ServerName is empty the URL's host is
 // used. ctx bounds the dial and the handshake, not the returned Conn.
 func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn, error) {
+	c, err := dial(ctx, url, token, tlsConf, []string{Subprotocol})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// dial opens a new connection to url and upgrades it, offering protocols.
+func dial(ctx context.Context, url, token string, tlsConf *tls.Config, protocols []string) (*Conn, error) {
 	if !validToken(token) {
 		return nil, ErrBadToken
 	}
@@ -113,7 +128,7 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn
 		Header: ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
 		// Offered, never required: a hub that selects nothing (Azure's, an
 		// older Tether) gets the plain protocol, where only close ends.
-		Protocols: []string{Subprotocol},
+		Protocols: protocols,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var nd net.Dialer
 			c, err := nd.DialContext(ctx, network, addr)
@@ -146,7 +161,8 @@ func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn
 		return nil, fmt.Errorf("wsconn: dial %s: %w", url, err)
 	}
 	c := newConn(conn, br, raw, batch)
-	c.halfClose = hs.Protocol == Subprotocol
+	c.halfClose = hs.Protocol == Subprotocol || hs.Protocol == SubprotocolReuse
+	c.reuse = hs.Protocol == SubprotocolReuse
 	return c, nil
 }
 
@@ -191,6 +207,21 @@ type Conn struct {
 	// halfClose is set when the hub selected Subprotocol: the marker means
 	// EOF in both directions. Fixed after Dial.
 	halfClose bool
+	// reuse is set when the hub selected SubprotocolReuse; pool and key say
+	// where Close returns the connection after a clean close handshake.
+	reuse bool
+	pool  *Pool
+	key   string
+	// gotClose is set when the peer's close frame was read; readEnd is
+	// closed when reading ended for any reason. A Close waiting to reuse
+	// the connection while another goroutine reads waits on them.
+	gotClose    atomic.Bool
+	readEnd     chan struct{}
+	readEndOnce sync.Once
+	// dmu guards released: once the connection went back to the pool, the
+	// deadline setters must not touch it, as another stream owns it.
+	dmu      sync.Mutex
+	released bool
 
 	// peerEOF is set once the peer's end-of-stream marker was read. From
 	// then on Read returns io.EOF without touching the read state, which
@@ -235,7 +266,7 @@ func newConn(nc net.Conn, br *bufio.Reader, raw net.Conn, batch *batchconn.Conn)
 	if br == nil {
 		br = bufio.NewReaderSize(nc, 4096)
 	}
-	return &Conn{nc: nc, raw: raw, batch: batch, r: br, done: make(chan struct{})}
+	return &Conn{nc: nc, raw: raw, batch: batch, r: br, done: make(chan struct{}), readEnd: make(chan struct{})}
 }
 
 // Done returns a channel closed once the stream is over in both
@@ -260,6 +291,9 @@ func (c *Conn) markDone() {
 func (c *Conn) setReadErr(err error) {
 	c.rerr = err
 	c.markDone()
+	if c.readEnd != nil {
+		c.readEndOnce.Do(func() { close(c.readEnd) })
+	}
 }
 
 // Read reads payload bytes of data frames. It answers pings with pongs and
@@ -348,9 +382,12 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	for {
 		if !c.peerEOF.Load() {
 			// Wait for data before taking a buffer. An error here comes
-			// back from Read below, through its own handling.
+			// back from Read below, through its own handling. Not after
+			// the stream ended: the conn may carry another stream by then.
 			c.rmu.Lock()
-			_, _ = c.r.Peek(1)
+			if c.rerr == nil {
+				_, _ = c.r.Peek(1)
+			}
 			c.rmu.Unlock()
 		}
 		bp := frameBufs.Get().(*[]byte)
@@ -522,6 +559,7 @@ func (c *Conn) readControl() error {
 			payload = payload[:2]
 		}
 		_ = c.writeControl(ws.OpClose, payload)
+		c.gotClose.Store(true)
 		c.setReadErr(io.EOF)
 		return io.EOF
 	}
@@ -727,7 +765,10 @@ func (c *Conn) CloseWrite() error {
 }
 
 // Close sends a close frame (1000) if none was sent yet, waiting at most a
-// second for it to go out, and closes the connection. It is idempotent.
+// second for it to go out, and closes the connection. A connection from a
+// Pool whose hub selected SubprotocolReuse goes back to the pool instead,
+// once the hub's close frame came back (within that second). It is
+// idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
 		defer c.markDone()
@@ -737,12 +778,75 @@ func (c *Conn) Close() error {
 		var body [2]byte
 		binary.BigEndian.PutUint16(body[:], uint16(ws.StatusNormalClosure))
 		_ = c.writeControl(ws.OpClose, body[:])
+		if c.pool != nil && c.reuse && c.awaitClose() {
+			c.release()
+			return
+		}
 		// The raw TCP conn, not the TLS one: the close frame already said
 		// goodbye, and tls.Conn.Close would wait up to 5 s to send its
 		// close_notify to a peer that may not be reading.
 		c.closeErr = c.raw.Close()
 	})
 	return c.closeErr
+}
+
+// awaitClose waits, after this side's close frame went out, for the
+// peer's, and reports whether the connection ended cleanly: both close
+// frames whole, nothing read past them. A Read in progress (or the watch
+// after the end-of-stream marker) sees the frame; otherwise Close reads
+// for it itself, dropping data the caller no longer wants.
+func (c *Conn) awaitClose() bool {
+	c.wmu.Lock()
+	sent := c.closeSent && !c.wbroken
+	c.wmu.Unlock()
+	if !sent {
+		return false
+	}
+	deadline := time.Now().Add(closeTimeout)
+	if !c.peerEOF.Load() && c.rmu.TryLock() {
+		c.nc.SetReadDeadline(deadline)
+		for c.rerr == nil {
+			if c.hn >= 0 {
+				if c.readHeader() != nil {
+					break
+				}
+				continue
+			}
+			if c.op.IsControl() {
+				c.readControl()
+				continue
+			}
+			if _, err := c.r.Discard(int(c.left)); err != nil {
+				c.setReadErr(err)
+				break
+			}
+			c.left, c.hn = 0, 0
+		}
+		c.rmu.Unlock()
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-c.readEnd:
+	case <-t.C:
+		return false
+	}
+	if !c.gotClose.Load() {
+		return false
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.r.Buffered() == 0
+}
+
+// release hands the connection back to its pool. From here on the Conn
+// must not touch it.
+func (c *Conn) release() {
+	c.dmu.Lock()
+	c.released = true
+	c.dmu.Unlock()
+	c.nc.SetDeadline(time.Time{})
+	c.pool.put(c.key, &pooled{nc: c.nc, raw: c.raw, batch: c.batch, since: time.Now()})
 }
 
 // LocalAddr returns the local network address.
@@ -752,13 +856,28 @@ func (c *Conn) LocalAddr() net.Addr { return c.nc.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines of the connection.
-func (c *Conn) SetDeadline(t time.Time) error { return c.nc.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	return c.deadline(func() error { return c.nc.SetDeadline(t) })
+}
 
 // SetReadDeadline sets the read deadline of the connection.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.nc.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	return c.deadline(func() error { return c.nc.SetReadDeadline(t) })
+}
 
 // SetWriteDeadline sets the write deadline of the connection.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.nc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.deadline(func() error { return c.nc.SetWriteDeadline(t) })
+}
+
+func (c *Conn) deadline(set func() error) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.released {
+		return net.ErrClosed
+	}
+	return set()
+}
 
 func isTimeout(err error) bool {
 	var ne net.Error
