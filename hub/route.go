@@ -69,7 +69,7 @@ func (s *Server) deviceConnected(clientID string) {
 	}
 	s.seq++
 	sess := &session{id: s.node + "/" + strconv.FormatUint(s.seq, 10), touched: time.Now()}
-	sub, err := s.nc.Subscribe(streamSubject(clientID), func(m *nats.Msg) { s.onStreamRequest(clientID, m) })
+	sub, err := s.nc.ChanSubscribe(streamSubject(clientID), s.routeReqs)
 	if err != nil {
 		s.log.Error("cannot route to device; disconnecting it", "device", clientID, "err", err)
 		s.broker.Disconnect(clientID)
@@ -143,6 +143,38 @@ func (s *Server) touched(clientID string) {
 	}
 	sess.touched = time.Now()
 	s.presence <- presenceUpdate{clientID: clientID, sessionID: sess.id, touch: true}
+}
+
+// routeLoop hands the stream requests of the devices with a session here
+// to onStreamRequest, in order of arrival.
+func (s *Server) routeLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case m := <-s.routeReqs:
+			clientID, ok := subjectClient(m.Subject)
+			if !ok {
+				s.log.Warn("route request on an unexpected subject", "subject", m.Subject)
+				continue
+			}
+			s.onStreamRequest(clientID, m)
+		case <-s.routeReqsDone:
+			return
+		}
+	}
+}
+
+// subjectClient reverses streamSubject.
+func subjectClient(subject string) (string, bool) {
+	tok, ok := strings.CutPrefix(subject, "tether.dev.")
+	if !ok {
+		return "", false
+	}
+	if tok, ok = strings.CutSuffix(tok, ".stream"); !ok {
+		return "", false
+	}
+	clientID, err := cluster.ParseSubjectToken(tok)
+	return clientID, err == nil
 }
 
 // onStreamRequest serves a stream request for a device whose session is

@@ -82,14 +82,20 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by MQTT client id
 	presence chan presenceUpdate
-	kickSub  *nats.Subscription
-	ctlSub   *nats.Subscription // streams listing
-	sessSub  *nats.Subscription // session claims of other nodes (takeover.go)
-	lame     lameDuck           // drain state (drain.go)
-	logs     *streamlog.Store
-	metrics  *metrics
-	authLog  *logLimiter // failed logins: a flood must not flood the log
-	lim      *limiter    // limits.go
+	// routeReqs carries the stream requests of every device session here:
+	// one channel shared by their subscriptions, read by one goroutine
+	// (routeLoop), where a callback subscription would hold a goroutine
+	// per idle device.
+	routeReqs     chan *nats.Msg
+	routeReqsDone chan struct{} // closed by Close: routeLoop returns
+	kickSub       *nats.Subscription
+	ctlSub        *nats.Subscription // streams listing
+	sessSub       *nats.Subscription // session claims of other nodes (takeover.go)
+	lame          lameDuck           // drain state (drain.go)
+	logs          *streamlog.Store
+	metrics       *metrics
+	authLog       *logLimiter // failed logins: a flood must not flood the log
+	lim           *limiter    // limits.go
 
 	invMu       sync.Mutex
 	invocations map[string]*invocation // by stream id, until the stream ends
@@ -145,6 +151,10 @@ func New(opts Options) (*Server, error) {
 		wsURL:    &ws,
 		sessions: make(map[string]*session),
 		presence: make(chan presenceUpdate, 4096),
+		// A request waits here only while routeLoop unmarshals the ones
+		// before it; past the capacity NATS drops it as a slow consumer.
+		routeReqs:     make(chan *nats.Msg, 4096),
+		routeReqsDone: make(chan struct{}),
 
 		invocations: make(map[string]*invocation),
 		authLog:     newLogLimiter(10, time.Second),
@@ -162,8 +172,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.presenceWorker()
+	go s.routeLoop()
 	s.relay = relay.New(relay.Options{
 		Logger: s.log.With("part", "relay"),
 		Window: opts.Window,
@@ -190,6 +201,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		s.relay.Close()
 		close(s.presence)
+		close(s.routeReqsDone)
 		s.wg.Wait()
 		return nil, fmt.Errorf("hub: starting the MQTT broker: %w", err)
 	}
@@ -263,6 +275,7 @@ func (s *Server) Close() error {
 		s.markPresence(id, sess.id, false)
 	}
 	close(s.presence)
+	close(s.routeReqsDone)
 	s.mu.Unlock()
 	s.wg.Wait()
 	return err

@@ -33,7 +33,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -128,6 +128,13 @@ const (
 	sysInterval = 24 * 60 * 60
 
 	callbackStripes = 64
+
+	// readBufferSize is mochi's per-client read buffer, held for the
+	// whole session (its default is 2 KiB). It only has to hold a fixed
+	// header: mochi reads a packet's body into a buffer of its own, and
+	// the TLS and WebSocket layers beneath it buffer a record or frame
+	// already. A device sends little more than pings and short answers.
+	readBufferSize = 256
 )
 
 var errWriteTimeout = errors.New("broker: writing to the device timed out")
@@ -226,9 +233,10 @@ func New(opts Options) (*Broker, error) {
 		sources:        newSources(opts),
 	}
 	b.srv = mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		Logger:                 slog.New(demoteHandler{log.Handler()}).With("component", "mochi"),
-		SysTopicResendInterval: sysInterval,
+		Capabilities:            caps,
+		Logger:                  slog.New(demoteHandler{log.Handler()}).With("component", "mochi"),
+		SysTopicResendInterval:  sysInterval,
+		ClientNetReadBufferSize: readBufferSize,
 	})
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		cancel()
@@ -368,29 +376,38 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// HandleWebSocket serves MQTT over WebSocket (subprotocol "mqtt" required)
-// for the length of the session.
+// HandleWebSocket upgrades to MQTT over WebSocket (subprotocol "mqtt"
+// required) and returns; the session goes on in a goroutine of its own,
+// which Close waits for.
 func (b *Broker) HandleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !b.enter() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	defer b.wg.Done()
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
+	c, proto, err := upgradeWS(w, r)
 	if err != nil {
-		return // Accept has written the error response
+		b.wg.Done()
+		b.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return // the client has had its answer
 	}
-	if c.Subprotocol() != "mqtt" {
-		c.Close(websocket.StatusPolicyViolation, "mqtt subprotocol required")
+	if proto != "mqtt" {
+		_ = c.fail(ws.StatusPolicyViolation, nil)
+		b.wg.Done()
 		return
 	}
-	var nc net.Conn = websocket.NetConn(r.Context(), c, websocket.MessageBinary)
+	var nc net.Conn = c
 	if r.TLS != nil {
 		// The TLS connection lies under the HTTP server, out of the
 		// hook's reach: carry its client certificate along.
 		nc = certConn{Conn: nc, certs: r.TLS.PeerCertificates}
 	}
-	b.serveConn(nc, listenerWS)
+	// Returning lets net/http drop its connection state (request,
+	// response buffers) and the handler's deep stack: an idle device
+	// would otherwise keep both for the length of its session.
+	go func() {
+		defer b.wg.Done()
+		b.serveConn(nc, listenerWS)
+	}()
 }
 
 // RequestStream sends req to the device with that client id and waits for

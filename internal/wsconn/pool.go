@@ -182,17 +182,28 @@ func (p *Pool) Idle() int {
 	return n
 }
 
-// Close closes the idle connections; streams still open close theirs when
+// CloseIdle closes the idle connections; the pool stays usable.
+func (p *Pool) CloseIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeIdleLocked()
+}
+
+// Close closes the idle connections, and those of streams still open once
 // they end. Dial still works after Close, without reuse.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	p.closeIdleLocked()
+	return nil
+}
+
+func (p *Pool) closeIdleLocked() {
 	for key, list := range p.idle {
 		for _, pc := range list {
 			pc.raw.Close()
 		}
 		delete(p.idle, key)
 	}
-	return nil
 }

@@ -278,7 +278,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 	}
 	if c.profile && (streamLoads || c.runs("devices")) {
-		if err := r.profileLoads(ctx); err != nil {
+		if err := r.profileLoads(ctx, streamLoads); err != nil {
 			r.logf("profiling failed: %v", err)
 			r.res.ProfileError = err.Error()
 		}

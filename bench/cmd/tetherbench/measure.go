@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -431,11 +433,15 @@ func (r *runner) measureDevices(ctx context.Context) error {
 
 // profileLoads restarts the tunnel with pprof builds and takes CPU
 // profiles of the hub, the agent and the forwarder under each load, and
-// heap profiles of the hub holding idle devices.
-func (r *runner) profileLoads(ctx context.Context) error {
+// heap profiles of the hub holding idle devices. cpu false skips the CPU
+// profiles, so that -only devices profiles the devices alone.
+func (r *runner) profileLoads(ctx context.Context, cpu bool) error {
 	c := r.cfg
 	dir := filepath.Join(r.out, "data", "hub")
-	t, err := r.startTunnel(ctx, "-pprof", dir, true, false, false)
+	// The stream loads leave a hub with the agent's device in dir; with
+	// -only devices there is none yet.
+	_, statErr := os.Stat(dir)
+	t, err := r.startTunnel(ctx, "-pprof", dir, true, errors.Is(statErr, fs.ErrNotExist), false)
 	if err != nil {
 		return err
 	}
@@ -510,6 +516,9 @@ func (r *runner) profileLoads(ctx context.Context) error {
 			bench.Many(ctx, t.forwardDial, c.manyN, c.manySize, 32, run, start)
 		}},
 	}
+	if !cpu {
+		loads = nil
+	}
 	for _, l := range loads {
 		var wait func()
 		l.run(func() { wait = profile(l.name) })
@@ -578,7 +587,8 @@ func (r *runner) profileLoads(ctx context.Context) error {
 			HeapInusePerDevice: per("HeapInuse"), StackPerDevice: per("StackInuse"), SysPerDevice: per("Sys"),
 			Goroutines: goroutineGroups(filepath.Join(profDir, "devices-"+tr.name+"-goroutines.txt"), max(ok/10, 2)),
 		})
-		r.logf("devices %s: %d connected: live heap +%.1f KiB, goroutines +%.2f per device", tr.name, ok, heap/float64(max(ok, 1))/1024, float64(g1-g0)/float64(max(ok, 1)))
+		r.logf("devices %s: %d connected: per device live heap +%.1f KiB (profile), HeapAlloc +%.1f KiB, HeapInuse +%.1f KiB, stacks +%.1f KiB, goroutines +%.2f",
+			tr.name, ok, heap/float64(max(ok, 1))/1024, per("HeapAlloc")/1024, per("HeapInuse")/1024, per("StackInuse")/1024, float64(g1-g0)/float64(max(ok, 1)))
 		time.Sleep(2 * time.Second)
 	}
 	return nil
