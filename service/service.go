@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -64,6 +65,9 @@ type Client struct {
 	http    *http.Client
 	ownHTTP bool
 	opts    Options
+	// streams keeps the connections of ended streams for later ones: a
+	// stream then costs the hub no TLS handshake (tether-stream.v2).
+	streams *wsconn.Pool
 }
 
 // New returns a client for the hub and policy named by a service connection
@@ -102,12 +106,17 @@ func New(connStr string, opts Options) (*Client, error) {
 		tlsConf: tlsConf,
 		http:    opts.HTTPClient,
 		opts:    opts,
+		streams: wsconn.NewPool(),
 	}
 	if c.http == nil {
 		// One transport for every REST call, so that they share
 		// keep-alive connections (a TLS handshake costs a millisecond).
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tlsConf.Clone()
+		// net/http keeps 2 idle connections per host by default: a
+		// forwarder opening streams 32 at a time would close 30 after each
+		// request and pay a handshake for each next one.
+		tr.MaxIdleConnsPerHost = wsconn.PoolMaxIdle
 		c.http = &http.Client{Transport: tr}
 		c.ownHTTP = true
 	}
@@ -118,12 +127,14 @@ func New(connStr string, opts Options) (*Client, error) {
 // port included when it has one.
 func (c *Client) HostName() string { return c.cs.HostName }
 
-// Close releases the idle connections of the client's own HTTP transport.
-// Streams already open are not affected. The client stays usable.
+// Close releases the idle connections of the client's own HTTP transport
+// and those kept for streams. Streams already open are not affected. The
+// client stays usable.
 func (c *Client) Close() error {
 	if c.ownHTTP {
 		c.http.CloseIdleConnections()
 	}
+	c.streams.CloseIdle()
 	return nil
 }
 

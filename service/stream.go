@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -13,13 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/wire"
 )
 
-// dial joins the streaming endpoint; tests replace it to see what
-// OpenStream hands over without a WebSocket server.
-var dial = wsconn.Dial
+// dial, when set, joins the streaming endpoint in place of the client's
+// pool; tests set it to see what OpenStream hands over without a WebSocket
+// server.
+var dial func(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn, error)
 
 // slack is added to the hub's own timeouts when bounding our waits: the
 // hub answers at its deadline, so ours must come a little later, yet a hub
@@ -59,7 +60,11 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.opts.ConnectTimeout+slack)
 	defer cancel()
-	conn, err := dial(dctx, u, tok, c.tlsConf)
+	join := c.streams.Dial
+	if dial != nil {
+		join = dial
+	}
+	conn, err := join(dctx, u, tok, c.tlsConf)
 	if err != nil {
 		if isUntrusted(err) {
 			err = &hubError{addr: hostOf(u), err: err}
