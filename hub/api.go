@@ -211,7 +211,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 		writeError(w, status, code, msg)
 	}
 	ctx, cancel := ctxTimeout(r.Context())
-	dev, err := s.reg.Get(ctx, inv.deviceID)
+	dev, err := s.reg.Record(ctx, inv.deviceID)
 	cancel()
 	switch {
 	case errors.Is(err, registry.ErrNotFound):

@@ -51,7 +51,7 @@ func (s *Server) checkDevice(clientID, username, password string, certs []*x509.
 	}
 	ctx, cancel := ctxTimeout(context.Background())
 	defer cancel()
-	dev, err := s.reg.Get(ctx, deviceID)
+	dev, err := s.reg.Record(ctx, deviceID)
 	if err != nil {
 		if len(certs) == 0 {
 			s.burn(tok) // unknown device: cost what a wrong key costs

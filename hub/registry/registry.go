@@ -137,6 +137,18 @@ func (r *Registry) Get(ctx context.Context, id string) (wire.Device, error) {
 	return d, nil
 }
 
+// Record returns device id's registry record without its connection
+// state: one read where Get makes two, for callers that decide on the
+// record alone (the stream path, which learns whether the device is
+// online by asking it).
+func (r *Registry) Record(ctx context.Context, id string) (wire.Device, error) {
+	if err := ValidateID(id); err != nil {
+		return wire.Device{}, err
+	}
+	d, _, err := r.load(ctx, id)
+	return d, err
+}
+
 // load reads a device and the revision its etag comes from.
 func (r *Registry) load(ctx context.Context, id string) (wire.Device, uint64, error) {
 	e, err := r.devices.Get(ctx, cluster.SubjectToken(id))
