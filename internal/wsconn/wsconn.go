@@ -620,8 +620,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if err := c.writeErr(); err != nil {
 		return 0, err
 	}
-	if c.wbuf == nil {
-		c.wbuf = make([]byte, maxFrame)
+	if need := min(len(p)+maxHeader, maxFrame); len(c.wbuf) < need {
+		// Sized to what is written, up to a full frame: a stream of small
+		// messages keeps a small buffer.
+		c.wbuf = make([]byte, need)
 	}
 	done := 0
 	for done < len(p) {
@@ -640,15 +642,35 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return done, nil
 }
 
+// smallChunk is the payload ReadFrom reads at first: a stream that only
+// ever carries small messages (a shell, a request and its answer) needs
+// no more.
+const smallChunk = 16<<10 - maxHeader
+
 // ReadFrom sends what it reads from src as binary frames, reading straight
-// into the frame buffer (header room in front) so a full read becomes a
-// 256 KiB frame with one copy fewer than Write. io.Copy uses it.
+// into the frame buffer (header room in front) so a read becomes a frame
+// with one copy fewer than Write. io.Copy uses it.
+//
+// It reads into a 16 KiB buffer of its own, and into a pooled 256 KiB one
+// only while reads fill the small one (bulk data): most streams never need
+// the large one, and a stream blocked in src.Read between bursts holds 16
+// KiB rather than 256, which is what a thousand open streams cost.
 func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
-	// A buffer of its own: reading src must not hold the write lock, or
+	// Buffers of its own: reading src must not hold the write lock, or
 	// pongs and Close would wait on src.
-	buf := make([]byte, maxFrame)
+	small := make([]byte, maxHeader+smallChunk)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			frameBufs.Put(big)
+		}
+	}()
 	var total int64
 	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
 		n, rerr := src.Read(buf[maxHeader:])
 		if n > 0 {
 			h := headerSize(n)
@@ -673,6 +695,13 @@ func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
 		}
 		if rerr != nil {
 			return total, rerr
+		}
+		switch {
+		case big == nil && n == smallChunk:
+			big = frameBufs.Get().(*[]byte)
+		case big != nil && n <= smallChunk:
+			frameBufs.Put(big)
+			big = nil
 		}
 	}
 }
