@@ -136,12 +136,19 @@ func (p *Proc) CPU() time.Duration {
 }
 
 // Build runs go build in modDir with extra build arguments and returns the
-// binary's path.
+// binary's path. Leading extra arguments of the form NAME=value are set in
+// go build's environment instead (CGO_ENABLED=0).
 func Build(ctx context.Context, modDir, out, pkg string, extra ...string) (string, error) {
+	var env []string
+	for len(extra) > 0 && !strings.HasPrefix(extra[0], "-") && strings.Contains(extra[0], "=") {
+		env = append(env, extra[0])
+		extra = extra[1:]
+	}
 	args := append([]string{"build", "-o", out}, extra...)
 	args = append(args, pkg)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}

@@ -34,10 +34,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/gobwas/ws"
 
+	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -93,8 +92,7 @@ type Options struct {
 	// KeepAlive is the MQTT keep-alive, 20 s by default, counted in whole
 	// seconds. With no traffic the client pings after KeepAlive and drops
 	// the link when no answer comes within min(KeepAlive, 10 s): by default
-	// a dead link is noticed about 30 s after it went quiet (35 s at worst,
-	// paho checks every 5 s), well before a load balancer's usual 60 s idle
+	// a dead link is noticed about 30 s after it went quiet, well before a load balancer's usual 60 s idle
 	// cut, and the pings keep such a balancer from cutting a healthy link.
 	// The hub drops a device it has not heard from in 1.5 × KeepAlive.
 	KeepAlive time.Duration
@@ -126,7 +124,10 @@ var errNotConnected = errors.New("device: not connected to the hub")
 const (
 	// requestQueue bounds the requests waiting for Accept: a caller that
 	// stops accepting gets its streams rejected, not an ever-growing heap.
-	requestQueue = 64
+	// Above the hub's default cap of 100 streams per device, so that a
+	// burst the hub admits at once is never rejected here for arriving
+	// faster than Accept is called.
+	requestQueue = 256
 	// connectTimeout bounds one connection attempt: dial, TLS, WebSocket
 	// upgrade, CONNECT/CONNACK and SUBSCRIBE/SUBACK.
 	connectTimeout = 30 * time.Second
@@ -157,6 +158,9 @@ type Client struct {
 	hubs      []hubTarget
 	mqttTLS   *tls.Config
 	bridgeTLS *tls.Config
+	// streams keeps the connections of ended streams for later ones
+	// (tether-stream.v2): a stream then costs no TLS handshake.
+	streams   *wsconn.Pool
 	keepAlive time.Duration
 	minB      time.Duration
 	maxB      time.Duration
@@ -173,12 +177,11 @@ type Client struct {
 	cur atomic.Pointer[session] // the live MQTT session; nil while down
 }
 
-// session is one MQTT connection; a reconnect makes a new one rather than
-// reusing the paho client, which paho warns is unsafe after Disconnect.
+// session is one MQTT connection; a reconnect makes a new one.
 type session struct {
-	mc       mqtt.Client
+	mc       *mqttConn
 	up       time.Time
-	lost     chan struct{} // closed when paho reports the connection lost
+	lost     chan struct{} // closed when the connection is lost
 	lostOnce sync.Once
 	lostErr  error // why; written before lost is closed
 }
@@ -213,6 +216,7 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 	c := &Client{
 		cs:        cs,
 		clientID:  cs.DeviceID,
+		streams:   wsconn.NewPool(),
 		transport: opts.Transport,
 		keepAlive: opts.KeepAlive,
 		minB:      opts.MinBackoff,
@@ -324,6 +328,7 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.cancel()
 		c.wg.Wait()
+		c.streams.Close()
 	})
 	return nil
 }
@@ -342,9 +347,9 @@ func (c *Client) keepUp(s *session) {
 		case <-c.ctx.Done():
 			c.cur.Store(nil)
 			c.rejectQueued(s)
-			// 250 ms lets paho send DISCONNECT, so the hub marks the
+			// 250 ms lets DISCONNECT go out, so the hub marks the
 			// device offline at once instead of at keep-alive expiry.
-			s.mc.Disconnect(250)
+			s.mc.disconnect(250 * time.Millisecond)
 			return
 		case <-s.lost:
 		}
@@ -401,8 +406,7 @@ func (c *Client) rejectQueued(s *session) {
 		select {
 		case r := <-c.requests:
 			if r.answered.CompareAndSwap(false, true) {
-				t := s.mc.Publish(wire.ResponseTopic(400, r.RID), 0, false, []byte{})
-				t.WaitTimeout(time.Second)
+				s.mc.publish(context.Background(), wire.ResponseTopic(400, r.RID), time.Second)
 			}
 		default:
 			return
@@ -410,7 +414,7 @@ func (c *Client) rejectQueued(s *session) {
 	}
 }
 
-// connect makes one connection attempt: a fresh token, a fresh paho client,
+// connect makes one connection attempt: a fresh token, a fresh connection,
 // CONNECT and both subscriptions. ctx aborts the attempt, not the session.
 func (c *Client) connect(ctx context.Context) (*session, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
@@ -427,103 +431,71 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 	}
 	s := &session{lost: make(chan struct{})}
 
-	// paho reports a dial failure only as "network Error"; keep the real
-	// one, and the connection, so that ctx can abort the handshake.
-	var (
-		mu      sync.Mutex
-		dialErr error
-		conn    net.Conn
-	)
-	open := func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
-		nc, err := c.dialBroker(ctx)
-		mu.Lock()
-		defer mu.Unlock()
-		dialErr, conn = err, nc
-		return nc, err
-	}
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if conn != nil {
-			conn.Close()
+	nc, err := c.dialBroker(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("device: connecting to %s: %w", c.addr, ctx.Err())
 		}
+		return nil, dialError(c.addr, err)
+	}
+	// ctx aborts the handshake by closing the connection under it.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	mc, err := mqttConnect(ctx, nc, mqttOptions{
+		clientID:  c.clientID,
+		username:  c.username,
+		password:  password,
+		keepAlive: c.keepAlive,
+		// keep-alive + ping timeout bounds how long a dead link (a NAT or
+		// balancer that dropped it without a FIN) goes unnoticed: 30 s by
+		// default.
+		pingTimeout: min(10*time.Second, c.keepAlive),
+		onPublish:   c.onMessage,
+		onLost:      s.markLost,
 	})
-
-	o := mqtt.NewClientOptions()
-	o.AddBroker(brokerURL(c.transport, c.addr))
-	o.SetClientID(c.clientID)
-	o.SetUsername(c.username)
-	o.SetPassword(password)
-	o.SetCleanSession(true)
-	o.SetProtocolVersion(4) // explicit, or paho retries a refusal with 3.1
-	o.SetAutoReconnect(false)
-	o.SetConnectRetry(false)
-	o.SetKeepAlive(c.keepAlive)
-	// keep-alive + ping timeout bounds how long a dead link (a NAT or
-	// balancer that dropped it without a FIN) goes unnoticed: 30 s by
-	// default.
-	o.SetPingTimeout(min(10*time.Second, c.keepAlive))
-	o.SetWriteTimeout(answerTimeout)
-	o.SetConnectTimeout(connectTimeout)
-	o.SetCustomOpenConnectionFn(open)
-	o.SetDefaultPublishHandler(c.onMessage)
-	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { s.markLost(err) })
-	mc := mqtt.NewClient(o)
-	s.mc = mc
-
-	ct := mc.Connect()
-	<-ct.Done() // bounded: the AfterFunc closes the conn when ctx ends
-	if err := ct.Error(); err != nil {
+	if err != nil {
 		stop()
-		mu.Lock()
-		derr := dialErr
-		mu.Unlock()
+		nc.Close()
+		var refused connackError
 		switch {
 		case ctx.Err() != nil:
-			// Aborted or timed out: whatever paho saw is only a symptom.
+			// Aborted or timed out: what the read saw is only a symptom.
 			return nil, fmt.Errorf("device: connecting to %s: %w", c.addr, ctx.Err())
-		case derr != nil:
-			return nil, dialError(c.addr, derr)
+		case errors.As(err, &refused):
+			return nil, c.connackError(refused)
 		default:
-			return nil, c.connackError(ct, err)
+			return nil, fmt.Errorf("device: MQTT handshake with %s failed: %w", c.addr, err)
 		}
 	}
-	if !stop() {
-		// ctx ended just as CONNACK arrived; the conn is closed or closing.
-		mc.Disconnect(0)
-		return nil, fmt.Errorf("device: connecting to %s: %w", c.addr, ctx.Err())
-	}
+	s.mc = mc
 	s.up = time.Now()
 
 	// Subscribe after every connect: with a clean session the hub forgets
 	// subscriptions with the connection.
-	st := mc.SubscribeMultiple(map[string]byte{wire.TopicRequestFilter: 0, wire.TopicResponseFilter: 0}, nil)
-	select {
-	case <-st.Done():
-	case <-ctx.Done():
-		mc.Disconnect(0)
-		return nil, fmt.Errorf("device: subscribing to stream requests: %w", ctx.Err())
+	filters := []string{wire.TopicRequestFilter, wire.TopicResponseFilter}
+	codes, err := mc.subscribe(ctx, filters...)
+	if err == nil && len(codes) != len(filters) {
+		err = fmt.Errorf("SUBACK holds %d return codes for %d filters", len(codes), len(filters))
 	}
-	if err := st.Error(); err != nil {
-		mc.Disconnect(0)
-		return nil, fmt.Errorf("device: subscribing to stream requests: %w", err)
-	}
-	if tok, ok := st.(*mqtt.SubscribeToken); ok {
-		for filter, code := range tok.Result() {
+	if err == nil {
+		for i, code := range codes {
 			if code >= 0x80 {
-				mc.Disconnect(0)
-				return nil, fmt.Errorf("device: the hub refused the subscription to %s", filter)
+				err = fmt.Errorf("the hub refused the subscription to %s", filters[i])
+				break
 			}
 		}
 	}
-	return s, nil
-}
-
-func brokerURL(t Transport, addr string) string {
-	if t == WebSocket {
-		return addr
+	if err == nil && !stop() {
+		err = ctx.Err() // ctx ended just as SUBACK arrived; the conn is closed or closing
 	}
-	return "tls://" + addr
+	if err != nil {
+		stop()
+		mc.disconnect(0)
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("device: subscribing to stream requests: %w", err)
+	}
+	return s, nil
 }
 
 // dialBroker opens the network connection MQTT runs on.
@@ -557,30 +529,23 @@ func dialError(addr string, err error) error {
 	return fmt.Errorf("device: cannot reach the hub at %s: %w", addr, err)
 }
 
-func (c *Client) connackError(t mqtt.Token, err error) error {
-	rc := byte(packets.ErrNetworkError)
-	if ct, ok := t.(*mqtt.ConnectToken); ok {
-		rc = ct.ReturnCode()
-	}
-	switch rc {
-	case packets.ErrRefusedBadUsernameOrPassword, packets.ErrRefusedNotAuthorised:
+func (c *Client) connackError(err connackError) error {
+	switch err {
+	case connackBadCredentials, connackNotAuthorized:
 		cred := "its key"
 		if c.cs.X509 {
 			cred = "its certificate (subject CN = device ID, within its validity, its thumbprint or CA registered)"
 		}
 		return fmt.Errorf("%w: the hub at %s refused device %q (%v); check %s, and that it is registered and enabled",
 			ErrUnauthorized, c.cs.HostName, c.clientID, err, cred)
-	case packets.ErrNetworkError:
-		return fmt.Errorf("device: MQTT handshake with %s failed: %w", c.addr, err)
 	default:
 		return fmt.Errorf("device: the hub at %s refused the connection: %w", c.addr, err)
 	}
 }
 
-// onMessage runs on paho's router goroutine, one message at a time, so it
-// must not block for long: it parses and queues.
-func (c *Client) onMessage(_ mqtt.Client, m mqtt.Message) {
-	topic := m.Topic()
+// onMessage runs on the connection's reader goroutine, one message at a
+// time, so it must not block for long: it parses and queues.
+func (c *Client) onMessage(topic string) {
 	// Topics are logged only up to the "?": the query holds the $auth token.
 	path, _, _ := strings.Cut(topic, "?")
 	if !strings.HasPrefix(topic, "$iothub/streams/POST/") {
@@ -613,11 +578,5 @@ func (c *Client) answer(ctx context.Context, status int, rid string) error {
 	if s == nil || s.isLost() {
 		return errNotConnected
 	}
-	t := s.mc.Publish(wire.ResponseTopic(status, rid), 0, false, []byte{})
-	select {
-	case <-t.Done():
-		return t.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return s.mc.publish(ctx, wire.ResponseTopic(status, rid), answerTimeout)
 }

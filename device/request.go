@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
-
-	"github.com/tether-io/tether/internal/wsconn"
 )
 
 // Request is a stream request from the hub: a service wants a tunnel named
@@ -41,7 +39,7 @@ func (r *Request) Accept(ctx context.Context) (net.Conn, error) {
 	}
 	ch := make(chan dialed, 1)
 	go func() {
-		conn, err := wsconn.Dial(ctx, r.URL, r.token, r.c.bridgeTLS)
+		conn, err := r.c.streams.Dial(ctx, r.URL, r.token, r.c.bridgeTLS)
 		ch <- dialed{conn, err}
 	}()
 

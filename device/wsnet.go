@@ -39,7 +39,7 @@ type wsNetConn struct {
 	ctrl  wsutil.FrameHandlerFunc
 	inMsg bool // r is positioned inside a data message
 
-	// wmu serialises whole frames: paho's writer and the pong or close
+	// wmu serialises whole frames: the MQTT writes and the pong or close
 	// answers sent from Read share the connection.
 	wmu  sync.Mutex
 	wbuf bytes.Buffer

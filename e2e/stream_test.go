@@ -623,3 +623,51 @@ func TestDeviceSeesOnlyItsOwnRequests(t *testing.T) {
 		t.Fatalf("device B received %q", name)
 	}
 }
+
+// TestStreamsReuseConnections: through the SDKs, streams opened one after
+// another travel over the same TLS connection on both sides once the
+// first ended (tether-stream.v2), so only the first pays a handshake; and
+// each still carries its own bytes.
+func TestStreamsReuseConnections(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
+	devAddrs := make(chan string, 8)
+	go func() {
+		for {
+			req, err := dc.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			conn, err := req.Accept(context.Background())
+			if err != nil {
+				t.Errorf("accept: %v", err)
+				return
+			}
+			devAddrs <- conn.LocalAddr().String()
+			io.Copy(conn, conn)
+			conn.Close()
+		}
+	}()
+	svc := h.service(t)
+	var svcAddr, devAddr string
+	for i := range 4 {
+		conn, err := svc.OpenStream(context.Background(), "dev1", "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("stream %d", i)
+		conn.Write([]byte(msg))
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(conn, got); err != nil || string(got) != msg {
+			t.Fatalf("stream %d echoed %q, %v", i, got, err)
+		}
+		conn.Close()
+		d := <-devAddrs
+		if i == 0 {
+			svcAddr, devAddr = conn.LocalAddr().String(), d
+		} else if conn.LocalAddr().String() != svcAddr || d != devAddr {
+			t.Fatalf("stream %d went over %s / %s, stream 0 over %s / %s: connections not reused",
+				i, conn.LocalAddr(), d, svcAddr, devAddr)
+		}
+	}
+}

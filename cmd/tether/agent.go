@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -140,6 +141,15 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	log.Info("agent running", "allow", cfg.Allow.String(), "transport", cfg.Transport, "keepalive", cfg.KeepAlive.String())
+	if cfg.CA == "" {
+		// Verifying the hub against the system roots parsed all of them,
+		// leaving about 1.5 MiB of garbage that no GC collects while the
+		// heap stays under the runtime's 4 MiB minimum goal: an idle agent
+		// would hold it for months. Collect it and hand the pages back once
+		// (0.4 MiB less RSS). With --ca the garbage is too small to pay
+		// for the GC's own metadata (0.3 MiB more), so it is left alone.
+		debug.FreeOSMemory()
+	}
 	a := &agent{client: c, allow: cfg.Allow, log: log}
 	a.run(ctx)
 	log.Info("agent stopped")

@@ -311,10 +311,13 @@ func (r *runner) build(ctx context.Context) error {
 		name, dir, pkg string
 		extra          []string
 	}
+	// The agent is built as docs/guide.md builds it for devices, without
+	// cgo: a static binary, with no libc mapped (1.3 MiB of RSS).
+	static := func(extra ...string) []string { return append([]string{"CGO_ENABLED=0"}, extra...) }
 	jobs := []job{
 		{"tetherd", r.cfg.src, "./cmd/tetherd", nil},
-		{"tether", r.cfg.src, "./cmd/tether", nil},
-		{"tether-stripped", r.cfg.src, "./cmd/tether", []string{"-ldflags=-s -w"}},
+		{"tether", r.cfg.src, "./cmd/tether", static()},
+		{"tether-stripped", r.cfg.src, "./cmd/tether", static("-ldflags=-s -w")},
 		{"tetherd-stripped", r.cfg.src, "./cmd/tetherd", []string{"-ldflags=-s -w"}},
 		{"benchrelay", r.mod, "./bench/cmd/benchrelay", nil},
 		{"benchflood", r.mod, "./bench/cmd/benchflood", nil},
@@ -333,7 +336,7 @@ func (r *runner) build(ctx context.Context) error {
 		}
 		jobs = append(jobs,
 			job{"tetherd-pprof", r.cfg.src, "./cmd/tetherd", []string{"-overlay=" + overlay}},
-			job{"tether-pprof", r.cfg.src, "./cmd/tether", []string{"-overlay=" + overlay}})
+			job{"tether-pprof", r.cfg.src, "./cmd/tether", static("-overlay=" + overlay)})
 	}
 	r.logf("building %d binaries from %s", len(jobs), r.cfg.src)
 	for _, j := range jobs {

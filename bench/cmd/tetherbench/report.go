@@ -383,7 +383,7 @@ machine is shared: bulk figures are the median of the rounds, latencies come fro
 (4) all streams opened first (32 at a time), then each ping-pongs 1 KiB for 10 s;
 (5) raw MQTT 3.1.1 devices (CONNECT + SUBSCRIBE, then idle) from 16 loopback source
 addresses to a fresh hub, RSS (VmRSS) growth ÷ N; the agent's VmRSS idle and its peak while relaying;
-(6) ` + "`go build -ldflags='-s -w' ./cmd/tether`" + `;
+(6) ` + "`CGO_ENABLED=0 go build -ldflags='-s -w' ./cmd/tether`" + ` (the agent, stripped or not, is built without cgo, as docs/guide.md builds it for devices);
 (7) authflood: a hub with its default limits, a fresh agent and forwarder; ` + fmt.Sprint(r.cfg.floodStreams) + ` streams through
 the forwarder ping-pong 1 KiB without pause, counted ` + r.cfg.floodQuiet.String() + ` before an attack, ` + r.cfg.floodAttack.String() + ` during it
 and ` + r.cfg.floodQuiet.String() + ` after it, on the same streams; the attack (` + "`bench/cmd/benchflood`" + `, its own process)
