@@ -145,7 +145,7 @@ func needTools(t *testing.T, names ...string) map[string]string {
 		paths[n] = p
 	}
 	if len(missing) > 0 {
-		msg := "missing " + strings.Join(missing, ", ") + " (install openssh-server and openssh-client)"
+		msg := "missing " + strings.Join(missing, ", ") + " (.ci/run installs it: openssh-server, openssh-client, nginx-light)"
 		if os.Getenv("TETHER_E2E_REQUIRE") == "1" {
 			t.Fatal(msg + "; TETHER_E2E_REQUIRE=1 forbids skipping")
 		}

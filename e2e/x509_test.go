@@ -75,18 +75,25 @@ func serial(t *testing.T) *big.Int {
 // adds intermediates after the leaf, as a device sends them.
 func deviceCert(t *testing.T, cn string, ca *testCA, notBefore, notAfter time.Time, chain ...*testCA) tls.Certificate {
 	t.Helper()
+	return issueCert(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, ca, chain...)
+}
+
+// issueCert makes a certificate from tmpl (its serial number filled in)
+// with a new P-256 key, signed by ca (self-signed when ca is nil); chain
+// adds intermediates after the leaf.
+func issueCert(t *testing.T, tmpl *x509.Certificate, ca *testCA, chain ...*testCA) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
+	tmpl.SerialNumber = serial(t)
 	signer, signerKey := tmpl, any(key)
 	if ca != nil {
 		signer, signerKey = ca.cert, ca.key
