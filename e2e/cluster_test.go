@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
@@ -59,7 +60,8 @@ func freePortOn(t *testing.T, ip string) string {
 }
 
 // newClusterNodes lays out count nodes. With natsURL empty they cluster
-// their embedded NATS servers; otherwise they share that external NATS.
+// their embedded NATS servers, routes in mutual TLS as docs/cluster.md
+// advises; otherwise they share that external NATS.
 // The connection strings of devices name node 1, so every node accepts
 // node 1's name in tokens (--hostname own,node1), as every node of a real
 // cluster accepts the shared name behind its load balancer.
@@ -72,6 +74,15 @@ func newClusterNodes(t *testing.T, count int, natsURL string) []*clusterNode {
 		nodes[i] = &clusterNode{n: i + 1, ip: ip, dir: filepath.Join(root, fmt.Sprintf("node%d", i+1)), httpAddr: freePortOn(t, ip)}
 		if natsURL == "" {
 			nodes[i].route = freePortOn(t, ip)
+		}
+	}
+	var routeCA *testCA
+	var routeCAFile string
+	if natsURL == "" {
+		routeCA = newTestCA(t, "Tether e2e route CA", nil)
+		routeCAFile = filepath.Join(root, "route-ca.pem")
+		if err := os.WriteFile(routeCAFile, []byte(routeCA.pem), 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
 	for _, n := range nodes {
@@ -91,7 +102,16 @@ func newClusterNodes(t *testing.T, count int, natsURL string) []*clusterNode {
 				peers = append(peers, o.route)
 			}
 		}
-		n.args = append(n.args, "--cluster-name", "e2e", "--cluster-listen", n.route, "--cluster-peers", strings.Join(peers, ","))
+		cert, key := writeCertFiles(t, issueCert(t, &x509.Certificate{
+			Subject:     pkix.Name{CommonName: fmt.Sprintf("n%d", n.n)},
+			IPAddresses: []net.IP{net.ParseIP(n.ip)},
+			NotBefore:   time.Now().Add(-time.Hour),
+			NotAfter:    time.Now().Add(24 * time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		}, routeCA))
+		n.args = append(n.args, "--cluster-name", "e2e", "--cluster-listen", n.route, "--cluster-peers", strings.Join(peers, ","),
+			"--cluster-tls-cert", cert, "--cluster-tls-key", key, "--cluster-tls-ca", routeCAFile)
 	}
 	return nodes
 }

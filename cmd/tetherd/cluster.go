@@ -21,13 +21,15 @@ import (
 
 // clusterConfig holds the flags of running several nodes as one hub.
 type clusterConfig struct {
-	nodeName     string
-	name         string // --cluster-name: embedded NATS clustering on
-	listen       string
-	peers        []string
-	secret       string
-	replicas     int
-	drainTimeout time.Duration
+	nodeName string
+	name     string // --cluster-name: embedded NATS clustering on
+	listen   string
+	peers    []string
+	secret   string
+	// Route TLS (--cluster-tls-*): all three or none.
+	tlsCert, tlsKey, tlsCA string
+	replicas               int
+	drainTimeout           time.Duration
 }
 
 // addClusterFlags registers the clustering and drain flags on fs. The
@@ -43,6 +45,9 @@ func addClusterFlags(fs *flag.FlagSet, c *clusterConfig) (finish func() error, e
 	})
 	// No flag default from the environment: the help would print it.
 	fs.StringVar(&c.secret, "cluster-secret", "", "shared secret a node must present to join the cluster; prefer env TETHER_CLUSTER_SECRET")
+	fs.StringVar(&c.tlsCert, "cluster-tls-cert", env("TETHER_CLUSTER_TLS_CERT", ""), "this node's route certificate (PEM; serverAuth and clientAuth, valid for the address the peers dial): routes in mutual TLS, with --cluster-tls-key and --cluster-tls-ca (env TETHER_CLUSTER_TLS_CERT)")
+	fs.StringVar(&c.tlsKey, "cluster-tls-key", env("TETHER_CLUSTER_TLS_KEY", ""), "key of --cluster-tls-cert (PEM) (env TETHER_CLUSTER_TLS_KEY)")
+	fs.StringVar(&c.tlsCA, "cluster-tls-ca", env("TETHER_CLUSTER_TLS_CA", ""), "CA that signs every node's route certificate (PEM); peers with others are refused (env TETHER_CLUSTER_TLS_CA)")
 	replicas := env("TETHER_REPLICAS", "0")
 	fs.Func("replicas", "replicas of the registry and stream logs when first created: 0 picks 3 with three or more nodes, else 1 (env TETHER_REPLICAS)", func(v string) error {
 		replicas = v
@@ -77,9 +82,16 @@ func (c *clusterConfig) validate(natsURL string) error {
 	if c.drainTimeout < 0 {
 		return errors.New("--drain-timeout must not be negative")
 	}
+	tlsGiven := c.tlsCert != "" || c.tlsKey != "" || c.tlsCA != ""
+	if tlsGiven && (c.tlsCert == "" || c.tlsKey == "" || c.tlsCA == "") {
+		return errors.New("--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together")
+	}
 	if c.name == "" {
 		if len(c.peers) > 0 {
 			return errors.New("--cluster-peers needs --cluster-name")
+		}
+		if tlsGiven {
+			return errors.New("--cluster-tls-* secure the routes between nodes: they need --cluster-name")
 		}
 		return nil
 	}
@@ -103,9 +115,10 @@ func (c *clusterConfig) validate(natsURL string) error {
 	return nil
 }
 
-// clusterOptions are the cluster.Options of a tetherd run.
-func clusterOptions(c *config, log *slog.Logger) cluster.Options {
-	return cluster.Options{
+// clusterOptions are the cluster.Options of a tetherd run. It loads the
+// route certificates, and warns when a cluster's routes go in the clear.
+func clusterOptions(c *config, log *slog.Logger) (cluster.Options, error) {
+	o := cluster.Options{
 		DataDir:       c.data,
 		URL:           c.natsURL,
 		Name:          c.cluster.nodeName,
@@ -116,6 +129,17 @@ func clusterOptions(c *config, log *slog.Logger) cluster.Options {
 		ClusterSecret: c.cluster.secret,
 		Replicas:      c.cluster.replicas,
 	}
+	switch {
+	case c.cluster.tlsCert != "":
+		conf, err := cluster.RouteTLS(c.cluster.tlsCert, c.cluster.tlsKey, c.cluster.tlsCA)
+		if err != nil {
+			return o, err
+		}
+		o.ClusterTLS = conf
+	case c.cluster.name != "":
+		log.Warn("routes between nodes are not encrypted: they carry stream tokens and device records in the clear; keep --cluster-listen on a private network, or give --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca")
+	}
+	return o, nil
 }
 
 // startTimeout bounds start-up until the hub serves. A clustered node

@@ -219,7 +219,11 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout(c))
 	defer cancel()
-	cl, err := cluster.Start(startCtx, clusterOptions(c, log.With("part", "cluster")))
+	copts, err := clusterOptions(c, log.With("part", "cluster"))
+	if err != nil {
+		return err
+	}
+	cl, err := cluster.Start(startCtx, copts)
 	if err != nil {
 		return fmt.Errorf("starting NATS: %w", err)
 	}

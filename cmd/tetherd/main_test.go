@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,5 +59,44 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 	if _, err := parseFlags([]string{"--tls-cert", "x"}, os.Stderr); err == nil {
 		t.Fatal("--tls-cert without --tls-key accepted")
+	}
+}
+
+func TestParseFlagsClusterTLS(t *testing.T) {
+	for _, k := range []string{"TETHER_CLUSTER_NAME", "TETHER_CLUSTER_PEERS", "TETHER_CLUSTER_TLS_CERT", "TETHER_CLUSTER_TLS_KEY", "TETHER_CLUSTER_TLS_CA", "TETHER_NATS"} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	t.Setenv("TETHER_CLUSTER_SECRET", "s")
+	cluster := []string{"--cluster-name", "c", "--cluster-listen", "10.0.0.1:6222", "--cluster-peers", "10.0.0.2:6222"}
+	all := []string{"--cluster-tls-cert", "n.pem", "--cluster-tls-key", "n-key.pem", "--cluster-tls-ca", "ca.pem"}
+	c, err := parseFlags(append(cluster, all...), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cluster.tlsCert != "n.pem" || c.cluster.tlsKey != "n-key.pem" || c.cluster.tlsCA != "ca.pem" {
+		t.Fatalf("route TLS flags: %+v", c.cluster)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{append(cluster, all[:4]...), "go together"},
+		{append(cluster, all[2:]...), "go together"},
+		{all, "need --cluster-name"},
+	} {
+		if _, err := parseFlags(tc.args, os.Stderr); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+
+	// The files are read when the node starts: a missing one is a clear
+	// error naming it.
+	c, err = parseFlags(append(cluster, all...), os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clusterOptions(c, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "n.pem") {
+		t.Errorf("clusterOptions with missing route certificate files: %v", err)
 	}
 }

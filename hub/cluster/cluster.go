@@ -17,6 +17,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -62,6 +63,11 @@ type Options struct {
 	// ClusterSecret authorizes routes: a server that does not present it
 	// cannot join. Required with ClusterName.
 	ClusterSecret string
+	// ClusterTLS, when set, puts every route in mutual TLS (see RouteTLS):
+	// a node then presents its certificate and accepts only peers whose
+	// certificates its CA signed. Nil: routes are plain TCP, which carry
+	// stream tokens and registry records in the clear.
+	ClusterTLS *tls.Config
 
 	// Replicas of the hub's JetStream buckets and streams when they are
 	// first created; 0 picks by cluster size (see Replicas).

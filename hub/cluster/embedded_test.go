@@ -3,9 +3,19 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,7 +39,8 @@ func freeAddr(t *testing.T) string {
 // startTrio starts three embedded servers joined as one cluster, each
 // given every route address (its own included, as an operator would copy
 // one list to every node), and returns once all three answer JetStream.
-func startTrio(t *testing.T, ctx context.Context) []*Cluster {
+// routeTLS, when not nil, gives node i's Options.ClusterTLS.
+func startTrio(t *testing.T, ctx context.Context, routeTLS func(i int) *tls.Config) []*Cluster {
 	t.Helper()
 	routes := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
 	out := make([]*Cluster, 3)
@@ -44,6 +55,7 @@ func startTrio(t *testing.T, ctx context.Context) []*Cluster {
 				ClusterListen: routes[i],
 				ClusterPeers:  routes,
 				ClusterSecret: "s3cret",
+				ClusterTLS:    tlsFor(routeTLS, i),
 				Logger:        testLogger(t),
 			})
 		})
@@ -60,9 +72,32 @@ func startTrio(t *testing.T, ctx context.Context) []*Cluster {
 	return out
 }
 
+func tlsFor(f func(int) *tls.Config, i int) *tls.Config {
+	if f == nil {
+		return nil
+	}
+	return f(i)
+}
+
 func TestEmbeddedCluster(t *testing.T) {
+	t.Run("plain routes", func(t *testing.T) { testTrio(t, nil) })
+	t.Run("mutual TLS routes", func(t *testing.T) {
+		pki := newRoutePKI(t)
+		testTrio(t, func(i int) *tls.Config {
+			conf, err := RouteTLS(pki.node(t, fmt.Sprintf("n%d", i+1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return conf
+		})
+	})
+}
+
+// testTrio checks that three nodes form one JetStream cluster and route
+// plain NATS messages.
+func testTrio(t *testing.T, routeTLS func(int) *tls.Config) {
 	ctx := ctxTimeout(t, 90*time.Second)
-	nodes := startTrio(t, ctx)
+	nodes := startTrio(t, ctx, routeTLS)
 	for i, c := range nodes {
 		if got := c.Replicas(); got != 3 {
 			t.Errorf("node %d: Replicas() = %d, want 3", i+1, got)
@@ -124,14 +159,13 @@ func TestEmbeddedCluster(t *testing.T) {
 	}
 }
 
-// TestRouteNeedsSecret speaks the route protocol to a clustered node with
-// a wrong password and expects to be refused.
-func TestRouteNeedsSecret(t *testing.T) {
-	ctx := ctxTimeout(t, 30*time.Second)
+// lonelyRoute starts a one-node "cluster" whose peer is absent, enough to
+// open the route port, and returns a connection to that port. Start waits
+// for JetStream, which needs a quorum, so it runs in the background until
+// the test ends.
+func lonelyRoute(t *testing.T, ctx context.Context, secret string, routeTLS *tls.Config) net.Conn {
+	t.Helper()
 	route := freeAddr(t)
-	// A one-node "cluster" whose peer is absent: enough to open the route
-	// port; Start waits for JetStream, which needs a quorum, so run it in
-	// the background and stop it with ctx.
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	var c *Cluster
@@ -139,17 +173,16 @@ func TestRouteNeedsSecret(t *testing.T) {
 		defer close(done)
 		c, _ = Start(sctx, Options{
 			DataDir: t.TempDir(), Name: "lonely", ClusterName: "c", ClusterListen: route,
-			ClusterPeers: []string{freeAddr(t)}, ClusterSecret: "right",
+			ClusterPeers: []string{freeAddr(t)}, ClusterSecret: secret, ClusterTLS: routeTLS,
 		})
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
 		if c != nil {
 			c.Close()
 		}
-	}()
-
+	})
 	var conn net.Conn
 	err := Retry(ctx, nil, "dial the route port", func(ctx context.Context) error {
 		var err error
@@ -160,7 +193,15 @@ func TestRouteNeedsSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// TestRouteNeedsSecret speaks the route protocol to a clustered node with
+// a wrong password and expects to be refused.
+func TestRouteNeedsSecret(t *testing.T) {
+	ctx := ctxTimeout(t, 30*time.Second)
+	conn := lonelyRoute(t, ctx, "right", nil)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReader(conn)
 	info, err := r.ReadString('\n')
@@ -207,5 +248,155 @@ func TestPeersAndReplicas(t *testing.T) {
 	}
 	if got := replicas(Options{}, nil); got != 1 {
 		t.Errorf("replicas of one node = %d", got)
+	}
+}
+
+// routePKI is a CA for route certificates, made up for a test.
+type routePKI struct {
+	dir    string
+	ca     *x509.Certificate
+	key    *ecdsa.PrivateKey
+	caFile string
+}
+
+func newRoutePKI(t *testing.T) *routePKI {
+	t.Helper()
+	p := &routePKI{dir: t.TempDir()}
+	p.key = newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "Tether test route CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ca, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	p.caFile = writePEM(t, p.dir, "ca.pem", "CERTIFICATE", der)
+	return p
+}
+
+// node issues a route certificate for 127.0.0.1 named name, with
+// serverAuth and clientAuth (eku overrides them), and returns the files
+// RouteTLS takes.
+func (p *routePKI) node(t *testing.T, name string, eku ...x509.ExtKeyUsage) (certFile, keyFile, caFile string) {
+	t.Helper()
+	if eku == nil {
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	}
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: name},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  eku,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writePEM(t, p.dir, name+".pem", "CERTIFICATE", der), writePEM(t, p.dir, name+"-key.pem", "PRIVATE KEY", keyDER), p.caFile
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
+	t.Helper()
+	f := filepath.Join(dir, name)
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestRouteNeedsNodeCertificate opens a TLS route to a node whose routes
+// are in mutual TLS: without a certificate, or with one another CA
+// signed, the node ends the handshake before a word of the route
+// protocol (its INFO, which a route's TLS precedes).
+func TestRouteNeedsNodeCertificate(t *testing.T) {
+	ctx := ctxTimeout(t, 30*time.Second)
+	pki := newRoutePKI(t)
+	conf, err := RouteTLS(pki.node(t, "lonely"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := RouteTLS(newRoutePKI(t).node(t, "stranger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		certs []tls.Certificate
+	}{
+		{"no certificate", nil},
+		{"a certificate of another CA", stranger.Certificates},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := lonelyRoute(t, ctx, "s3cret", conf)
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			// With TLS on, a route starts with the handshake.
+			tc := tls.Client(conn, &tls.Config{RootCAs: conf.RootCAs, ServerName: "127.0.0.1", Certificates: tc.certs, MinVersion: tls.VersionTLS13})
+			err = tc.Handshake()
+			if err == nil {
+				// TLS 1.3: the server judges the client's certificate
+				// after the client's side of the handshake is done; its
+				// verdict is the next thing to read.
+				_, err = tc.Read(make([]byte, 1))
+			}
+			var ne net.Error
+			if err == nil || errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("a route without a node certificate was not refused: %v", err)
+			}
+			if !strings.Contains(err.Error(), "certificate") {
+				t.Fatalf("refused, but not for its certificate: %v", err)
+			}
+		})
+	}
+}
+
+func TestRouteTLSFiles(t *testing.T) {
+	pki := newRoutePKI(t)
+	cert, key, ca := pki.node(t, "n1")
+	if _, err := RouteTLS(cert, key, ca); err != nil {
+		t.Fatalf("RouteTLS: %v", err)
+	}
+	serverOnly, serverOnlyKey, _ := pki.node(t, "server-only", x509.ExtKeyUsageServerAuth)
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, cert, key, ca, want string
+	}{
+		{"missing certificate", filepath.Join(t.TempDir(), "none.pem"), key, ca, "route certificate"},
+		{"key of another certificate", cert, serverOnlyKey, ca, "route certificate"},
+		{"serverAuth only", serverOnly, serverOnlyKey, ca, "clientAuth"},
+		{"missing CA", cert, key, filepath.Join(t.TempDir(), "none.pem"), "route CA"},
+		{"CA file without a certificate", cert, key, notPEM, "no PEM certificate"},
+	} {
+		if _, err := RouteTLS(tc.cert, tc.key, tc.ca); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: RouteTLS error %v, want one saying %q", tc.name, err, tc.want)
+		}
 	}
 }
