@@ -130,7 +130,7 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		Server:   srv,
 		Registry: reg,
 		cluster:  cl,
-		http:     &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: srv.Limits().MaxHeaderBytes},
+		http:     &http.Server{Handler: srv, ReadHeaderTimeout: srv.Limits().HeaderTimeout, MaxHeaderBytes: srv.Limits().MaxHeaderBytes},
 		mqttLn:   mqttLn,
 	}
 	go h.http.Serve(httpLn)

@@ -203,10 +203,17 @@ func TestSlowTLSHandshakeIsCut(t *testing.T) {
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
 	serveEcho(t, dc)
 	streamWorks(t, h, "dev1", "while others are slow")
-	for i, c := range slow {
-		closedWithin(t, c, hostileWait, fmt.Sprintf("slow handshake %d", i))
+	cutAfter(t, slow, start, limit, "slow handshake")
+}
+
+// cutAfter checks that the hub closes every one of conns, not before
+// about limit has passed since start.
+func cutAfter(t *testing.T, conns []net.Conn, start time.Time, limit time.Duration, what string) {
+	t.Helper()
+	for i, c := range conns {
+		closedWithin(t, c, hostileWait, fmt.Sprintf("%s %d", what, i))
 		if d := time.Since(start); d < limit/2 {
-			t.Fatalf("slow handshake %d cut after %v, before the limit", i, d)
+			t.Fatalf("%s %d cut after %v, before the limit", what, i, d)
 		}
 	}
 }
@@ -739,4 +746,27 @@ func expectClose(t *testing.T, c net.Conn, br *bufio.Reader, code ws.StatusCode)
 	if got, _ := ws.ParseCloseFrameData(f.Payload); got != code {
 		t.Fatalf("close %d, want %d", got, code)
 	}
+}
+
+// TestSlowHTTPHeaderIsCut: a client that finishes its TLS handshake and
+// then sends a request's header a piece at a time (slowloris) is cut when
+// the header limit ends, while REST calls and streams go on meanwhile.
+func TestSlowHTTPHeaderIsCut(t *testing.T) {
+	const limit = 500 * time.Millisecond
+	h := startHub(t, hubOptions{limits: hub.Limits{HeaderTimeout: limit}})
+	var slow []net.Conn
+	for _, first := range []string{"", "GET /healthz HTTP/1.1\r\nHost: hub\r\n"} {
+		c, err := tls.Dial("tcp", h.Addr, h.TLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, first)
+		slow = append(slow, c)
+	}
+	start := time.Now()
+	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
+	serveEcho(t, dc)
+	streamWorks(t, h, "dev1", "while others send their headers slowly")
+	cutAfter(t, slow, start, limit, "slow header")
 }

@@ -68,6 +68,11 @@ type Limits struct {
 	// TLSHandshakeTimeout bounds the TLS handshake on the listeners
 	// TLSListener wraps. (The MQTT CONNECT has its own 20 s bound.)
 	TLSHandshakeTimeout time.Duration
+	// HeaderTimeout bounds the time a client has to send a request's
+	// header once its connection is up, so that one sending a byte now and
+	// then (slowloris) holds nothing for long. The binary sets it as its
+	// http.Server's ReadHeaderTimeout; -1 there means none.
+	HeaderTimeout time.Duration
 
 	// AuthFailures is how many failed authentications (REST or MQTT) a
 	// source may make in a row before it is refused, for 1 s, then twice
@@ -93,6 +98,7 @@ func DefaultLimits() Limits {
 		MaxMessageBytes:       16 << 20,
 		StreamIdleTimeout:     0, // off
 		TLSHandshakeTimeout:   10 * time.Second,
+		HeaderTimeout:         10 * time.Second,
 		AuthFailures:          10,
 		AuthBackoffMax:        time.Minute,
 	}
@@ -125,6 +131,7 @@ func (l Limits) resolve() Limits {
 		l.StreamIdleTimeout = 0
 	}
 	l.TLSHandshakeTimeout = time.Duration(pick(float64(l.TLSHandshakeTimeout), float64(d.TLSHandshakeTimeout)))
+	l.HeaderTimeout = time.Duration(pick(float64(l.HeaderTimeout), float64(d.HeaderTimeout)))
 	l.AuthFailures = int(pick(float64(l.AuthFailures), float64(d.AuthFailures)))
 	l.AuthBackoffMax = time.Duration(pick(float64(l.AuthBackoffMax), float64(d.AuthBackoffMax)))
 	return l

@@ -66,6 +66,7 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (finish func() error) {
 	intFlag(&messageBytes, "max-message-bytes", "TETHER_MAX_MESSAGE_BYTES", int(d.MaxMessageBytes), "bytes of a WebSocket message on a stream (close 1009 past it)")
 	durFlag(&l.StreamIdleTimeout, "stream-idle-timeout", "TETHER_STREAM_IDLE_TIMEOUT", d.StreamIdleTimeout, "end a stream with no data either way for this long; 0: never")
 	durFlag(&l.TLSHandshakeTimeout, "tls-handshake-timeout", "TETHER_TLS_HANDSHAKE_TIMEOUT", d.TLSHandshakeTimeout, "time a client has to finish its TLS handshake; 0 turns it off")
+	durFlag(&l.HeaderTimeout, "header-timeout", "TETHER_HEADER_TIMEOUT", d.HeaderTimeout, "time a client has to send an HTTP request's header; 0 turns it off")
 	intFlag(&l.AuthFailures, "auth-failures", "TETHER_AUTH_FAILURES", d.AuthFailures, "failed logins from one address before it is refused for a growing while")
 	durFlag(&l.AuthBackoffMax, "auth-backoff-max", "TETHER_AUTH_BACKOFF_MAX", d.AuthBackoffMax, "longest refusal after failed logins; 0: the default")
 	return func() error {
@@ -103,6 +104,9 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (finish func() error) {
 		}
 		if l.TLSHandshakeTimeout <= 0 {
 			l.TLSHandshakeTimeout = -1
+		}
+		if l.HeaderTimeout <= 0 {
+			l.HeaderTimeout = -1
 		}
 		return nil
 	}

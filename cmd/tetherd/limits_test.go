@@ -22,13 +22,14 @@ func TestLimitFlags(t *testing.T) {
 	t.Setenv("TETHER_STREAM_RATE", "2.5")
 	t.Setenv("TETHER_STREAM_IDLE_TIMEOUT", "5m")
 	t.Setenv("TETHER_MAX_BODY_BYTES", "1000")
-	c, err = parseFlags([]string{"--max-body-bytes", "2000", "--mqtt-conns-per-source", "0", "--tls-handshake-timeout", "3s"}, io.Discard)
+	c, err = parseFlags([]string{"--max-body-bytes", "2000", "--mqtt-conns-per-source", "0", "--tls-handshake-timeout", "3s", "--header-timeout", "0"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := c.limits
 	if l.StreamsPerDevice != 7 || l.StreamRate != 2.5 || l.StreamIdleTimeout != 5*time.Minute ||
-		l.MaxBodyBytes != 2000 || l.MQTTConnsPerSource != -1 || l.TLSHandshakeTimeout != 3*time.Second {
+		l.MaxBodyBytes != 2000 || l.MQTTConnsPerSource != -1 || l.TLSHandshakeTimeout != 3*time.Second ||
+		l.HeaderTimeout != -1 {
 		t.Fatalf("limits %+v", l)
 	}
 	t.Setenv("TETHER_MAX_STREAMS", "lots")

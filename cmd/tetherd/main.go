@@ -263,7 +263,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	hs := &http.Server{
 		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: srv.Limits().HeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    srv.Limits().MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelDebug),
