@@ -145,6 +145,7 @@ type Broker struct {
 	log            *slog.Logger
 	srv            *mqtt.Server
 	connectTimeout time.Duration // the constant, but tests shorten it
+	writeTimeout   time.Duration // the constant, but tests shorten it
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -224,6 +225,7 @@ func New(opts Options) (*Broker, error) {
 		opts:           opts,
 		log:            log,
 		connectTimeout: connectTimeout,
+		writeTimeout:   writeTimeout,
 		ctx:            ctx,
 		cancel:         cancel,
 		closeDone:      make(chan struct{}),
@@ -484,7 +486,7 @@ func (b *Broker) RequestStream(ctx context.Context, clientID string, req wire.St
 // write writes pk to the session's client, dropping the device if the
 // write stalls.
 func (b *Broker) write(s *session, pk packets.Packet) error {
-	t := time.AfterFunc(writeTimeout, func() {
+	t := time.AfterFunc(b.writeTimeout, func() {
 		b.log.Warn("device not reading; disconnecting it", "client", s.id)
 		s.cl.Stop(errWriteTimeout)
 	})

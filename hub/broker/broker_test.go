@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/goleak"
 
 	"github.com/tether-io/tether/wire"
@@ -600,5 +603,62 @@ func TestNewValidates(t *testing.T) {
 	defer b.Close()
 	if got := b.srv.Options.Capabilities.MaximumClientWritesPending; got != 64 {
 		t.Errorf("MaximumClientWritesPending = %d, want 64", got)
+	}
+}
+
+// TestDeviceNotReadingIsDropped: a device that subscribed and then stopped
+// reading (here over a pipe with no buffer, so the hub's first write to it
+// blocks) is dropped once a stream request has waited the write timeout
+// to reach it; the request fails as for a device gone, and another device
+// gets its requests meanwhile.
+func TestDeviceNotReadingIsDropped(t *testing.T) {
+	h := startHub(t)
+	h.b.writeTimeout = 300 * time.Millisecond
+	a := h.dial(t, "devA", dialOpts{})
+	h.ev.next(t, "connect devA")
+
+	c, code := rawConnectConn(t, h.b, "devB")
+	if code != 0 {
+		t.Fatalf("CONNACK %d", code)
+	}
+	h.ev.next(t, "connect devB")
+	sub := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     packets.Subscriptions{{Filter: "$iothub/streams/POST/#"}},
+	}
+	var buf bytes.Buffer
+	if err := sub.SubscribeEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatalf("write SUBSCRIBE: %v", err)
+	}
+	ack := make([]byte, 5)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x90 || ack[4] != 0 {
+		t.Fatalf("SUBACK % x, %v", ack, err)
+	}
+	// devB reads nothing from here on.
+
+	start := time.Now()
+	stuck := request(context.Background(), h.b, "devB", streamReq("ssh"))
+	req := streamReq("web")
+	ok := request(context.Background(), h.b, "devA", req)
+	rid := checkRequest(t, a.nextRequest(t), req)
+	a.publish(t, wire.ResponseTopic(200, rid), 0)
+	if r := waitResult(t, ok); r.err != nil || r.status != 200 {
+		t.Fatalf("devA's request while devB is stuck: %d, %v", r.status, r.err)
+	}
+
+	h.ev.next(t, "disconnect devB")
+	r := waitResult(t, stuck)
+	if !errors.Is(r.err, ErrNotConnected) {
+		t.Fatalf("request to a device that does not read: %d, %v; want ErrNotConnected", r.status, r.err)
+	}
+	if d := time.Since(start); d < h.b.writeTimeout/2 {
+		t.Fatalf("dropped after %v, before the write timeout", d)
+	}
+	if h.b.Connected("devB") {
+		t.Fatal("devB still connected")
 	}
 }

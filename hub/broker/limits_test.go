@@ -20,6 +20,13 @@ import (
 // open until the test ends.
 func rawConnect(t *testing.T, b *Broker, clientID string) byte {
 	t.Helper()
+	_, code := rawConnectConn(t, b, clientID)
+	return code
+}
+
+// rawConnectConn is rawConnect that also returns the client's end.
+func rawConnectConn(t *testing.T, b *Broker, clientID string) (net.Conn, byte) {
+	t.Helper()
 	c := pipeConn(t, b)
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
@@ -50,7 +57,7 @@ func rawConnect(t *testing.T, b *Broker, clientID string) byte {
 	if ack[0] != 0x20 {
 		t.Fatalf("got packet %#x, want CONNACK", ack[0])
 	}
-	return ack[3]
+	return c, ack[3]
 }
 
 // pipeConn serves one connection from the source "pipe" and returns the
