@@ -28,8 +28,10 @@ type clusterConfig struct {
 	secret   string
 	// Route TLS (--cluster-tls-*): all three or none.
 	tlsCert, tlsKey, tlsCA string
-	replicas               int
-	drainTimeout           time.Duration
+	// TLS to an external NATS (--nats-ca, --nats-cert, --nats-key).
+	natsCA, natsCert, natsKey string
+	replicas                  int
+	drainTimeout              time.Duration
 }
 
 // addClusterFlags registers the clustering and drain flags on fs. The
@@ -48,6 +50,9 @@ func addClusterFlags(fs *flag.FlagSet, c *clusterConfig) (finish func() error, e
 	fs.StringVar(&c.tlsCert, "cluster-tls-cert", env("TETHER_CLUSTER_TLS_CERT", ""), "this node's route certificate (PEM; serverAuth and clientAuth, valid for the address the peers dial): routes in mutual TLS, with --cluster-tls-key and --cluster-tls-ca (env TETHER_CLUSTER_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "cluster-tls-key", env("TETHER_CLUSTER_TLS_KEY", ""), "key of --cluster-tls-cert (PEM) (env TETHER_CLUSTER_TLS_KEY)")
 	fs.StringVar(&c.tlsCA, "cluster-tls-ca", env("TETHER_CLUSTER_TLS_CA", ""), "CA that signs every node's route certificate (PEM); peers with others are refused (env TETHER_CLUSTER_TLS_CA)")
+	fs.StringVar(&c.natsCA, "nats-ca", env("TETHER_NATS_CA", ""), "CA of the --nats servers' certificates (PEM), when not in the system's roots; use tls:// URLs (env TETHER_NATS_CA)")
+	fs.StringVar(&c.natsCert, "nats-cert", env("TETHER_NATS_CERT", ""), "client certificate (PEM) for --nats servers that ask for one, with --nats-key (env TETHER_NATS_CERT)")
+	fs.StringVar(&c.natsKey, "nats-key", env("TETHER_NATS_KEY", ""), "key of --nats-cert (PEM) (env TETHER_NATS_KEY)")
 	replicas := env("TETHER_REPLICAS", "0")
 	fs.Func("replicas", "replicas of the registry and stream logs when first created: 0 picks 3 with three or more nodes, else 1 (env TETHER_REPLICAS)", func(v string) error {
 		replicas = v
@@ -81,6 +86,12 @@ func addClusterFlags(fs *flag.FlagSet, c *clusterConfig) (finish func() error, e
 func (c *clusterConfig) validate(natsURL string) error {
 	if c.drainTimeout < 0 {
 		return errors.New("--drain-timeout must not be negative")
+	}
+	if (c.natsCA != "" || c.natsCert != "" || c.natsKey != "") && natsURL == "" {
+		return errors.New("--nats-ca, --nats-cert and --nats-key are for the connection to an external NATS: they need --nats")
+	}
+	if (c.natsCert == "") != (c.natsKey == "") {
+		return errors.New("--nats-cert and --nats-key go together")
 	}
 	tlsGiven := c.tlsCert != "" || c.tlsKey != "" || c.tlsCA != ""
 	if tlsGiven && (c.tlsCert == "" || c.tlsKey == "" || c.tlsCA == "") {
@@ -128,6 +139,13 @@ func clusterOptions(c *config, log *slog.Logger) (cluster.Options, error) {
 		ClusterPeers:  c.cluster.peers,
 		ClusterSecret: c.cluster.secret,
 		Replicas:      c.cluster.replicas,
+	}
+	if cc := c.cluster; cc.natsCA != "" || cc.natsCert != "" {
+		conf, err := cluster.ClientTLS(cc.natsCA, cc.natsCert, cc.natsKey)
+		if err != nil {
+			return o, err
+		}
+		o.NATSTLS = conf
 	}
 	switch {
 	case c.cluster.tlsCert != "":

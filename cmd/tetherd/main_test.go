@@ -62,8 +62,8 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 }
 
-func TestParseFlagsClusterTLS(t *testing.T) {
-	for _, k := range []string{"TETHER_CLUSTER_NAME", "TETHER_CLUSTER_PEERS", "TETHER_CLUSTER_TLS_CERT", "TETHER_CLUSTER_TLS_KEY", "TETHER_CLUSTER_TLS_CA", "TETHER_NATS"} {
+func TestParseFlagsClusterAndNATSTLS(t *testing.T) {
+	for _, k := range []string{"TETHER_CLUSTER_NAME", "TETHER_CLUSTER_PEERS", "TETHER_CLUSTER_TLS_CERT", "TETHER_CLUSTER_TLS_KEY", "TETHER_CLUSTER_TLS_CA", "TETHER_NATS", "TETHER_NATS_CA", "TETHER_NATS_CERT", "TETHER_NATS_KEY"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)
 	}
@@ -88,6 +88,25 @@ func TestParseFlagsClusterTLS(t *testing.T) {
 		if _, err := parseFlags(tc.args, os.Stderr); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want an error saying %q", tc.args, err, tc.want)
 		}
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats-ca", "ca.pem"}, "need --nats"},
+		{[]string{"--nats", "tls://n:4222", "--nats-cert", "c.pem"}, "go together"},
+	} {
+		if _, err := parseFlags(tc.args, os.Stderr); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+	c, err = parseFlags([]string{"--nats", "tls://n:4222", "--nats-ca", "nats-ca.pem"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clusterOptions(c, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "nats-ca.pem") {
+		t.Errorf("clusterOptions with a missing NATS CA file: %v", err)
 	}
 
 	// The files are read when the node starts: a missing one is a clear

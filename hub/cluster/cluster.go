@@ -63,6 +63,12 @@ type Options struct {
 	// ClusterSecret authorizes routes: a server that does not present it
 	// cannot join. Required with ClusterName.
 	ClusterSecret string
+	// NATSTLS, when set, is the TLS of the connection to an external NATS
+	// (URL), for servers whose CA is not in the system's roots or that ask
+	// for a client certificate (see ClientTLS). Nil: a tls:// URL uses the
+	// system roots, a nats:// one whatever the server asks for.
+	NATSTLS *tls.Config
+
 	// ClusterTLS, when set, puts every route in mutual TLS (see RouteTLS):
 	// a node then presents its certificate and accepts only peers whose
 	// certificates its CA signed. Nil: routes are plain TCP, which carry
@@ -168,7 +174,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.nc = nc
 	} else {
 		where = redactURL(opts.URL)
-		nc, err := connectExternal(ctx, opts.URL, connOpts)
+		if opts.NATSTLS != nil {
+			connOpts = append(connOpts, nats.Secure(opts.NATSTLS))
+		}
+		nc, err := connectExternal(ctx, opts.URL, connOpts, log)
 		if err != nil {
 			return nil, fmt.Errorf("cluster: connect to %s: %w", where, err)
 		}
@@ -192,12 +201,19 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 
 // connectExternal dials until the first connection succeeds or ctx ends, so
 // that nodes started together with their NATS servers need no start order.
-func connectExternal(ctx context.Context, rawURL string, opts []nats.Option) (*nats.Conn, error) {
+// It logs each new reason for failing, so that a refused certificate or a
+// wrong password shows at once rather than when ctx ends.
+func connectExternal(ctx context.Context, rawURL string, opts []nats.Option, log *slog.Logger) (*nats.Conn, error) {
 	backoff := 100 * time.Millisecond
+	var last string
 	for {
 		nc, err := nats.Connect(rawURL, opts...)
 		if err == nil {
 			return nc, nil
+		}
+		if msg := err.Error(); msg != last {
+			log.Warn("cannot connect to NATS yet; retrying", "nats", redactURL(rawURL), "err", err)
+			last = msg
 		}
 		t := time.NewTimer(backoff)
 		select {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -159,14 +160,15 @@ func TestDataDirUnusable(t *testing.T) {
 // an external NATS system.
 func runServer(t *testing.T, jetStream bool) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: jetStream,
-		StoreDir:  t.TempDir(),
-		NoSigs:    true,
-		NoLog:     true,
-	})
+	return runServerWith(t, &server.Options{JetStream: jetStream})
+}
+
+// runServerWith runs a NATS server on loopback with o, its address, store
+// and quiet fields filled in.
+func runServerWith(t *testing.T, o *server.Options) *server.Server {
+	t.Helper()
+	o.Host, o.Port, o.StoreDir, o.NoSigs, o.NoLog = "127.0.0.1", server.RANDOM_PORT, t.TempDir(), true, true
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,5 +250,72 @@ func TestRedactURL(t *testing.T) {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestExternalTLS: an external NATS that requires TLS and a client
+// certificate, with its own CA. With ClientTLS the node connects; without
+// its CA, or without a client certificate, Start fails and says why.
+func TestExternalTLS(t *testing.T) {
+	pki := newRoutePKI(t)
+	srvCert, srvKey, caFile := pki.node(t, "nats-server")
+	cliCert, cliKey, _ := pki.node(t, "tetherd")
+	cert, err := tls.LoadX509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	serverTLS.ClientCAs, err = loadPool(caFile, "CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := runServerWith(t, &server.Options{
+		JetStream: true, TLS: true, TLSVerify: true, TLSConfig: serverTLS, TLSTimeout: 2,
+	})
+	url := "tls://" + s.Addr().String()
+
+	conf, err := ClientTLS(caFile, cliCert, cliKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(ctxTimeout(t, 30*time.Second), Options{URL: url, Name: "ext-tls", NATSTLS: conf, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("Start with the NATS CA and a client certificate: %v", err)
+	}
+	if err := c.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	noCert, err := ClientTLS(caFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		conf *tls.Config
+		want string
+	}{
+		{"system roots only", nil, "unknown authority"},
+		// The server's alert races the client's first write: the reason
+		// reads "certificate required" or "closed by remote after TLS
+		// handshake".
+		{"no client certificate", noCert, "tls"},
+	} {
+		_, err := Start(ctxTimeout(t, 500*time.Millisecond), Options{URL: url, NATSTLS: tc.conf})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Start: %v, want an error saying %q", tc.name, err, tc.want)
+			continue
+		}
+		t.Logf("%s: %v", tc.name, err)
+	}
+
+	if _, err := ClientTLS(caFile, cliCert, ""); err == nil {
+		t.Error("ClientTLS took a certificate without its key")
+	}
+	if _, err := ClientTLS(filepath.Join(t.TempDir(), "none.pem"), "", ""); err == nil || !strings.Contains(err.Error(), "NATS CA") {
+		t.Errorf("ClientTLS with a missing CA file: %v", err)
 	}
 }

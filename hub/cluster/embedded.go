@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -228,35 +227,4 @@ func Retry(ctx context.Context, log *slog.Logger, what string, fn func(context.C
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
-}
-
-// RouteTLS loads a node's route certificate and key and the CA that signs
-// every node's, for Options.ClusterTLS. The certificate serves both ends
-// of a route, so it needs both the serverAuth and clientAuth extended key
-// usages (or none), and a name or IP address the other nodes dial it by
-// (their --cluster-peers entry for it).
-func RouteTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: route certificate: %w", err)
-	}
-	if eku := cert.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageAny) &&
-		!(slices.Contains(eku, x509.ExtKeyUsageServerAuth) && slices.Contains(eku, x509.ExtKeyUsageClientAuth)) {
-		return nil, fmt.Errorf("cluster: route certificate %s: its extended key usage must allow both serverAuth and clientAuth: each node is server and client of a route", certFile)
-	}
-	pemText, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: route CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemText) {
-		return nil, fmt.Errorf("cluster: route CA %s: no PEM certificate in it", caFile)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS13,
-	}, nil
 }
