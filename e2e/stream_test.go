@@ -671,3 +671,94 @@ func TestStreamsReuseConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestOneRequestOpening speaks Tether's one-request stream opening by hand
+// (docs/protocol.md): a WebSocket upgrade on the stream request's path
+// with the service's token. Accepted, it answers 101 with the POST's
+// headers but the token, and the connection is the stream; every other
+// outcome is the POST's answer, marked as the hub's; and the next opening
+// goes over the same connection once the stream ended.
+func TestOneRequestOpening(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
+	go func() {
+		for {
+			req, err := dc.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			if req.Name == "nope" {
+				_ = req.Reject()
+				continue
+			}
+			conn, err := req.Accept(context.Background())
+			if err != nil {
+				continue
+			}
+			go func() {
+				defer conn.Close()
+				io.Copy(conn, conn)
+			}()
+		}
+	}()
+	h.addDevice(t, "offline")
+	pool := wsconn.NewPool()
+	defer pool.Close()
+	open := func(id, name, token string, extra ...string) (net.Conn, error) {
+		hdr := http.Header{"Authorization": {token}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			hdr.Set(extra[i], extra[i+1])
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return pool.DialHeader(ctx, "wss://"+h.Addr+"/twins/"+id+"/streams/"+name+"?api-version=2020-09-30", hdr, h.TLS)
+	}
+	tok := h.ownerToken(t, time.Hour)
+
+	var first string
+	for i := range 2 {
+		conn, err := open("dev1", "echo", tok, wire.HeaderResponseTimeout, "10")
+		if err != nil {
+			t.Fatalf("opening %d: %v", i, err)
+		}
+		echoOnce(t, conn, fmt.Sprintf("one request %d", i))
+		if i == 0 {
+			first = conn.LocalAddr().String()
+		} else if conn.LocalAddr().String() != first {
+			t.Errorf("the second opening went over %s, the first over %s: not reused", conn.LocalAddr(), first)
+		}
+		conn.Close()
+	}
+
+	for _, tc := range []struct {
+		what, id, name, token string
+		status, code          int
+	}{
+		{"a device that rejects", "dev1", "nope", tok, 200, 0},
+		{"an offline device", "offline", "echo", tok, 404, wire.CodeNotOnline},
+		{"an unknown device", "ghost", "echo", tok, 404, wire.CodeDeviceNotFound},
+		{"a bad token", "dev1", "echo", "SharedAccessSignature sr=x&sig=y&se=1&skn=iothubowner", 401, wire.CodeUnauthorized},
+	} {
+		_, err := open(tc.id, tc.name, tc.token)
+		var he *wsconn.HandshakeError
+		if !errors.As(err, &he) || he.StatusCode != tc.status || he.Code != tc.code || he.Header.Get(wire.HeaderOneRequest) == "" {
+			t.Errorf("%s: %v, want HTTP %d (code %d) marked as the hub's", tc.what, err, tc.status, tc.code)
+			continue
+		}
+		if tc.status == 200 && he.Header.Get(wire.HeaderIsAccepted) != "False" {
+			t.Errorf("%s: %s %q, want False", tc.what, wire.HeaderIsAccepted, he.Header.Get(wire.HeaderIsAccepted))
+		}
+	}
+
+	// A GET on the path that is no upgrade: 400, the device not asked.
+	req, _ := http.NewRequest(http.MethodGet, "https://"+h.Addr+"/twins/dev1/streams/echo?api-version=2020-09-30", nil)
+	req.Header.Set("Authorization", tok)
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: h.TLS}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a plain GET: %d, want 400", resp.StatusCode)
+	}
+}

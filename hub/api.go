@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tether-io/tether/hub/registry"
+	"github.com/tether-io/tether/hub/relay"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -25,6 +27,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /devicestreams", s.handleEndpoints)
 	mux.HandleFunc("POST /twins/{id}/streams/{name}", s.handleCreateStream)
 	mux.HandleFunc("POST /twins/{id}/modules/{module}/streams/{name}", s.handleCreateStream)
+	mux.HandleFunc("GET /twins/{id}/streams/{name}", s.handleOpenStream)
+	mux.HandleFunc("GET /twins/{id}/modules/{module}/streams/{name}", s.handleOpenStream)
 	mux.HandleFunc("PUT /devices/{id}", s.handlePutDevice)
 	mux.HandleFunc("GET /devices/{id}", s.handleGetDevice)
 	mux.HandleFunc("DELETE /devices/{id}", s.handleDeleteDevice)
@@ -37,6 +41,18 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.Handle("/bridges/", s.relay)
 	mux.HandleFunc("/$iothub/websocket", s.broker.HandleWebSocket)
+	return mux
+}
+
+// reusedRoutes are what a reused stream connection (tether-stream.v2) may
+// ask for between streams: a side joining its stream, or the next stream
+// opened in one request. Anything else is answered 404, and the relay then
+// closes the connection.
+func (s *Server) reusedRoutes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /twins/{id}/streams/{name}", s.handleOpenStream)
+	mux.HandleFunc("GET /twins/{id}/modules/{module}/streams/{name}", s.handleOpenStream)
+	mux.Handle("/bridges/", s.relay)
 	return mux
 }
 
@@ -171,33 +187,92 @@ func timeoutHeader(r *http.Request, name string, def, max time.Duration) (time.D
 }
 
 func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
+	if inv, window, respTimeout, ok := s.streamRequest(w, r); ok {
+		s.createStream(w, r, inv, window, respTimeout, answerAccepted)
+	}
+}
+
+// handleOpenStream is Tether's one-request stream opening
+// (docs/protocol.md): a WebSocket upgrade on the stream request's own path,
+// with the service's credentials and the same headers as the POST. The
+// hub asks the device, and on its yes answers 101 and the connection is
+// the stream's service side at once: no answer to read and no second
+// request, one round trip fewer to the first byte. Every other outcome
+// gets the POST's answer.
+func (s *Server) handleOpenStream(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "a GET on a stream path must be a WebSocket upgrade; POST asks for a stream the Azure way")
+		return
+	}
+	if inv, window, respTimeout, ok := s.streamRequest(w, r); ok {
+		s.createStream(w, r, inv, window, respTimeout, s.joinAccepted)
+	}
+}
+
+// streamRequest checks what a stream request's two forms share: the
+// caller's right, the rate limits, the name and the timeouts. It has
+// answered when ok is false.
+func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *invocation, window, respTimeout time.Duration, ok bool) {
 	start := time.Now()
 	policy, err := s.authService(r, registry.ServiceConnect)
 	if err != nil {
 		unauthorized(w)
-		return
+		return nil, 0, 0, false
 	}
 	if !s.allowStream(w, r, policy.Name) {
-		return // 429, not a stream invocation: no stream-log record
+		return nil, 0, 0, false // 429, not a stream invocation: no stream-log record
 	}
-	inv := &invocation{
+	inv = &invocation{
 		deviceID: r.PathValue("id"), module: r.PathValue("module"), name: r.PathValue("name"),
 		policy: policy.Name, start: start, sdk: r.UserAgent(),
 	}
 	if inv.name == "" || strings.ContainsAny(inv.name, "/?#+") {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "invalid stream name")
-		return
+		return nil, 0, 0, false
 	}
-	window, err := timeoutHeader(r, wire.HeaderConnectTimeout, s.opts.Window, s.opts.MaxWindow)
+	window, err = timeoutHeader(r, wire.HeaderConnectTimeout, s.opts.Window, s.opts.MaxWindow)
 	if err == nil {
-		var respTimeout time.Duration
 		respTimeout, err = timeoutHeader(r, wire.HeaderResponseTimeout, window, s.opts.MaxWindow)
 		if err == nil {
-			s.createStream(w, r, inv, window, respTimeout)
-			return
+			return inv, window, respTimeout, true
 		}
 	}
 	writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+	return nil, 0, 0, false
+}
+
+// answerAccepted is the POST's answer to a stream the device accepted:
+// where and with which token the service joins.
+func answerAccepted(w http.ResponseWriter, _ *http.Request, st *relay.Stream, url string) {
+	h := w.Header()
+	h.Set(wire.HeaderIsAccepted, "True")
+	h.Set(wire.HeaderURL, url)
+	h.Set(wire.HeaderAuthToken, st.ServiceToken)
+	w.WriteHeader(http.StatusOK)
+}
+
+// joinAccepted makes the one-request opening's connection the service
+// side of the stream the device accepted: the relay serves it as the
+// service's upgrade to the streaming URL with its token, and its 101
+// carries the POST's headers but the token.
+func (s *Server) joinAccepted(w http.ResponseWriter, r *http.Request, st *relay.Stream, streamURL string) {
+	u, err := neturl.Parse(streamURL)
+	if err != nil {
+		// streamURL is the hub's own making.
+		s.log.Error("stream URL", "url", streamURL, "err", err)
+		s.relay.Cancel(st.ID)
+		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "bad streaming URL")
+		return
+	}
+	ctx := relay.WithResponseHeader(r.Context(), http.Header{
+		wire.HeaderOneRequest: {"1"},
+		wire.HeaderIsAccepted: {"True"},
+		wire.HeaderURL:        {streamURL},
+	})
+	join := r.Clone(ctx)
+	join.URL.Path, join.URL.RawPath = u.Path, u.RawPath
+	join.Header.Set("Authorization", "Bearer "+st.ServiceToken)
+	s.relay.ServeHTTP(w, join)
 }
 
 // createStream asks the device and answers the service. Every path ends
@@ -205,7 +280,8 @@ func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
 // opened, otherwise when the relay reports the stream done. A refusal by
 // a limit (429) is no invocation and has none: a flood must not become a
 // flood of records.
-func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invocation, window, respTimeout time.Duration) {
+func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invocation, window, respTimeout time.Duration,
+	accepted func(http.ResponseWriter, *http.Request, *relay.Stream, string)) {
 	fail := func(status, code int, result, msg string) {
 		inv.answer(status, result)
 		writeError(w, status, code, msg)
@@ -264,11 +340,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 		s.relay.Cancel(st.ID)
 	default:
 		inv.answer(http.StatusOK, wire.ResultAccepted)
-		h := w.Header()
-		h.Set(wire.HeaderIsAccepted, "True")
-		h.Set(wire.HeaderURL, url)
-		h.Set(wire.HeaderAuthToken, st.ServiceToken)
-		w.WriteHeader(http.StatusOK)
+		accepted(w, r, st, url)
 	}
 }
 

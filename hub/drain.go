@@ -155,7 +155,7 @@ func (s *Server) refuseWhileDraining(w http.ResponseWriter, r *http.Request) boo
 	}
 	p := r.URL.Path
 	switch {
-	case r.Method == http.MethodPost && strings.HasPrefix(p, "/twins/") && strings.Contains(p, "/streams/"):
+	case strings.HasPrefix(p, "/twins/") && strings.Contains(p, "/streams/"): // POST, or the one-request GET
 		w.Header().Set("Retry-After", "1")
 		h := w.Header()
 		h.Set(wire.HeaderErrorCode, "ServiceUnavailable")

@@ -30,6 +30,7 @@ import (
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/hub/relay"
 	"github.com/tether-io/tether/hub/streamlog"
+	"github.com/tether-io/tether/wire"
 )
 
 // Options configure a Server. The zero value of each optional field means
@@ -77,7 +78,9 @@ type Server struct {
 	relay  *relay.Relay
 	broker *broker.Broker
 	mux    *http.ServeMux
-	wsURL  *url.URL
+	// reusedMux serves requests on reused stream connections (serveReused).
+	reusedMux *http.ServeMux
+	wsURL     *url.URL
 
 	mu       sync.Mutex
 	sessions map[string]*session // by MQTT client id
@@ -186,6 +189,7 @@ func New(opts Options) (*Server, error) {
 		MaxMessage:          s.lim.l.MaxMessageBytes,
 		IdleTimeout:         s.lim.l.StreamIdleTimeout,
 		OnLimit:             s.relayLimited,
+		IdleHandler:         http.HandlerFunc(s.serveReused),
 	})
 	s.broker, err = broker.New(broker.Options{
 		Logger:       s.log.With("part", "mqtt"),
@@ -224,16 +228,37 @@ func New(opts Options) (*Server, error) {
 	s.metrics.reg.MustRegister(s.lim.counted)
 	s.clearPreviousLife()
 	s.mux = s.routes()
+	s.reusedMux = s.reusedRoutes()
 	return s, nil
 }
 
 // ServeHTTP serves the REST APIs, the streaming endpoint and MQTT over
 // WebSocket.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	markOneRequest(w, r)
 	if s.refuseWhileDraining(w, r) || s.backedOff(w, r) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// markOneRequest marks the answer to a one-request stream opening as the
+// hub's, whatever answers it (a refusal while draining or backed off
+// included): a client falls back to the POST only for a hub without it.
+func markOneRequest(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/twins/") && strings.Contains(r.URL.Path, "/streams/") {
+		w.Header().Set(wire.HeaderOneRequest, "1")
+	}
+}
+
+// serveReused serves a request read on a reused stream connection, with
+// the same refusals as ServeHTTP.
+func (s *Server) serveReused(w http.ResponseWriter, r *http.Request) {
+	markOneRequest(w, r)
+	if s.refuseWhileDraining(w, r) || s.backedOff(w, r) {
+		return
+	}
+	s.reusedMux.ServeHTTP(w, r)
 }
 
 // ServeMQTT accepts device connections (MQTT over TLS: ln is expected to

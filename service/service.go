@@ -22,6 +22,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tether-io/tether/internal/wsconn"
@@ -68,6 +69,9 @@ type Client struct {
 	// streams keeps the connections of ended streams for later ones: a
 	// stream then costs the hub no TLS handshake (tether-stream.v2).
 	streams *wsconn.Pool
+	// twoRequests is set once the hub answered the one-request opening as
+	// a hub without it does (Azure's): OpenStream then POSTs.
+	twoRequests atomic.Bool
 }
 
 // New returns a client for the hub and policy named by a service connection

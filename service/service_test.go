@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -609,5 +610,31 @@ func TestOpenStreamJoins(t *testing.T) {
 	buf := make([]byte, 5)
 	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "hello" {
 		t.Errorf("read %q, %v", buf, err)
+	}
+}
+
+// A hub without the one-request opening (Azure's) answers its upgrade as
+// any unknown request; the client then POSTs, and POSTs from then on.
+func TestOpenStreamFallsBackToPOST(t *testing.T) {
+	f := newFakeHub(t)
+	c := f.client(t, Options{})
+	var gets, posts atomic.Int32
+	f.handle(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet:
+			gets.Add(1)
+			http.NotFound(w, r)
+		case http.MethodPost:
+			posts.Add(1)
+			w.Header().Set(wire.HeaderIsAccepted, "False")
+		}
+	})
+	for range 2 {
+		if _, err := c.OpenStream(context.Background(), "dev1", "ssh"); !errors.Is(err, ErrRejected) {
+			t.Fatalf("OpenStream = %v, want ErrRejected from the POST", err)
+		}
+	}
+	if g, p := gets.Load(), posts.Load(); g != 1 || p != 2 {
+		t.Errorf("%d upgrades and %d POSTs, want 1 and 2", g, p)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -41,6 +42,13 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 	}
 	if streamName == "" || strings.ContainsAny(streamName, "/?#") {
 		return nil, fmt.Errorf("service: bad stream name %q", streamName)
+	}
+	if dial == nil && !c.twoRequests.Load() {
+		conn, err := c.openInOne(ctx, deviceID, streamName)
+		if !errors.Is(err, errNoOneRequest) {
+			return conn, err
+		}
+		c.twoRequests.Store(true)
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.opts.ResponseTimeout+slack)
 	defer cancel()
@@ -72,6 +80,61 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 		return nil, fmt.Errorf("stream %q to device %q: joining %s: %w", streamName, deviceID, redactURL(u), err)
 	}
 	return conn, nil
+}
+
+// errNoOneRequest means the hub does not know the one-request opening.
+var errNoOneRequest = errors.New("service: the hub has no one-request stream opening")
+
+// openInOne opens a stream with Tether's one-request opening
+// (docs/protocol.md): a WebSocket upgrade on the stream request's path,
+// which the hub answers 101 once the device accepted, the connection then
+// being the stream. It saves the POST's answer and the second request: one
+// round trip fewer before the first byte, and less work for the hub. On a
+// pooled connection, a dead one is retried as the POST is (requestStream):
+// the hub it went to either never read it or is gone. It returns
+// errNoOneRequest when the hub answered as one without it.
+func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (net.Conn, error) {
+	tok, err := c.token()
+	if err != nil {
+		return nil, fmt.Errorf("service: signing a token: %w", err)
+	}
+	h := http.Header{}
+	h.Set("Authorization", tok)
+	h.Set(wire.HeaderConnectTimeout, seconds(c.opts.ConnectTimeout))
+	h.Set(wire.HeaderResponseTimeout, seconds(c.opts.ResponseTimeout))
+	// The device ID is escaped; the stream name goes as is (WIRE.md §2).
+	u := "ws" + strings.TrimPrefix(c.base, "http") + "/twins/" + url.PathEscape(deviceID) + "/streams/" + streamName + "?api-version=" + wire.APIVersion
+	rctx, cancel := context.WithTimeout(ctx, c.opts.ResponseTimeout+slack)
+	defer cancel()
+	conn, err := c.streams.DialHeader(rctx, u, h, c.tlsConf)
+	var herr *wsconn.HandshakeError
+	switch {
+	case err == nil:
+		return conn, nil
+	case errors.As(err, &herr):
+		if herr.Header.Get(wire.HeaderOneRequest) == "" {
+			// Whatever it said, it was not said to this request.
+			return nil, errNoOneRequest
+		}
+		if herr.StatusCode/100 == 2 {
+			// Not 101: the device said no.
+			return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, ErrRejected)
+		}
+		code, msg := herr.Code, herr.Message
+		if code == 0 {
+			code = codeByName(herr.Header.Get(wire.HeaderErrorCode))
+		}
+		if msg == "" {
+			msg = http.StatusText(herr.StatusCode)
+		}
+		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, &APIError{StatusCode: herr.StatusCode, Code: code, Message: msg})
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return nil, fmt.Errorf("stream %q to device %q: the hub did not answer within %v: %w", streamName, deviceID, c.opts.ResponseTimeout+slack, ErrTimeout)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, ctx.Err())
+	default:
+		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, &hubError{addr: c.cs.Address(), err: err})
+	}
 }
 
 // requestStream sends the stream request (the POST), retrying once when

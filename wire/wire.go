@@ -28,6 +28,12 @@ const (
 	HeaderErrorCode       = "iothub-errorcode"
 )
 
+// HeaderOneRequest marks every answer of Tether's one-request stream
+// opening (a WebSocket upgrade on the stream request's path, see
+// docs/protocol.md), so that a client tells them from the answer of a hub
+// that has no such thing (Azure's) and falls back to the POST.
+const HeaderOneRequest = "tether-stream-one-request"
+
 // APIVersion is the api-version Tether's SDKs send; the hub accepts any.
 const APIVersion = "2020-09-30"
 

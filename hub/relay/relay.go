@@ -17,6 +17,7 @@ package relay
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -53,6 +54,11 @@ type Options struct {
 	// IdleTimeout ends a paired stream once no data crossed it either way
 	// for that long (close 1001 to both). Zero: never.
 	IdleTimeout time.Duration
+	// IdleHandler serves a request read on a reused stream connection
+	// (tether-stream.v2) in place of the relay itself, so that the hub can
+	// take its one-request stream opening there too; it must pass
+	// /bridges/ requests to the relay. Nil: the relay serves them.
+	IdleHandler http.Handler
 	// OnLimit is called when a limit refuses a stream or ends one, with
 	// the limit's name (Limit*) and what happened; may be nil.
 	OnLimit func(limit, detail string)
@@ -97,6 +103,16 @@ const Subprotocol = "tether-stream.v1"
 // TLS handshake per connection rather than one per stream. The hub keeps
 // such a connection for IdleConnTimeout between streams.
 const SubprotocolReuse = "tether-stream.v2"
+
+// responseHeaderKey is the context key of WithResponseHeader.
+type responseHeaderKey struct{}
+
+// WithResponseHeader returns ctx carrying h, which ServeHTTP adds to its
+// 101 answer: the hub's one-request stream opening answers with the
+// headers of an accepted stream request.
+func WithResponseHeader(ctx context.Context, h http.Header) context.Context {
+	return context.WithValue(ctx, responseHeaderKey{}, h)
+}
 
 // IdleConnTimeout is how long the hub keeps a reusable connection with no
 // stream on it. Clients keep theirs for less, so that the hub is never the
@@ -146,6 +162,7 @@ type Relay struct {
 	window   time.Duration
 	wtimeout time.Duration
 	onDone   func(Info)
+	idleH    http.Handler // serves requests on reused conns
 	// upgrader selects no subprotocol; tetherUpgrader selects Subprotocol.
 	// Two, so that a request not offering Subprotocol goes through exactly
 	// the handshake it always did: gobwas refuses a Sec-WebSocket-Protocol
@@ -199,6 +216,7 @@ func New(opts Options) *Relay {
 		window:    opts.Window,
 		wtimeout:  opts.WriteTimeout,
 		onDone:    opts.OnDone,
+		idleH:     opts.IdleHandler,
 		streams:   make(map[string]*stream),
 		tokens:    make(map[string]tokenRef),
 		idleConns: make(map[*peer]struct{}),
@@ -428,6 +446,9 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	up := r.upgrader
 	if offers(req.Header, Subprotocol) || offers(req.Header, SubprotocolReuse) {
 		up = r.tetherUpgrader
+	}
+	if h, ok := req.Context().Value(responseHeaderKey{}).(http.Header); ok {
+		up.Header = h
 	}
 	conn, rw, hs, err := up.Upgrade(req, w)
 	if err != nil {

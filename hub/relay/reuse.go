@@ -105,7 +105,11 @@ func (r *Relay) serveIdle(p *peer) {
 	}
 	p.conn.SetReadDeadline(time.Time{})
 	w := &idleWriter{conn: p.conn, br: p.r, header: make(http.Header)}
-	r.ServeHTTP(w, req)
+	if r.idleH != nil {
+		r.idleH.ServeHTTP(w, req)
+	} else {
+		r.ServeHTTP(w, req)
+	}
 	if !w.hijacked {
 		w.finish()
 		p.hardClose()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -60,6 +61,23 @@ func (p *Pool) Dial(ctx context.Context, rawURL, token string, tlsConf *tls.Conf
 	if !validToken(token) {
 		return nil, ErrBadToken
 	}
+	return p.dial(ctx, rawURL, bearer(token), tlsConf)
+}
+
+// DialHeader is Dial for an upgrade request that carries header rather
+// than a streaming token: the service's one-request stream opening
+// (docs/protocol.md), whose request goes to the hub's REST path with the
+// service's own credentials. An answer other than 101 is a
+// *HandshakeError, with the answer's header.
+func (p *Pool) DialHeader(ctx context.Context, rawURL string, header http.Header, tlsConf *tls.Config) (net.Conn, error) {
+	hh, err := requestHeader(header)
+	if err != nil {
+		return nil, err
+	}
+	return p.dial(ctx, rawURL, hh, tlsConf)
+}
+
+func (p *Pool) dial(ctx context.Context, rawURL string, header ws.HandshakeHeader, tlsConf *tls.Config) (net.Conn, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("wsconn: dial %s: %w", rawURL, err)
@@ -70,7 +88,7 @@ func (p *Pool) Dial(ctx context.Context, rawURL, token string, tlsConf *tls.Conf
 		if pc == nil {
 			break
 		}
-		c, err := upgrade(ctx, pc, u, token)
+		c, err := upgrade(ctx, pc, u, header)
 		if err == nil {
 			c.pool, c.key = p, key
 			return c, nil
@@ -80,7 +98,7 @@ func (p *Pool) Dial(ctx context.Context, rawURL, token string, tlsConf *tls.Conf
 			return nil, err
 		}
 	}
-	c, err := dial(ctx, rawURL, token, tlsConf, []string{SubprotocolReuse, Subprotocol})
+	c, err := dial(ctx, rawURL, header, tlsConf, []string{SubprotocolReuse, Subprotocol})
 	if err != nil {
 		return nil, err
 	}
@@ -91,14 +109,14 @@ func (p *Pool) Dial(ctx context.Context, rawURL, token string, tlsConf *tls.Conf
 // upgrade sends the upgrade request on an idle connection. Any error but
 // a HandshakeError means the connection was dead; it is closed either way
 // when the upgrade fails.
-func upgrade(ctx context.Context, pc *pooled, u *url.URL, token string) (*Conn, error) {
+func upgrade(ctx context.Context, pc *pooled, u *url.URL, header ws.HandshakeHeader) (*Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		pc.nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { pc.nc.SetDeadline(time.Unix(1, 0)) })
 	var herr *HandshakeError
 	d := ws.Dialer{
-		Header:    ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
+		Header:    header,
 		Protocols: []string{SubprotocolReuse, Subprotocol},
 		OnStatusError: func(status int, _ []byte, resp io.Reader) {
 			herr = readHandshakeError(ctx, pc.raw, status, resp)

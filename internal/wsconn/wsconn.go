@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,8 @@ type HandshakeError struct {
 	StatusCode int
 	Code       int
 	Message    string
+	// Header is the answer's header, when it could be read.
+	Header http.Header
 }
 
 func (e *HandshakeError) Error() string {
@@ -107,25 +110,44 @@ func (e *HandshakeError) Error() string {
 // may be nil (system roots); when its ServerName is empty the URL's host is
 // used. ctx bounds the dial and the handshake, not the returned Conn.
 func Dial(ctx context.Context, url, token string, tlsConf *tls.Config) (net.Conn, error) {
-	c, err := dial(ctx, url, token, tlsConf, []string{Subprotocol})
+	if !validToken(token) {
+		return nil, ErrBadToken
+	}
+	c, err := dial(ctx, url, bearer(token), tlsConf, []string{Subprotocol})
 	if err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// dial opens a new connection to url and upgrades it, offering protocols.
-func dial(ctx context.Context, url, token string, tlsConf *tls.Config, protocols []string) (*Conn, error) {
-	if !validToken(token) {
-		return nil, ErrBadToken
+// bearer is the handshake header carrying a streaming token.
+func bearer(token string) ws.HandshakeHeader {
+	return ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n")
+}
+
+// requestHeader is h as a handshake header, refusing values that would
+// smuggle extra header lines into the request.
+func requestHeader(h http.Header) (ws.HandshakeHeader, error) {
+	for k, vs := range h {
+		for _, v := range vs {
+			if strings.ContainsAny(k+v, "\r\n") {
+				return nil, fmt.Errorf("wsconn: header %q holds a line break", k)
+			}
+		}
 	}
+	return ws.HandshakeHeaderHTTP(h), nil
+}
+
+// dial opens a new connection to url and upgrades it, sending header and
+// offering protocols.
+func dial(ctx context.Context, url string, header ws.HandshakeHeader, tlsConf *tls.Config, protocols []string) (*Conn, error) {
 	var (
 		herr  *HandshakeError
 		raw   net.Conn
 		batch *batchconn.Conn
 	)
 	d := ws.Dialer{
-		Header: ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
+		Header: header,
 		// Offered, never required: a hub that selects nothing (Azure's, an
 		// older Tether) gets the plain protocol, where only close ends.
 		Protocols: protocols,
@@ -194,6 +216,7 @@ func readHandshakeError(ctx context.Context, raw net.Conn, status int, resp io.R
 	}
 	body, _ := io.ReadAll(io.LimitReader(res.Body, maxErrorBody))
 	res.Body.Close()
+	herr.Header = res.Header
 	herr.Code, herr.Message = wire.DecodeError(body)
 	return herr
 }
