@@ -632,6 +632,10 @@ func TestStreamsReuseConnections(t *testing.T) {
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
 	devAddrs := make(chan string, 8)
+	// The device's side of a stream is back in its pool once Close
+	// returned; a request that came before would rightly take a new
+	// connection.
+	devClosed := make(chan struct{}, 8)
 	go func() {
 		for {
 			req, err := dc.Accept(context.Background())
@@ -646,6 +650,7 @@ func TestStreamsReuseConnections(t *testing.T) {
 			devAddrs <- conn.LocalAddr().String()
 			io.Copy(conn, conn)
 			conn.Close()
+			devClosed <- struct{}{}
 		}
 	}()
 	svc := h.service(t)
@@ -663,6 +668,7 @@ func TestStreamsReuseConnections(t *testing.T) {
 		}
 		conn.Close()
 		d := <-devAddrs
+		<-devClosed
 		if i == 0 {
 			svcAddr, devAddr = conn.LocalAddr().String(), d
 		} else if conn.LocalAddr().String() != svcAddr || d != devAddr {
