@@ -212,10 +212,14 @@ func newLimiter(opts Limits, log *slog.Logger) *limiter {
 // attempt: a flood of failing logins must not cost the hub a handshake
 // each. The allowance lets the few connections that would pass in back-off
 // (a device's stream over /bridges/ from an address it shares with a
-// failing device, a probe) through, unless their address floods.
+// failing device, a probe) through, unless their address floods. It is
+// small: Tether's own clients reuse their connections, and an address
+// enters back-off only when its logins keep failing (a success resets
+// the count). At 5 a second, 8 flooding addresses still got 40 handshakes
+// a second, most of what the flood cost the hub (docs/benchmarks.md §7).
 const (
-	backedOffHandshakeRate  = 5
-	backedOffHandshakeBurst = 10
+	backedOffHandshakeRate  = 1
+	backedOffHandshakeBurst = 3
 )
 
 // refuseBeforeTLS reports whether a new connection from remote is closed
@@ -443,6 +447,12 @@ func (l *handshakeListener) accept() {
 			return
 		}
 		if l.refuse != nil && c.RemoteAddr() != nil && l.refuse(c.RemoteAddr().String()) {
+			// A reset, not a FIN: nothing was said on this connection,
+			// and a flood of them then leaves no TIME_WAIT sockets behind
+			// and half the packets to handle.
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
 			c.Close()
 			continue
 		}

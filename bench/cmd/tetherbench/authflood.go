@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ type AuthFloodFig struct {
 	// RatioControl: the part of the loss that is the hub's doing.
 	Control, RatioControl, HubShare float64
 	CPUControl                      map[string]float64
+	// Pinned is set when the system under test ran on CPU 0 and the
+	// attackers on the other CPUs.
+	Pinned bool
 }
 
 // attackSources are the attackers' addresses: other than the streams'
@@ -130,6 +134,29 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 	}
 	r.logf("authflood: hub with default limits %s (MQTT %s); %d streams, attackers at %.0f logins/s from %s",
 		t.hub.httpAddr, t.hub.mqttAddr, c.floodStreams, c.floodRate, strings.Join(attackSources(), ", "))
+	// A real attacker's CPU is elsewhere. On one machine the attackers'
+	// own work (their TLS handshakes, the kernel's side of their
+	// connections) would otherwise be taken from the streams, whatever
+	// the hub does: so the system under test (hub, agent, forwarder and
+	// this process, the streams' load generator) runs on CPU 0, before,
+	// during and after the attack alike, and the attackers on the others.
+	pinned := c.floodPin && runtime.NumCPU() >= 2
+	attackCPUs := bench.CPUs(runtime.NumCPU())[1:]
+	pin := func(p *bench.Proc, cpus ...int) {
+		if err := bench.Pin(p.PID(), cpus...); err != nil {
+			r.logf("authflood: %v", err)
+		}
+	}
+	if pinned {
+		for _, p := range []*bench.Proc{t.hub.proc, t.agent, t.fwd} {
+			pin(p, 0)
+		}
+		if err := bench.Pin(os.Getpid(), 0); err != nil {
+			return fmt.Errorf("authflood: %w", err)
+		}
+		defer bench.Pin(os.Getpid(), bench.CPUs(runtime.NumCPU())...)
+		r.logf("authflood: hub, agent, forwarder and the load generator on CPU 0; attackers on CPUs %v", attackCPUs)
+	}
 
 	const ramp = time.Second // attackers start; not counted
 	nullAddr, stopNull, err := nullListener()
@@ -171,6 +198,9 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 		}
 		if phases[i].Name == "ramp-control" {
 			floodC, cfErr = r.floodAt("benchflood-control", nullAddr, "", t.device, ramp+c.floodAttack, filepath.Join(r.out, "authflood-control.json"))
+			if cfErr == nil && pinned {
+				pin(floodC, attackCPUs...)
+			}
 			active = floodC
 		}
 		marks[i] = takeCPU(procs, active)
@@ -178,6 +208,9 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 		case "ramp":
 			metrics[0], _ = scrapeLimits(t.hub.metricsAddr)
 			flood, floodEr = r.floodProc("benchflood", t.hub, t.device, ramp+c.floodAttack, out)
+			if floodEr == nil && pinned {
+				pin(flood, attackCPUs...)
+			}
 		case "drain":
 			// Read at the end of drain, as "after" begins.
 		case "after":
@@ -204,7 +237,7 @@ func (r *runner) measureAuthFlood(ctx context.Context) error {
 		r.stop(flood)
 		return fmt.Errorf("authflood: benchflood did not end; see %s", flood.Log)
 	}
-	fig := AuthFloodFig{Streams: c.floodStreams, Opened: opened, Errors: errs, LastErr: errString(lastErr), Sources: attackSources()}
+	fig := AuthFloodFig{Streams: c.floodStreams, Opened: opened, Errors: errs, LastErr: errString(lastErr), Sources: attackSources(), Pinned: pinned}
 	b, err := os.ReadFile(out)
 	if err != nil {
 		return fmt.Errorf("authflood: no result from benchflood (see %s): %w", flood.Log, err)

@@ -60,7 +60,10 @@ type config struct {
 	floodStreams            int
 	floodRate               float64
 	floodQuiet, floodAttack time.Duration
-	only                    map[string]bool
+	// floodPin keeps the attackers off the cores of the system under test
+	// (see measureAuthFlood).
+	floodPin bool
+	only     map[string]bool
 }
 
 // runs reports whether the load named (bulk, rtt, setup, streams,
@@ -84,6 +87,7 @@ func parseConfig() *config {
 	flag.IntVar(&c.rounds, "rounds", 3, "rounds of the bulk, RTT and setup loads, the paths interleaved in each (medians and merged samples are reported)")
 	flag.IntVar(&c.floodStreams, "authflood-streams", 100, "streams of the authflood load")
 	flag.Float64Var(&c.floodRate, "authflood-rate", 1000, "failing logins a second of the authflood load")
+	flag.BoolVar(&c.floodPin, "authflood-pin", true, "in the authflood load, run hub, agent, forwarder and the streams' load generator on CPU 0 and the attackers on the other CPUs (with 2 or more)")
 	only := flag.String("only", "", "comma-separated loads to run, of bulk,rtt,setup,streams,authflood,devices (default all)")
 	flag.Parse()
 	c.only = map[string]bool{}

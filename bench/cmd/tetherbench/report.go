@@ -390,6 +390,9 @@ and ` + r.cfg.floodQuiet.String() + ` after it, on the same streams; the attack 
 starts ` + thousands(r.cfg.floodRate) + ` logins a second from 8 other loopback addresses (127.0.1.1–8), each a fresh
 TCP connection, a full TLS handshake and an MQTT CONNECT for the agent's device with a SAS token signed
 by a wrong key, one in ten over MQTT/WebSocket; the figure is the streams' rate during ÷ before and after.
+With 2 or more CPUs (` + "`-authflood-pin`" + `, on by default) the hub, agent, forwarder and load generator run on CPU 0
+and the attackers on the others, in every window: a real attacker's CPU is elsewhere, and the figure is the hub's own cost.
+A control runs the same attack against a listener that only accepts and closes.
 Then the tunnel is restarted with builds that serve ` + "`net/http/pprof`" + ` (added by a
 ` + "`go build -overlay`" + ` file, the tree untouched) and each load is re-run under 5 s CPU profiles
 of the hub, agent and forwarder; and the hub's heap is profiled before and after 1,000 idle devices.
