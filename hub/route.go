@@ -199,14 +199,11 @@ func (s *Server) onStreamRequest(clientID string, m *nats.Msg) {
 }
 
 func (s *Server) forwardToDevice(clientID string, req routeRequest) routeReply {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(req.TimeoutMs)*time.Millisecond)
-	defer cancel()
-	status, err := s.broker.RequestStream(ctx, clientID, wire.StreamRequest{Name: req.Name, URL: req.URL, Token: req.Token})
+	status, err := s.askLocal(context.Background(), clientID, req, time.Duration(req.TimeoutMs)*time.Millisecond)
 	switch {
 	case err == nil:
-		s.touched(clientID)
 		return routeReply{Status: status}
-	case errors.Is(err, broker.ErrNotConnected):
+	case errors.Is(err, errOffline):
 		return routeReply{Error: replyOffline}
 	default:
 		return routeReply{Error: replyTimeout}
