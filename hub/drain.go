@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,7 +154,7 @@ func (s *Server) refuseWhileDraining(w http.ResponseWriter, r *http.Request) boo
 	}
 	p := r.URL.Path
 	switch {
-	case strings.HasPrefix(p, "/twins/") && strings.Contains(p, "/streams/"): // POST, or the one-request GET
+	case isStreamRequest(p): // POST, or the one-request GET
 		w.Header().Set("Retry-After", "1")
 		h := w.Header()
 		h.Set(wire.HeaderErrorCode, "ServiceUnavailable")

@@ -246,9 +246,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // hub's, whatever answers it (a refusal while draining or backed off
 // included): a client falls back to the POST only for a hub without it.
 func markOneRequest(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/twins/") && strings.Contains(r.URL.Path, "/streams/") {
+	if r.Method == http.MethodGet && isStreamRequest(r.URL.Path) {
 		w.Header().Set(wire.HeaderOneRequest, "1")
 	}
+}
+
+// isStreamRequest reports whether path is a stream request's:
+// /twins/{id}/streams/{name} or /twins/{id}/modules/{module}/streams/{name}.
+func isStreamRequest(path string) bool {
+	return strings.HasPrefix(path, "/twins/") && strings.Contains(path, "/streams/")
 }
 
 // serveReused serves a request read on a reused stream connection, with
