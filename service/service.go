@@ -202,13 +202,20 @@ func (c *Client) do(req *http.Request) (*http.Response, []byte, error) {
 
 func apiError(resp *http.Response, body []byte) *APIError {
 	code, msg := wire.DecodeError(body)
+	return newAPIError(resp.StatusCode, resp.Header, code, msg)
+}
+
+// newAPIError is the error of an answer with status and header whose body
+// held code and msg (zero and empty when it held none): the code falls
+// back to the iothub-errorcode header, the message to the status's text.
+func newAPIError(status int, h http.Header, code int, msg string) *APIError {
 	if code == 0 {
-		code = codeByName(resp.Header.Get(wire.HeaderErrorCode))
+		code = codeByName(h.Get(wire.HeaderErrorCode))
 	}
 	if msg == "" {
-		msg = http.StatusText(resp.StatusCode)
+		msg = http.StatusText(status)
 	}
-	return &APIError{StatusCode: resp.StatusCode, Code: code, Message: msg}
+	return &APIError{StatusCode: status, Code: code, Message: msg}
 }
 
 // call sends in (when not nil) as JSON and decodes a 2xx answer into out

@@ -55,7 +55,7 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 	resp, err := c.requestStream(rctx, deviceID, streamName)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, fmt.Errorf("stream %q to device %q: the hub did not answer within %v: %w", streamName, deviceID, c.opts.ResponseTimeout+slack, ErrTimeout)
+			return nil, c.noAnswer(deviceID, streamName)
 		}
 		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, err)
 	}
@@ -80,6 +80,12 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 		return nil, fmt.Errorf("stream %q to device %q: joining %s: %w", streamName, deviceID, redactURL(u), err)
 	}
 	return conn, nil
+}
+
+// noAnswer is the error of a stream request the hub did not answer
+// within the client's response timeout and slack.
+func (c *Client) noAnswer(deviceID, streamName string) error {
+	return fmt.Errorf("stream %q to device %q: the hub did not answer within %v: %w", streamName, deviceID, c.opts.ResponseTimeout+slack, ErrTimeout)
 }
 
 // errNoOneRequest means the hub does not know the one-request opening.
@@ -120,16 +126,9 @@ func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (ne
 			// Not 101: the device said no.
 			return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, ErrRejected)
 		}
-		code, msg := herr.Code, herr.Message
-		if code == 0 {
-			code = codeByName(herr.Header.Get(wire.HeaderErrorCode))
-		}
-		if msg == "" {
-			msg = http.StatusText(herr.StatusCode)
-		}
-		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, &APIError{StatusCode: herr.StatusCode, Code: code, Message: msg})
+		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, newAPIError(herr.StatusCode, herr.Header, herr.Code, herr.Message))
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-		return nil, fmt.Errorf("stream %q to device %q: the hub did not answer within %v: %w", streamName, deviceID, c.opts.ResponseTimeout+slack, ErrTimeout)
+		return nil, c.noAnswer(deviceID, streamName)
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, ctx.Err())
 	default:
