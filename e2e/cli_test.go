@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -285,23 +284,9 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 	waitConnected(t, env, tether, "dev1")
 
 	// Bytes written to the forwarded port come back unchanged.
-	payload := randomBytes(t, 8<<20)
-	c, err := net.Dial("tcp", fwdAddr)
-	if err != nil {
-		t.Fatal(err)
+	if echoRandom(t, fwdAddr, 8<<20, "bytes through forward"); t.Failed() {
+		t.FailNow()
 	}
-	go func() {
-		_, _ = c.Write(payload)
-	}()
-	c.SetReadDeadline(time.Now().Add(time.Minute))
-	back := make([]byte, len(payload))
-	if _, err := io.ReadFull(c, back); err != nil {
-		t.Fatalf("reading the echo: %v", err)
-	}
-	if sha256.Sum256(back) != sha256.Sum256(payload) {
-		t.Fatal("bytes through forward differ")
-	}
-	c.Close()
 
 	// list and show speak of the connected device.
 	list, _, err := runCmd(t, env, tether, "devices", "list")
