@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // HTTP headers of the stream-creation call (service → hub → service).
@@ -189,6 +190,36 @@ type StreamRequest struct {
 var (
 	ErrTopic = errors.New("wire: malformed stream topic")
 )
+
+// MaxStreamNameLen bounds a stream name, in bytes. Azure documents no
+// limit; this one keeps the request topic, which carries the name once as
+// it is and once escaped twice inside $url (up to 5 bytes for each), far
+// below the 65,535 bytes an MQTT topic may hold, whatever the name.
+const MaxStreamNameLen = 1024
+
+// ErrStreamName is wrapped by ValidateStreamName's errors.
+var ErrStreamName = errors.New("invalid stream name")
+
+// ValidateStreamName checks that name can be one level of the request
+// topic (Topic) that a device splits the way the hub meant: 1 to
+// MaxStreamNameLen bytes of UTF-8 without "/" (a level's end), "?" (the
+// properties' start), the MQTT wildcards "+" and "#", or NUL, which MQTT
+// forbids in a topic. Nor may it be "." or "..": as a segment of the
+// streaming URL's path (BridgePath), HTTP clients and servers would
+// resolve it away, and no side could join the stream.
+func ValidateStreamName(name string) error {
+	switch {
+	case name == "" || len(name) > MaxStreamNameLen:
+		return fmt.Errorf("%w: a stream name is 1 to %d bytes", ErrStreamName, MaxStreamNameLen)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("%w: %q is not UTF-8", ErrStreamName, name)
+	case strings.ContainsAny(name, "/?#+\x00"):
+		return fmt.Errorf("%w: %q holds one of / ? # + or NUL", ErrStreamName, name)
+	case name == "." || name == "..":
+		return fmt.Errorf("%w: %q is a dot segment of the streaming URL", ErrStreamName, name)
+	}
+	return nil
+}
 
 // Topic is the MQTT topic that carries r to the device:
 //

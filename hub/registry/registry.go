@@ -487,9 +487,15 @@ func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
 
 // ValidateID checks a device id against Azure's rules: 1 to 128 ASCII
 // letters, digits and - . + % _ # * ? ! ( ) , : = @ $ '.
-func ValidateID(id string) error {
+func ValidateID(id string) error { return validateID("device id", id) }
+
+// ValidateModuleID checks a module id: Azure gives module ids the rules
+// of device ids.
+func ValidateModuleID(id string) error { return validateID("module id", id) }
+
+func validateID(kind, id string) error {
 	if len(id) == 0 || len(id) > 128 {
-		return fmt.Errorf("%w: device id must be 1 to 128 characters", ErrInvalid)
+		return fmt.Errorf("%w: %s must be 1 to 128 characters", ErrInvalid, kind)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -497,7 +503,7 @@ func ValidateID(id string) error {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case strings.IndexByte("-.+%_#*?!(),:=@$'", c) >= 0:
 		default:
-			return fmt.Errorf("%w: device id %q has a character outside Azure's set", ErrInvalid, id)
+			return fmt.Errorf("%w: %s %q has a character outside Azure's set", ErrInvalid, kind, id)
 		}
 	}
 	return nil
