@@ -103,13 +103,15 @@ func (pp *pipe) deviceToService(wg *sync.WaitGroup, n *int64) {
 }
 
 // copy relays frames from src to dst until the stream ends, and returns the
-// payload bytes it delivered. When src may carry another stream after this
-// one (tether-stream.v2), copy then reads on until src answers the hub's
-// close frame, so the conn is at a frame boundary for the next request.
+// payload bytes it delivered. Once the hub sent src its close frame, copy
+// reads on until src answers with its own or the close timeout passes (RFC
+// 6455 §7.1.1), so that src sees a close handshake, not a dropped
+// connection, and a conn that may carry another stream after this one
+// (tether-stream.v2) is at a frame boundary for the next request.
 func (pp *pipe) copy(src, dst *peer) int64 {
 	n := pp.copyFrames(src, dst)
-	if src.reuse && src.sentClose.Load() && !src.gotClose.Load() && !src.bad.Load() {
-		pp.drain(src)
+	if src.sentClose.Load() && !src.gotClose.Load() && !src.bad.Load() {
+		src.drain()
 	}
 	return n
 }
@@ -336,11 +338,13 @@ func (pp *pipe) protocolError(src *peer, dir, what string) {
 	pp.stop(src.side.String(), fmt.Sprintf("%s: %v: %s", dir, errProtocol, what), frames)
 }
 
-// stop ends the stream once: it records why, sends each side its close
-// frame (nil: none, that side is gone), and closes both conns, which ends
-// both copy goroutines. A side that may reuse its conn is not closed: its
-// copy goroutine drains it until its close frame comes back, within
-// closeTimeout (see copy). Only the first call counts.
+// stop ends the stream once: it records why and sends each side its close
+// frame (nil: none, that side is gone). A side that was sent one keeps its
+// conn until it answers or the close timeout passes: its copy goroutine
+// drains it meanwhile (see copy), and the conn is then closed or, for
+// tether-stream.v2, kept for the next stream (reuseOrClose). Any other
+// side's conn is closed at once, which ends its copy goroutine. Only the
+// first call counts.
 func (pp *pipe) stop(by, reason string, frames [2][]byte) {
 	pp.once.Do(func() {
 		pp.closedBy, pp.reason = by, reason
@@ -354,11 +358,15 @@ func (pp *pipe) stop(by, reason string, frames [2][]byte) {
 			}
 		}
 		for _, p := range pp.peers {
-			if p.reuse && p.sentClose.Load() && !p.bad.Load() {
-				p.conn.SetReadDeadline(time.Now().Add(closeTimeout))
-				continue
+			switch {
+			case !p.sentClose.Load() || p.bad.Load():
+				p.hardClose()
+			case !p.gotClose.Load():
+				p.conn.SetReadDeadline(time.Now().Add(pp.r.closeWait))
 			}
-			p.hardClose()
+			// A side whose close frame came first has its answer: its
+			// copy goroutine is returning, and reuseOrClose closes or
+			// keeps its conn.
 		}
 	})
 }

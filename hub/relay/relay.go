@@ -54,6 +54,11 @@ type Options struct {
 	// IdleTimeout ends a paired stream once no data crossed it either way
 	// for that long (close 1001 to both). Zero: never.
 	IdleTimeout time.Duration
+	// CloseTimeout is how long a side has to answer the hub's close frame
+	// with its own before the hub closes the connection anyway (RFC 6455
+	// §7.1.1: the server closes TCP once the close handshake is done).
+	// Zero or less: 1s.
+	CloseTimeout time.Duration
 	// IdleHandler serves a request read on a reused stream connection
 	// (tether-stream.v2) in place of the relay itself, so that the hub can
 	// take its one-request stream opening there too; it must pass
@@ -140,6 +145,8 @@ const (
 	// closeTimeout bounds sending a close frame when a stream ends, so that
 	// ending one side is prompt even when the other stopped reading.
 	closeTimeout = time.Second
+	// defaultCloseWait is Options.CloseTimeout's default.
+	defaultCloseWait = time.Second
 )
 
 type side int
@@ -161,8 +168,11 @@ type Relay struct {
 	log      *slog.Logger
 	window   time.Duration
 	wtimeout time.Duration
-	onDone   func(Info)
-	idleH    http.Handler // serves requests on reused conns
+	// closeWait bounds waiting for a side's answer to the hub's close
+	// frame.
+	closeWait time.Duration
+	onDone    func(Info)
+	idleH     http.Handler // serves requests on reused conns
 	// upgrader selects no subprotocol; tetherUpgrader selects Subprotocol.
 	// Two, so that a request not offering Subprotocol goes through exactly
 	// the handshake it always did: gobwas refuses a Sec-WebSocket-Protocol
@@ -226,6 +236,7 @@ func New(opts Options) *Relay {
 		maxPending:   opts.MaxPending,
 		maxMessage:   opts.MaxMessage,
 		idle:         opts.IdleTimeout,
+		closeWait:    opts.CloseTimeout,
 		onLimit:      opts.OnLimit,
 		perDevice:    make(map[string]int),
 	}
@@ -237,6 +248,9 @@ func New(opts Options) *Relay {
 	}
 	if r.wtimeout <= 0 {
 		r.wtimeout = defaultWriteTimeout
+	}
+	if r.closeWait <= 0 {
+		r.closeWait = defaultCloseWait
 	}
 	r.upgrader = ws.HTTPUpgrader{Timeout: r.wtimeout}
 	r.tetherUpgrader = ws.HTTPUpgrader{
@@ -344,7 +358,7 @@ func (r *Relay) finishUnpaired(st *stream, waiting []*peer, by, reason string, c
 	for _, p := range waiting {
 		p.closing(closeTimeout)
 		p.writeClose(ws.NewCloseFrameBody(code, text))
-		p.hardClose()
+		r.awaitClose(p)
 	}
 	r.log.Debug("stream ended unpaired", "stream", st.ID, "device", st.DeviceID, "name", st.Name, "by", by, "reason", reason)
 	r.done(Info{
@@ -468,7 +482,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.mu.Unlock()
 		p.closing(closeTimeout)
 		p.writeClose(ws.NewCloseFrameBody(ws.StatusGoingAway, "stream ended"))
-		p.hardClose()
+		r.awaitClose(p)
 		return
 	}
 	other := st.peers[1-ref.side]
@@ -639,6 +653,41 @@ func (p *peer) writeClose(payload []byte) {
 	if _, err := p.conn.Write(p.cbuf[:n+len(payload)]); err == nil {
 		p.sentClose.Store(true)
 	}
+}
+
+// awaitClose waits, on a goroutine of its own that Close waits for, until
+// p answers the close frame the hub sent it or the close timeout passes,
+// then closes p's conn. A p that was sent no close frame is closed at once,
+// and so is every p once the relay is closed: shutting down does not wait.
+func (r *Relay) awaitClose(p *peer) {
+	r.mu.Lock()
+	if r.closed || !p.sentClose.Load() || p.bad.Load() {
+		r.mu.Unlock()
+		p.hardClose()
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		p.conn.SetReadDeadline(time.Now().Add(r.closeWait))
+		p.drain()
+		p.close()
+	}()
+}
+
+// close closes p's conn once its stream is over. After a close handshake
+// that completed, the TLS layer says goodbye too (close_notify): the peer
+// read everything up to the hub's close frame, so the alert cannot stall,
+// and a client's TLS library (the Azure C SDK's among them) sees an orderly
+// end instead of a dropped connection. Otherwise the conn is dropped.
+func (p *peer) close() {
+	if p.sentClose.Load() && p.gotClose.Load() && !p.bad.Load() && p.skip == 0 {
+		p.conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+		p.conn.Close()
+		return
+	}
+	p.hardClose()
 }
 
 // hardClose closes the TCP conn under any TLS: the close frame already

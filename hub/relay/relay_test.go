@@ -424,13 +424,19 @@ func rawDial(t *testing.T, h *testHub, st *Stream, token string) (net.Conn, io.R
 
 // rawDialProto is rawDial offering protos, and returns what the hub
 // selected.
-func rawDialProto(t *testing.T, h *testHub, st *Stream, token string, protos ...string) (net.Conn, io.Reader, string) {
+func rawDialProto(t *testing.T, h *testHub, st *Stream, token string, protos ...string) (net.Conn, *bufio.Reader, string) {
 	t.Helper()
-	d := ws.Dialer{
+	return dialWith(t, h, st, ws.Dialer{
 		Header:    ws.HandshakeHeaderString("Authorization: Bearer " + token + "\r\n"),
 		TLSConfig: h.tls,
 		Protocols: protos,
-	}
+	})
+}
+
+// dialWith opens a stream side with d and returns its conn, a reader of
+// its frames and the subprotocol the hub selected.
+func dialWith(t *testing.T, h *testHub, st *Stream, d ws.Dialer) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
 	conn, br, hs, err := d.Dial(context.Background(), h.url(st))
 	if err != nil {
 		t.Fatalf("raw Dial: %v", err)

@@ -19,49 +19,49 @@ import (
 // request of Tether's own clients needs (the only ones that reuse).
 const maxIdleRequest = 4096
 
-// drain reads src after the hub sent it a close frame, until src's own
+// drain reads p after the hub sent it a close frame, until p's own
 // close frame: data frames are dropped (the stream is over), and the conn
 // is then at a frame boundary, ready for the next request. Any error, or
-// the deadline stop set, marks it bad.
-func (pp *pipe) drain(src *peer) {
+// the read deadline set before, marks it bad.
+func (p *peer) drain() {
 	var hbuf [ws.MaxHeaderSize]byte
-	if src.skip > 0 {
-		if _, err := io.CopyN(io.Discard, src.r, src.skip); err != nil {
-			src.bad.Store(true)
+	if p.skip > 0 {
+		if _, err := io.CopyN(io.Discard, p.r, p.skip); err != nil {
+			p.bad.Store(true)
 			return
 		}
-		src.skip = 0
+		p.skip = 0
 	}
 	for {
-		h, err := ws.ReadHeaderBuffer(src.r, hbuf[:])
+		h, err := ws.ReadHeaderBuffer(p.r, hbuf[:])
 		if err != nil || h.Rsv != 0 || !h.Masked || h.OpCode.IsReserved() ||
 			(h.OpCode.IsControl() && (!h.Fin || h.Length > ws.MaxControlFramePayloadSize)) {
-			src.bad.Store(true)
+			p.bad.Store(true)
 			return
 		}
-		if _, err := io.CopyN(io.Discard, src.r, h.Length); err != nil {
-			src.bad.Store(true)
+		if _, err := io.CopyN(io.Discard, p.r, h.Length); err != nil {
+			p.bad.Store(true)
 			return
 		}
 		if h.OpCode == ws.OpClose {
-			src.gotClose.Store(true)
+			p.gotClose.Store(true)
 			return
 		}
 	}
 }
 
 // reuseOrClose hands each conn that finished its close handshake cleanly
-// to serveIdle, and closes the others.
+// and may carry another stream to serveIdle, and closes the others.
 func (r *Relay) reuseOrClose(peers []*peer) {
 	for _, p := range peers {
 		if !p.reuse || !p.sentClose.Load() || !p.gotClose.Load() || p.bad.Load() || p.skip != 0 {
-			p.hardClose()
+			p.close()
 			continue
 		}
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
-			p.hardClose()
+			p.close()
 			continue
 		}
 		r.idleConns[p] = struct{}{}
