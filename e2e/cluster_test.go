@@ -22,8 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/tether-io/tether/device"
 	"github.com/tether-io/tether/service"
 )
@@ -513,25 +511,10 @@ func TestClusterEmbedded(t *testing.T) {
 // device is not connected to.
 func TestClusterExternalNATS(t *testing.T) {
 	tetherd, tether := buildBinaries(t)
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(),
-		NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
+	natsURL := startNATS(t)
 	// A list, its first seed dead: --nats takes several URLs.
 	dead := freePort(t)
-	nodes := newClusterNodes(t, 2, "nats://"+dead+","+ns.ClientURL())
+	nodes := newClusterNodes(t, 2, "nats://"+dead+","+natsURL)
 	startClusterNodes(t, tetherd, nodes)
 
 	out, stderr, err := runCmd(t, nodes[0].env(), tether, "devices", "add", "dev1")

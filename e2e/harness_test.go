@@ -46,6 +46,7 @@ type hubOptions struct {
 	window time.Duration // handshake window, and its maximum
 	logTo  io.Writer     // the hub's log, as JSON lines; default: discarded (or TETHER_TEST_LOG)
 	limits hub.Limits    // zero fields: the defaults
+	nats   string        // an external NATS URL; default an embedded server of the hub's own
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -77,7 +78,7 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 	if o.logTo != nil {
 		log = slog.New(slog.NewJSONHandler(o.logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	cl, err := cluster.Start(ctx, cluster.Options{DataDir: o.dir, Logger: log})
+	cl, err := cluster.Start(ctx, cluster.Options{DataDir: o.dir, URL: o.nats, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,6 +54,8 @@ func (s *Server) Draining() bool { return s.lame.draining.Load() }
 //   - New streams homed here are refused with 503 ServiceUnavailable, so a
 //     service (or its load balancer) retries on another node. Requests for
 //     devices connected here, from streams homed elsewhere, still pass.
+//     A node that is the whole hub (cluster.Cluster.Alone) says only that
+//     the hub is shutting down, here and below: there is no other node.
 //   - /readyz answers 503, so a load balancer stops sending work here.
 //   - New device connections over WebSocket are refused with 503 (the
 //     binary closes the MQTT over TLS listener itself).
@@ -160,14 +162,22 @@ func (s *Server) refuseWhileDraining(w http.ResponseWriter, r *http.Request) boo
 		h.Set(wire.HeaderErrorCode, "ServiceUnavailable")
 		h.Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write(wire.EncodeError(codeServiceUnavailable, "This hub node is shutting down; retry the request on another node."))
+		msg := "This hub node is shutting down; retry the request on another node."
+		if s.opts.Cluster.Alone() {
+			msg = "This hub is shutting down."
+		}
+		_, _ = w.Write(wire.EncodeError(codeServiceUnavailable, msg))
 		return true
 	case p == "/readyz":
 		http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 		return true
 	case p == "/$iothub/websocket":
 		w.Header().Set("Retry-After", "1")
-		http.Error(w, "this hub node is shutting down; connect to another node", http.StatusServiceUnavailable)
+		msg := "this hub node is shutting down; connect to another node"
+		if s.opts.Cluster.Alone() {
+			msg = "this hub is shutting down"
+		}
+		http.Error(w, msg, http.StatusServiceUnavailable)
 		return true
 	}
 	return false

@@ -88,6 +88,7 @@ type Cluster struct {
 	node   string
 	name   string
 	repl   int
+	alone  bool // see Alone
 	log    *slog.Logger
 	closed chan struct{} // closed by nats.go once the connection is closed
 
@@ -129,7 +130,8 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	node := name + "-" + randomSuffix()
 	log = log.With("node", node)
 
-	c := &Cluster{node: node, name: name, log: log, closed: make(chan struct{})}
+	c := &Cluster{node: node, name: name, log: log, closed: make(chan struct{}),
+		alone: opts.URL == "" && opts.ClusterName == ""}
 	connOpts := []nats.Option{
 		nats.Name("tetherd " + node),
 		nats.MaxReconnects(-1),
@@ -272,6 +274,12 @@ func (c *Cluster) Node() string { return c.node }
 // restarts, so a restarted node can recognise what its previous life left
 // behind.
 func (c *Cluster) Name() string { return c.name }
+
+// Alone reports whether this node is the whole hub: an embedded NATS
+// server of its own, not clustered, so no other node shares its store. A
+// node on an external NATS is never taken to be alone, since any number
+// of nodes may share that.
+func (c *Cluster) Alone() bool { return c.alone }
 
 // Ready reports whether the connection is up and JetStream answers. A
 // broken connection is reported at once; a JetStream answer is cached for a
