@@ -137,3 +137,69 @@ func TestBackoff(t *testing.T) {
 		t.Fatal("a disabled back-off refuses")
 	}
 }
+
+// TestRateBackoff: a source may fail at its rate for ever and is backed
+// off only past it; while refused nothing refills, so a source that keeps
+// failing as fast backs off twice as long each time, and one that calmed
+// down starts again from the base. Successes change nothing.
+func TestRateBackoff(t *testing.T) {
+	b := NewRateBackoff(10, 5, time.Second, 4*time.Second)
+	now := time.Unix(1_000_000, 0)
+	// Within the rate: 10 a second for a minute, never refused.
+	for i := range 600 {
+		at := now.Add(time.Duration(i) * 100 * time.Millisecond)
+		if d := b.Failed("nat", at); d != 0 {
+			t.Fatalf("failure %d at the rate: back-off %v", i, d)
+		}
+	}
+	// Past the burst at once: refused for the base.
+	for i := range 5 {
+		if d := b.Failed("a", now); d != 0 {
+			t.Fatalf("failure %d of the burst: back-off %v", i, d)
+		}
+	}
+	b.Succeeded("a") // one client's success does not excuse the others
+	if d := b.Failed("a", now); d != time.Second {
+		t.Fatalf("past the burst: back-off %v, want 1s", d)
+	}
+	if w := b.Wait("a", now.Add(time.Second/2)); w != time.Second/2 {
+		t.Fatalf("wait %v, want 500ms", w)
+	}
+	// A failure that was under way when the back-off began adds nothing.
+	if d := b.Failed("a", now.Add(time.Second/2)); d != time.Second/2 {
+		t.Fatalf("failure during the back-off: %v, want the 500ms left", d)
+	}
+	// Failing on as fast after each back-off: each is twice the last.
+	at := now
+	for _, want := range []time.Duration{2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		at = b.nextFree("a", at)
+		if d := b.Failed("a", at); d != want {
+			t.Fatalf("failing on at once: back-off %v, want %v", d, want)
+		}
+	}
+	// Quiet for long enough to refill: the burst again, then the base.
+	at = at.Add(4*time.Second + time.Second)
+	for i := range 5 {
+		if d := b.Failed("a", at); d != 0 {
+			t.Fatalf("failure %d after calming down: back-off %v", i, d)
+		}
+	}
+	if d := b.Failed("a", at); d != time.Second {
+		t.Fatalf("past the burst after calming down: back-off %v, want 1s", d)
+	}
+	if b.Wait("b", now) != 0 {
+		t.Fatal("another source waits")
+	}
+	off := NewRateBackoff(0, 5, time.Second, time.Second)
+	for range 100 {
+		off.Failed("a", now)
+	}
+	if off.Wait("a", now) != 0 {
+		t.Fatal("a disabled back-off refuses")
+	}
+}
+
+// nextFree is the end of src's back-off.
+func (b *Backoff) nextFree(src string, now time.Time) time.Time {
+	return now.Add(b.Wait(src, now))
+}
