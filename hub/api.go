@@ -226,8 +226,9 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *inv
 		deviceID: r.PathValue("id"), module: r.PathValue("module"), name: r.PathValue("name"),
 		policy: policy.Name, start: start, sdk: r.UserAgent(),
 	}
-	if inv.name == "" || strings.ContainsAny(inv.name, "/?#+") {
-		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "invalid stream name")
+	if err := validStreamPath(inv.deviceID, inv.module, inv.name); err != nil {
+		// Not an invocation of a device either: no stream-log record.
+		s.badRequest(w, r, err)
 		return nil, 0, 0, false
 	}
 	window, err = timeoutHeader(r, wire.HeaderConnectTimeout, s.opts.Window, s.opts.MaxWindow)
@@ -239,6 +240,47 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *inv
 	}
 	writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 	return nil, 0, 0, false
+}
+
+// validStreamPath checks the ids and the name of a stream request's path
+// before the registry or a device is asked anything: a malformed one is the
+// caller's mistake, never the hub's, and a client id too long for a NATS
+// subject would cost the node its NATS connection. module is empty on the
+// device route.
+func validStreamPath(deviceID, module, name string) error {
+	if err := registry.ValidateID(deviceID); err != nil {
+		return err
+	}
+	if module != "" {
+		if err := registry.ValidateModuleID(module); err != nil {
+			return err
+		}
+	}
+	return wire.ValidateStreamName(name)
+}
+
+// badRequest answers a request whose path or query is malformed: 400
+// ArgumentInvalid with why. The mistake is the caller's, so it is logged
+// at debug only: a client retrying a bad id must not fill the hub's log.
+func (s *Server) badRequest(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Debug("malformed request", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+	writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+}
+
+// deviceQuery reads the ?deviceId= filter of a listing, "" for none. A
+// malformed id is answered (ok false) before the listing starts: it would
+// otherwise select nothing, as if the device had no entry, and one too
+// long for a NATS subject (the stream logs filter by subject) would cost
+// the node its NATS connection.
+func (s *Server) deviceQuery(w http.ResponseWriter, r *http.Request) (id string, ok bool) {
+	id = r.URL.Query().Get("deviceId")
+	if id != "" {
+		if err := registry.ValidateID(id); err != nil {
+			s.badRequest(w, r, err)
+			return "", false
+		}
+	}
+	return id, true
 }
 
 // answerAccepted is the POST's answer to a stream the device accepted:

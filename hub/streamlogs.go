@@ -131,7 +131,11 @@ func (s *Server) handleStreamLogs(w http.ResponseWriter, r *http.Request) {
 		unauthorized(w)
 		return
 	}
-	q := streamlog.Query{DeviceID: r.URL.Query().Get("deviceId")}
+	dev, ok := s.deviceQuery(w, r)
+	if !ok {
+		return
+	}
+	q := streamlog.Query{DeviceID: dev}
 	if v := r.URL.Query().Get("since"); v != "" {
 		t, err := parseSince(v, time.Now())
 		if err != nil {

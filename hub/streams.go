@@ -49,6 +49,10 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 		unauthorized(w)
 		return
 	}
+	dev, ok := s.deviceQuery(w, r)
+	if !ok {
+		return
+	}
 	inbox := s.nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 64)
 	sub, err := s.nc.ChanSubscribe(inbox, replies)
@@ -83,7 +87,7 @@ gather:
 			return
 		}
 	}
-	if dev := r.URL.Query().Get("deviceId"); dev != "" {
+	if dev != "" {
 		all = slices.DeleteFunc(all, func(st wire.StreamInfo) bool { return st.DeviceID != dev })
 	}
 	slices.SortFunc(all, func(a, b wire.StreamInfo) int {
