@@ -156,8 +156,9 @@ type Broker struct {
 	cb     [callbackStripes]sync.Mutex
 	cbSeed maphash.Seed
 
-	refusals sampler
-	sources  *limit.Sources // connections and CONNECT rate per source (limits.go)
+	refusals        sampler        // refused CONNECTs
+	upgradeRefusals sampler        // refused WebSocket upgrades
+	sources         *limit.Sources // connections and CONNECT rate per source (limits.go)
 
 	mu      sync.Mutex
 	closed  bool
@@ -373,14 +374,24 @@ func (b *Broker) Serve(ln net.Listener) error {
 	}
 }
 
+// refusedUpgrade logs a refused MQTT-over-WebSocket upgrade with what the
+// client offered, at most a few a second: a device that retries a handshake
+// the hub can never accept is otherwise invisible to its operator.
+func (b *Broker) refusedUpgrade(r *http.Request, why string) {
+	if ok, dropped := b.upgradeRefusals.allow(); ok {
+		b.log.Info("websocket upgrade refused", "remote", r.RemoteAddr, "why", why,
+			"subprotocols", r.Header.Values("Sec-WebSocket-Protocol"), "suppressed", dropped)
+	}
+}
+
 func isTemporary(err error) bool {
 	var t interface{ Temporary() bool }
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// HandleWebSocket upgrades to MQTT over WebSocket (subprotocol "mqtt"
-// required) and returns; the session goes on in a goroutine of its own,
-// which Close waits for.
+// HandleWebSocket upgrades to MQTT over WebSocket (subprotocol "mqtt", in
+// any letter case, required) and returns; the session goes on in a
+// goroutine of its own, which Close waits for.
 func (b *Broker) HandleWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !b.enter() {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
@@ -389,12 +400,13 @@ func (b *Broker) HandleWebSocket(w http.ResponseWriter, r *http.Request) {
 	c, proto, err := upgradeWS(w, r)
 	if err != nil {
 		b.wg.Done()
-		b.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		b.refusedUpgrade(r, err.Error())
 		return // the client has had its answer
 	}
-	if proto != "mqtt" {
+	if !isMQTT(proto) {
 		_ = c.fail(ws.StatusPolicyViolation, nil)
 		b.wg.Done()
+		b.refusedUpgrade(r, "no MQTT subprotocol offered")
 		return
 	}
 	var nc net.Conn = c

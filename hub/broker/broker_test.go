@@ -568,6 +568,53 @@ func TestWebSocketNeedsMQTTSubprotocol(t *testing.T) {
 	}
 }
 
+// TestWebSocketSubprotocolAnyCase: subprotocol tokens compare without
+// regard to case for MQTT (the Azure C SDK offers "MQTT"), and the hub
+// selects the token exactly as offered; the session then works.
+func TestWebSocketSubprotocolAnyCase(t *testing.T) {
+	h := startHub(t)
+	for _, proto := range []string{"mqtt", "MQTT", "Mqtt"} {
+		t.Run(proto, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, h.wsSrv.URL+"/$iothub/websocket", &websocket.DialOptions{
+				HTTPClient: h.wsSrv.Client(), Subprotocols: []string{"xmpp", proto},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			if got := c.Subprotocol(); got != proto {
+				t.Fatalf("selected %q, want %q", got, proto)
+			}
+			id := "dev-" + proto
+			var b bytes.Buffer
+			pk := packets.Packet{
+				FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+				ProtocolVersion: 4,
+				Connect: packets.ConnectParams{
+					ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: id,
+					UsernameFlag: true, Username: []byte("127.0.0.1/" + id + "/?api-version=2020-09-30"),
+					PasswordFlag: true, Password: []byte(password(id)),
+				},
+			}
+			if err := pk.ConnectEncode(&b); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Write(ctx, websocket.MessageBinary, b.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			_, msg, err := c.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msg) != 4 || msg[0]>>4 != packets.Connack || msg[3] != 0 {
+				t.Fatalf("CONNACK % x", msg)
+			}
+		})
+	}
+}
+
 // TestNoConnectIsDropped: a connection that never sends CONNECT does not
 // hold its goroutine for ever.
 func TestNoConnectIsDropped(t *testing.T) {

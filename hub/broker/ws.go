@@ -28,9 +28,15 @@ import (
 // errWSProtocol ends a connection whose peer broke RFC 6455.
 var errWSProtocol = errors.New("broker: websocket protocol violation")
 
-// upgradeWS answers the WebSocket handshake of r with subprotocol "mqtt"
-// selected if offered, and returns the connection. On an error the client
-// has had its answer.
+// subprotocol is MQTT's WebSocket subprotocol. Tokens compare without
+// regard to case: the Azure C device SDK offers "MQTT".
+const subprotocol = "mqtt"
+
+func isMQTT(p string) bool { return strings.EqualFold(p, subprotocol) }
+
+// upgradeWS answers the WebSocket handshake of r, selecting the MQTT
+// subprotocol, in the spelling the client offered, if offered, and returns
+// the connection and that token. On an error the client has had its answer.
 func upgradeWS(w http.ResponseWriter, r *http.Request) (*wsConn, string, error) {
 	if err := checkOrigin(r); err != nil {
 		http.Error(w, err.Error(), http.StatusForbidden)
@@ -38,7 +44,7 @@ func upgradeWS(w http.ResponseWriter, r *http.Request) (*wsConn, string, error) 
 	}
 	u := ws.HTTPUpgrader{
 		Timeout:  writeTimeout,
-		Protocol: func(p string) bool { return p == "mqtt" },
+		Protocol: isMQTT,
 	}
 	conn, rw, hs, err := u.Upgrade(r, w)
 	if err != nil {
