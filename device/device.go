@@ -99,6 +99,14 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay (1 s and 30 s by
 	// default); see keepUp for how the delay grows and resets.
 	MinBackoff, MaxBackoff time.Duration
+	// WaitForHub makes Dial wait for a hub it cannot reach (refused, reset
+	// or timed out, a name that does not resolve yet, a hub that answers
+	// "server unavailable") rather than return the first failure: it
+	// tries again with the reconnect delays until it connects or ctx ends,
+	// logging the reason (see waitForHub). A hub that refuses the device
+	// (ErrUnauthorized), a certificate that is not trusted, or any other
+	// refusal still ends Dial at once: waiting would not change them.
+	WaitForHub bool
 	// Logger receives connection events; nil discards them. Keys and tokens
 	// never reach it.
 	Logger *slog.Logger
@@ -120,6 +128,10 @@ var (
 )
 
 var errNotConnected = errors.New("device: not connected to the hub")
+
+// errSubscriptionRefused is a SUBACK failure code: the hub took the
+// device but will not send it stream requests.
+var errSubscriptionRefused = errors.New("the hub refused the subscription")
 
 const (
 	// requestQueue bounds the requests waiting for Accept: a caller that
@@ -287,6 +299,9 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	s, err := c.connectAny(ctx)
+	if err != nil && opts.WaitForHub {
+		s, err = c.waitForHub(ctx, err)
+	}
 	if err != nil {
 		c.cancel()
 		return nil, err
@@ -359,7 +374,8 @@ func (c *Client) keepUp(s *session) {
 		// Every failure is retried alike: refused, reset, timed out, a DNS
 		// name that does not resolve (yet), even "unauthorized" (the device
 		// may be re-enabled). Only Dial gives up, so that a wrong setup
-		// shows at once.
+		// shows at once: on any failure, or with Options.WaitForHub on a
+		// refusal only.
 		for {
 			d := backoff(attempt, c.minB, c.maxB, rand.Int64N)
 			attempt++
@@ -479,7 +495,7 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 	if err == nil {
 		for i, code := range codes {
 			if code >= 0x80 {
-				err = fmt.Errorf("the hub refused the subscription to %s", filters[i])
+				err = fmt.Errorf("%w to %s", errSubscriptionRefused, filters[i])
 				break
 			}
 		}
@@ -517,16 +533,22 @@ func (c *Client) dialBrokerReal(ctx context.Context) (net.Conn, error) {
 // dialError says plainly what went wrong, since the person reading it is
 // often setting up a device by hand: a certificate problem reads as one.
 func dialError(addr string, err error) error {
+	if untrusted(err) {
+		return fmt.Errorf("device: the hub's TLS certificate at %s is not trusted: %w", addr, err)
+	}
+	return fmt.Errorf("device: cannot reach the hub at %s: %w", addr, err)
+}
+
+// untrusted reports whether err is the hub's certificate failing
+// verification.
+func untrusted(err error) bool {
 	var (
 		verr *tls.CertificateVerificationError
 		uerr x509.UnknownAuthorityError
 		herr x509.HostnameError
 		ierr x509.CertificateInvalidError
 	)
-	if errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr) {
-		return fmt.Errorf("device: the hub's TLS certificate at %s is not trusted: %w", addr, err)
-	}
-	return fmt.Errorf("device: cannot reach the hub at %s: %w", addr, err)
+	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &ierr)
 }
 
 func (c *Client) connackError(err connackError) error {

@@ -35,8 +35,9 @@ const (
 
 // CONNACK return codes a hub refuses a device with.
 const (
-	connackBadCredentials = 4
-	connackNotAuthorized  = 5
+	connackServerUnavailable = 3
+	connackBadCredentials    = 4
+	connackNotAuthorized     = 5
 )
 
 // maxPacket bounds a packet from the hub. Its stream requests are a topic
@@ -55,7 +56,7 @@ func (e connackError) Error() string {
 		return "connection refused: unacceptable protocol version"
 	case 2:
 		return "connection refused: identifier rejected"
-	case 3:
+	case connackServerUnavailable:
 		return "connection refused: server unavailable"
 	case connackBadCredentials:
 		return "connection refused: bad user name or password"
