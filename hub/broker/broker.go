@@ -510,9 +510,10 @@ func (b *Broker) write(s *session, pk packets.Packet) error {
 // wrong places (WIRE.md §3): the name is one topic level free of MQTT
 // wildcards, and every property must be exactly key=value.
 func validRequest(r wire.StreamRequest) error {
+	if err := wire.ValidateStreamName(r.Name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
 	switch {
-	case r.Name == "" || strings.ContainsAny(r.Name, "/?#+\x00") || !utf8.ValidString(r.Name):
-		return fmt.Errorf("%w: stream name %q", ErrInvalidRequest, r.Name)
 	case r.Token == "" || strings.ContainsAny(r.Token, "=&/%+?#\x00") || !utf8.ValidString(r.Token):
 		return fmt.Errorf("%w: token holds a reserved character", ErrInvalidRequest)
 	case r.URL == "":
