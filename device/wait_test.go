@@ -13,17 +13,6 @@ import (
 	"github.com/tether-io/tether/device/devicetest"
 )
 
-// freeAddr is a loopback address nothing listens on yet.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // waitingOptions are Options with WaitForHub for a hub at tlsAddr that
 // does not exist yet; each failed dial is sent on the returned channel.
 func waitingOptions(t *testing.T, tr Transport, tlsAddr string) (Options, *syncBuffer, chan error) {
@@ -55,7 +44,7 @@ func waitingOptions(t *testing.T, tr Transport, tlsAddr string) (Options, *syncB
 func TestDialWaitsForHub(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr Transport) {
 		key := devicetest.NewKey()
-		tlsAddr, httpAddr := freeAddr(t), freeAddr(t)
+		tlsAddr, httpAddr := devicetest.FreeAddr(t), devicetest.FreeAddr(t)
 		opts, logs, failed := waitingOptions(t, tr, tlsAddr)
 		ctx, cancel := context.WithTimeout(context.Background(), devicetest.Timeout)
 		defer cancel()
@@ -113,14 +102,14 @@ func TestDialWaitForHubStops(t *testing.T) {
 		})
 	})
 	t.Run("given up", func(t *testing.T) {
-		dead := freeAddr(t)
+		dead := devicetest.FreeAddr(t)
 		opts, _, failed := waitingOptions(t, TLS, dead)
 		cctx, ccancel := context.WithCancel(ctx)
 		go func() {
 			<-failed
 			ccancel()
 		}()
-		_, err := Dial(cctx, "HostName="+freeAddr(t)+";DeviceId=dev1;SharedAccessKey="+key, opts)
+		_, err := Dial(cctx, "HostName="+devicetest.FreeAddr(t)+";DeviceId=dev1;SharedAccessKey="+key, opts)
 		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), dead) {
 			t.Fatalf("err = %v, want one naming %s and context.Canceled", err, dead)
 		}

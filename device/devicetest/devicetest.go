@@ -132,6 +132,18 @@ type Hub struct {
 	stopped  bool
 }
 
+// FreeAddr is a loopback address nothing listens on now, for a hub that
+// StartHub starts there later: a device set up before its hub.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // StartHub starts a hub on tlsAddr and httpAddr ("127.0.0.1:0" picks free
 // ports; a restart passes the addresses of the hub it replaces). It stops
 // when the test ends.
