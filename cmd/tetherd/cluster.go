@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,51 +34,34 @@ type clusterConfig struct {
 }
 
 // addClusterFlags registers the clustering and drain flags on fs. The
-// returned finish completes c once fs is parsed.
-func addClusterFlags(fs *flag.FlagSet, c *clusterConfig) (finish func() error, err error) {
-	fs.StringVar(&c.nodeName, "node-name", env("TETHER_NODE_NAME", ""), "this node's name, unique in a cluster and the same across restarts; default the machine's host name (env TETHER_NODE_NAME)")
-	fs.StringVar(&c.name, "cluster-name", env("TETHER_CLUSTER_NAME", ""), "join the embedded NATS servers of several nodes as the cluster NAME (env TETHER_CLUSTER_NAME)")
-	fs.StringVar(&c.listen, "cluster-listen", env("TETHER_CLUSTER_LISTEN", ":6222"), "HOST:PORT for NATS routes from the other nodes, with --cluster-name (env TETHER_CLUSTER_LISTEN)")
-	peers := env("TETHER_CLUSTER_PEERS", "")
-	fs.Func("cluster-peers", "HOST:PORT,... of the other nodes' --cluster-listen (env TETHER_CLUSTER_PEERS)", func(v string) error {
-		peers = v
-		return nil
-	})
-	// No flag default from the environment: the help would print it.
-	fs.StringVar(&c.secret, "cluster-secret", "", "shared secret a node must present to join the cluster; prefer env TETHER_CLUSTER_SECRET")
-	fs.StringVar(&c.tlsCert, "cluster-tls-cert", env("TETHER_CLUSTER_TLS_CERT", ""), "this node's route certificate (PEM; serverAuth and clientAuth, valid for the address the peers dial): routes in mutual TLS, with --cluster-tls-key and --cluster-tls-ca (env TETHER_CLUSTER_TLS_CERT)")
-	fs.StringVar(&c.tlsKey, "cluster-tls-key", env("TETHER_CLUSTER_TLS_KEY", ""), "key of --cluster-tls-cert (PEM) (env TETHER_CLUSTER_TLS_KEY)")
-	fs.StringVar(&c.tlsCA, "cluster-tls-ca", env("TETHER_CLUSTER_TLS_CA", ""), "CA that signs every node's route certificate (PEM); peers with others are refused (env TETHER_CLUSTER_TLS_CA)")
-	fs.StringVar(&c.natsCA, "nats-ca", env("TETHER_NATS_CA", ""), "CA of the --nats servers' certificates (PEM), when not in the system's roots; use tls:// URLs (env TETHER_NATS_CA)")
-	fs.StringVar(&c.natsCert, "nats-cert", env("TETHER_NATS_CERT", ""), "client certificate (PEM) for --nats servers that ask for one, with --nats-key (env TETHER_NATS_CERT)")
-	fs.StringVar(&c.natsKey, "nats-key", env("TETHER_NATS_KEY", ""), "key of --nats-cert (PEM) (env TETHER_NATS_KEY)")
-	replicas := env("TETHER_REPLICAS", "0")
-	fs.Func("replicas", "replicas of the registry and stream logs when first created: 0 picks 3 with three or more nodes, else 1 (env TETHER_REPLICAS)", func(v string) error {
-		replicas = v
-		return nil
-	})
-	drain, err := time.ParseDuration(env("TETHER_DRAIN_TIMEOUT", "30s"))
-	if err != nil {
-		return nil, fmt.Errorf("TETHER_DRAIN_TIMEOUT: %w", err)
-	}
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", drain, "on SIGTERM, how long open streams may run on while devices move to other nodes; 0 stops at once (env TETHER_DRAIN_TIMEOUT)")
-	finish = func() error {
+// returned finish completes c once fs is parsed; source names where a
+// flag's value came from.
+func addClusterFlags(fs *flag.FlagSet, c *clusterConfig, source func(name string) string) (finish func() error) {
+	fs.StringVar(&c.nodeName, "node-name", "", "this node's `NAME`, unique in a cluster and the same across restarts; default the machine's host name")
+	fs.StringVar(&c.name, "cluster-name", "", "join the embedded NATS servers of several nodes as the cluster `NAME`")
+	fs.StringVar(&c.listen, "cluster-listen", ":6222", "`HOST:PORT` for NATS routes from the other nodes, with --cluster-name")
+	var peers string
+	fs.StringVar(&peers, "cluster-peers", "", "`HOST:PORT,...` of the other nodes' --cluster-listen")
+	fs.StringVar(&c.secret, "cluster-secret", "", "shared `SECRET` a node must present to join the cluster; prefer the environment variable to the flag, which other users see in ps")
+	fs.StringVar(&c.tlsCert, "cluster-tls-cert", "", "this node's route certificate (PEM `FILE`; serverAuth and clientAuth, valid for the address the peers dial): routes in mutual TLS, with --cluster-tls-key and --cluster-tls-ca")
+	fs.StringVar(&c.tlsKey, "cluster-tls-key", "", "key of --cluster-tls-cert (PEM `FILE`)")
+	fs.StringVar(&c.tlsCA, "cluster-tls-ca", "", "CA that signs every node's route certificate (PEM `FILE`); peers with others are refused")
+	fs.StringVar(&c.natsCA, "nats-ca", "", "CA of the --nats servers' certificates (PEM `FILE`), when not in the system's roots; use tls:// URLs")
+	fs.StringVar(&c.natsCert, "nats-cert", "", "client certificate (PEM `FILE`) for --nats servers that ask for one, with --nats-key")
+	fs.StringVar(&c.natsKey, "nats-key", "", "key of --nats-cert (PEM `FILE`)")
+	fs.IntVar(&c.replicas, "replicas", 0, "`N` replicas of the registry and stream logs when first created: 0 picks 3 with three or more nodes, else 1")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long open streams may run on while devices move to other nodes; 0 stops at once")
+	return func() error {
 		for p := range strings.SplitSeq(peers, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				c.peers = append(c.peers, p)
 			}
 		}
-		n, err := strconv.Atoi(strings.TrimSpace(replicas))
-		if err != nil || n < 0 || n > 5 {
-			return fmt.Errorf("--replicas %q: want 0 (automatic) to 5", replicas)
-		}
-		c.replicas = n
-		if c.secret == "" {
-			c.secret = os.Getenv("TETHER_CLUSTER_SECRET")
+		if c.replicas < 0 || c.replicas > 5 {
+			return fmt.Errorf("%s %d: want 0 (automatic) to 5", source("replicas"), c.replicas)
 		}
 		return nil
 	}
-	return finish, nil
 }
 
 // validate checks the clustering flags together with --nats.

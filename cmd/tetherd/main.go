@@ -19,7 +19,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,99 +29,10 @@ import (
 	"github.com/tether-io/tether/sas"
 )
 
-type config struct {
-	data       string
-	listen     string
-	mqttListen string
-	hostnames  []string
-	publicURL  string
-	tlsCert    string
-	tlsKey     string
-	tls        bool
-	natsURL    string
-	logFormat  string
-	logLevel   string
-	retention  time.Duration
-	metrics    string
-	cluster    clusterConfig // cluster.go
-	limits     hub.Limits    // limits.go
-}
-
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{}
-	fs := flag.NewFlagSet("tetherd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var names string
-	fs.StringVar(&c.data, "data", env("TETHER_DATA", "./tether-data"), "data folder (env TETHER_DATA)")
-	fs.StringVar(&c.listen, "listen", env("TETHER_LISTEN", ":8443"), "HTTPS address: REST, streams, MQTT over WebSocket (env TETHER_LISTEN)")
-	fs.StringVar(&c.mqttListen, "mqtt-listen", env("TETHER_MQTT_LISTEN", ":8883"), "MQTT over TLS address, or off (env TETHER_MQTT_LISTEN)")
-	fs.StringVar(&names, "hostname", env("TETHER_HOSTNAME", "localhost"), "host names for the certificate and URLs, comma-separated (env TETHER_HOSTNAME)")
-	fs.StringVar(&c.publicURL, "public-url", env("TETHER_PUBLIC_URL", ""), "URL streaming URLs point at; default https://{first host name}:{listen port} (env TETHER_PUBLIC_URL)")
-	fs.StringVar(&c.tlsCert, "tls-cert", env("TETHER_TLS_CERT", ""), "certificate PEM file instead of the generated one (env TETHER_TLS_CERT)")
-	fs.StringVar(&c.tlsKey, "tls-key", env("TETHER_TLS_KEY", ""), "key PEM file for --tls-cert (env TETHER_TLS_KEY)")
-	tlsOn, _ := strconv.ParseBool(env("TETHER_TLS", "true"))
-	fs.BoolVar(&c.tls, "tls", tlsOn, "serve TLS; false only behind a TLS-terminating proxy (env TETHER_TLS)")
-	fs.StringVar(&c.natsURL, "nats", env("TETHER_NATS", ""), "external NATS URLs, comma-separated (nats://a:4222,nats://b:4222); default an embedded server (env TETHER_NATS)")
-	fs.StringVar(&c.logFormat, "log-format", env("TETHER_LOG_FORMAT", "text"), "text or json (env TETHER_LOG_FORMAT)")
-	fs.StringVar(&c.logLevel, "log-level", env("TETHER_LOG_LEVEL", "info"), "debug, info, warn or error (env TETHER_LOG_LEVEL)")
-	retention, err := time.ParseDuration(env("TETHER_LOG_RETENTION", "168h"))
-	if err != nil {
-		return nil, fmt.Errorf("TETHER_LOG_RETENTION: %w", err)
-	}
-	fs.StringVar(&c.metrics, "metrics-listen", env("TETHER_METRICS_LISTEN", "off"), "Prometheus /metrics address: off, on (127.0.0.1:9464) or ADDR (env TETHER_METRICS_LISTEN)")
-	fs.DurationVar(&c.retention, "log-retention", retention, "how long stream-log records are kept (env TETHER_LOG_RETENTION)")
-	finishLimits := addLimitFlags(fs, &c.limits)
-	finishCluster, err := addClusterFlags(fs, &c.cluster)
-	if err != nil {
-		return nil, err
-	}
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	if err := finishLimits(); err != nil {
-		return nil, err
-	}
-	if err := finishCluster(); err != nil {
-		return nil, err
-	}
-	if err := c.cluster.validate(c.natsURL); err != nil {
-		return nil, err
-	}
-	c.hostnames = splitNames(names)
-	if len(c.hostnames) == 0 {
-		return nil, errors.New("--hostname needs at least one name")
-	}
-	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return nil, errors.New("--tls-cert and --tls-key go together")
-	}
-	if c.publicURL == "" {
-		_, port, err := net.SplitHostPort(c.listen)
-		if err != nil {
-			return nil, fmt.Errorf("--listen %q: %w", c.listen, err)
-		}
-		c.publicURL = "https://" + net.JoinHostPort(c.hostnames[0], port)
-	}
-	u, err := url.Parse(c.publicURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("--public-url %q must be https://host[:port]", c.publicURL)
-	}
-	return c, nil
-}
-
 func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, fmt.Errorf("%s %q: want debug, info, warn or error", c.from("log-level"), c.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch c.logFormat {
@@ -131,11 +41,11 @@ func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", c.logFormat)
+	return nil, fmt.Errorf("%s %q: want text or json", c.from("log-format"), c.logFormat)
 }
 
 func main() {
-	c, err := parseFlags(os.Args[1:], os.Stderr)
+	c, err := parseFlags(os.Args[1:], os.Stdout)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
@@ -191,20 +101,35 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Everything a mistaken flag or a port in use makes fail is done before
+	// the data folder is created or touched, so that such a start leaves
+	// nothing behind: the given certificates are read and every listener
+	// is bound.
+	var cert tls.Certificate
+	if c.tls && c.tlsCert != "" {
+		if cert, err = tls.LoadX509KeyPair(c.tlsCert, c.tlsKey); err != nil {
+			return fmt.Errorf("%s, %s: %w", c.from("tls-cert"), c.from("tls-key"), err)
+		}
+	}
+	copts, err := clusterOptions(c, log.With("part", "cluster"))
+	if err != nil {
+		return err
+	}
+	lns, err := listen(c)
+	if err != nil {
+		return err
+	}
+	defer lns.close()
+
 	if err := checkDataDir(c.data); err != nil {
 		return err
 	}
-
 	var tlsConf *tls.Config
 	if c.tls {
-		var cert tls.Certificate
-		if c.tlsCert != "" {
-			cert, err = tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
-		} else {
-			cert, err = certs.Ensure(c.data, c.hostnames)
-		}
-		if err != nil {
-			return fmt.Errorf("TLS certificate: %w", err)
+		if c.tlsCert == "" {
+			if cert, err = certs.Ensure(c.data, c.hostnames); err != nil {
+				return fmt.Errorf("TLS certificate: %w", err)
+			}
 		}
 		tlsConf = &tls.Config{
 			Certificates: []tls.Certificate{cert},
@@ -219,10 +144,6 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, startTimeout(c))
 	defer cancel()
-	copts, err := clusterOptions(c, log.With("part", "cluster"))
-	if err != nil {
-		return err
-	}
 	cl, err := cluster.Start(startCtx, copts)
 	if err != nil {
 		return fmt.Errorf("starting NATS: %w", err)
@@ -257,10 +178,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	defer srv.Close()
 
-	httpLn, err := net.Listen("tcp", c.listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
+	httpLn := lns.http
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: srv.Limits().HeaderTimeout,
@@ -274,13 +192,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(httpLn) }()
 
-	var mqttLn net.Listener
-	if c.mqttListen != "off" {
-		mqttLn, err = net.Listen("tcp", c.mqttListen)
-		if err != nil {
-			hs.Close()
-			return fmt.Errorf("--mqtt-listen: %w", err)
-		}
+	mqttLn := lns.mqtt
+	if mqttLn != nil {
 		if tlsConf != nil {
 			mqttLn = srv.TLSListener(mqttLn, tlsConf)
 		}
@@ -288,18 +201,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 
 	var metricsSrv *http.Server
-	switch c.metrics {
-	case "off", "":
-	default:
-		addr := c.metrics
-		if addr == "on" {
-			addr = "127.0.0.1:9464"
-		}
-		mln, err := net.Listen("tcp", addr)
-		if err != nil {
-			hs.Close()
-			return fmt.Errorf("--metrics-listen: %w", err)
-		}
+	if mln := lns.metrics; mln != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", srv.MetricsHandler())
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -337,6 +239,64 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 	hs.Close()
 	return runErr
+}
+
+// listeners are tetherd's sockets, bound before anything else is done.
+type listeners struct {
+	http, mqtt, metrics net.Listener // mqtt and metrics nil when off
+}
+
+// listen binds every listener c asks for and tries the port of the
+// routes between nodes, which the embedded NATS server binds itself later.
+// An error names the flag and the address.
+func listen(c *config) (*listeners, error) {
+	l := &listeners{}
+	var err error
+	bind := func(name, addr string) net.Listener {
+		if err != nil {
+			return nil
+		}
+		ln, e := net.Listen("tcp", addr)
+		if e != nil {
+			var oe *net.OpError
+			if errors.As(e, &oe) {
+				e = oe.Err // "bind: address already in use"
+			}
+			err = fmt.Errorf("%s %s: %w", c.from(name), addr, e)
+		}
+		return ln
+	}
+	l.http = bind("listen", c.listen)
+	if c.mqttListen != "off" {
+		l.mqtt = bind("mqtt-listen", c.mqttListen)
+	}
+	switch c.metrics {
+	case "off":
+	case "on":
+		l.metrics = bind("metrics-listen", "127.0.0.1:9464")
+	default:
+		l.metrics = bind("metrics-listen", c.metrics)
+	}
+	if c.cluster.name != "" {
+		if ln := bind("cluster-listen", c.cluster.listen); ln != nil {
+			ln.Close()
+		}
+	}
+	if err != nil {
+		l.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// close closes the listeners; those already served are closed again,
+// harmlessly.
+func (l *listeners) close() {
+	for _, ln := range []net.Listener{l.http, l.mqtt, l.metrics} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 func printWelcome(w io.Writer, c *config, httpAddr net.Addr, mqttLn net.Listener, ownerPath string) {
