@@ -68,7 +68,8 @@ http {
 // settings. The agent's control channel (MQTT over WebSocket), the CLI's
 // REST calls and the streams of both sides all pass through nginx, and so
 // do the reused stream connections: bytes come back whole, one stream
-// after another and several at once.
+// after another and several at once. A device that speaks as the Azure C
+// SDK does connects and streams through nginx too.
 func TestBehindNginx(t *testing.T) {
 	nginx := needTools(t, "nginx")["nginx"]
 	tetherd, tether := buildBinaries(t)
@@ -178,6 +179,23 @@ func TestBehindNginx(t *testing.T) {
 		}
 		return maps.Equal(got, want)
 	})
+
+	// A device as the Azure C SDK connects one over MQTT over WebSocket
+	// (subprotocol "MQTT" in capitals), through the balancer.
+	cStr, stderr, err := runCmd(t, h.env, tether, "devices", "add", "c-sdk-behind-nginx")
+	if err != nil {
+		t.Fatalf("devices add: %v: %s", err, stderr)
+	}
+	d := dialAzureC(t, lbAddr, &tls.Config{RootCAs: pool}, strings.TrimSpace(cStr))
+	served := make(chan error, 1)
+	go func() {
+		_, err := d.serveOneStream()
+		served <- err
+	}()
+	echoRandom(t, h.startForward(t, "c-sdk-behind-nginx", "echo"), 1<<20, "a stream to the C SDK-style device")
+	if err := <-served; err != nil {
+		t.Errorf("the C SDK-style device's stream ended with %v, want a close handshake", err)
+	}
 }
 
 // echoRandom sends n random bytes through the forwarder at addr to the

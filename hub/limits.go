@@ -65,6 +65,10 @@ type Limits struct {
 	// StreamIdleTimeout ends a stream over which no data crossed either
 	// way for that long. Off by default: an idle SSH session is normal.
 	StreamIdleTimeout time.Duration
+	// StreamCloseTimeout is how long a stream's side has, once the stream
+	// ended, to answer the hub's close frame with its own before the hub
+	// closes its connection anyway (the WebSocket close handshake).
+	StreamCloseTimeout time.Duration
 	// TLSHandshakeTimeout bounds the TLS handshake on the listeners
 	// TLSListener wraps. (The MQTT CONNECT has its own 20 s bound.)
 	TLSHandshakeTimeout time.Duration
@@ -97,6 +101,7 @@ func DefaultLimits() Limits {
 		MaxBodyBytes:          64 << 10,
 		MaxMessageBytes:       16 << 20,
 		StreamIdleTimeout:     0, // off
+		StreamCloseTimeout:    time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		HeaderTimeout:         10 * time.Second,
 		AuthFailures:          10,
@@ -129,6 +134,9 @@ func (l Limits) resolve() Limits {
 	l.MaxMessageBytes = int64(pick(float64(l.MaxMessageBytes), float64(d.MaxMessageBytes)))
 	if l.StreamIdleTimeout < 0 {
 		l.StreamIdleTimeout = 0
+	}
+	if l.StreamCloseTimeout <= 0 {
+		l.StreamCloseTimeout = d.StreamCloseTimeout
 	}
 	l.TLSHandshakeTimeout = time.Duration(pick(float64(l.TLSHandshakeTimeout), float64(d.TLSHandshakeTimeout)))
 	l.HeaderTimeout = time.Duration(pick(float64(l.HeaderTimeout), float64(d.HeaderTimeout)))

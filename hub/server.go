@@ -188,6 +188,7 @@ func New(opts Options) (*Server, error) {
 		MaxPending:          s.lim.l.PendingHandshakes,
 		MaxMessage:          s.lim.l.MaxMessageBytes,
 		IdleTimeout:         s.lim.l.StreamIdleTimeout,
+		CloseTimeout:        s.lim.l.StreamCloseTimeout,
 		OnLimit:             s.relayLimited,
 		IdleHandler:         http.HandlerFunc(s.serveReused),
 	})
