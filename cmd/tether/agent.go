@@ -74,20 +74,14 @@ func (a allowList) Set(v string) error {
 }
 
 func cmdAgent(ctx context.Context, g *globals, args []string) error {
-	fs := g.newFlagSet("agent")
+	fs := g.newFlagSet("agent", agentUsage)
 	fl := addAgentFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(g.Stderr, agentUsage)
-		fs.PrintDefaults()
+	pos, err := g.parse(fs, args)
+	if err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("agent takes no arguments, got %q: streams are given with --allow NAME=HOST:PORT", fs.Arg(0))
+	if len(pos) > 0 {
+		return fmt.Errorf("agent takes no arguments, got %q: streams are given with --allow NAME=HOST:PORT", pos[0])
 	}
 	fl.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { fl.set[f.Name] = true })

@@ -26,11 +26,7 @@ func cmdCertificates(ctx context.Context, g *globals, args []string) error {
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
-	fs := g.newFlagSet("certificates " + sub)
-	fs.Usage = func() {
-		fmt.Fprint(g.Stderr, certificatesUsage)
-		fs.PrintDefaults()
-	}
+	fs := g.newFlagSet("certificates "+sub, certificatesUsage)
 	var asJSON *bool
 	want := 1
 	switch sub {
@@ -47,7 +43,10 @@ func cmdCertificates(ctx context.Context, g *globals, args []string) error {
 		fmt.Fprintf(g.Stderr, "tether: unknown certificates command %q\n\n%s", sub, certificatesUsage)
 		return errUsage
 	}
-	pos, err := parseInterleaved(fs, args)
+	if err := checkSub(g, "certificates", sub, certificatesUsage); err != nil {
+		return err
+	}
+	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/tether-io/tether/internal/cliflag"
 )
 
 // The agent reads its settings from four places; the first that gives a
@@ -151,21 +153,26 @@ type agentFlags struct {
 }
 
 // addAgentFlags registers the agent's flags. Their defaults are shown in
-// the help but applied only when no other source gives the setting.
+// the help but applied only when no other source gives the setting; the
+// help names each one's environment variable, never its value.
 func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 	f := &agentFlags{allow: allowList{}}
-	fs.StringVar(&f.config, "config", "", "`FILE`: TOML file of settings; flags and environment variables win over it (env TETHER_CONFIG)")
-	// No environment default here: the help would print the key.
-	fs.StringVar(&f.device, "device", "", "device connection string (env TETHER_DEVICE)")
-	fs.StringVar(&f.cert, "cert", "", "`FILE`: PEM certificate of an X.509 device (CN = its ID), with --key (env TETHER_CERT)")
-	fs.StringVar(&f.key, "key", "", "`FILE`: PEM private key of --cert (env TETHER_KEY)")
-	fs.Var(f.allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable; env TETHER_ALLOW, comma-separated)")
-	fs.StringVar(&f.transport, "transport", defaultTransport, "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS) (env TETHER_TRANSPORT)")
-	fs.StringVar(&f.mqttAddr, "mqtt-addr", "", "`HOST:PORT` of MQTT over TLS (default: the hub's host, port 8883) (env TETHER_MQTT_ADDR)")
-	fs.StringVar(&f.hubs, "hubs", "", "`HOST:PORT,...`: hub nodes to connect to instead of the connection string's HostName, tried in random order on each (re)connect (env TETHER_HUBS)")
-	fs.DurationVar(&f.keepAlive, "keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds (env TETHER_KEEPALIVE)")
-	fs.StringVar(&f.logFormat, "log-format", defaultLogFormat, "log format on stderr: text or json (env TETHER_LOG_FORMAT)")
-	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error (env TETHER_LOG_LEVEL)")
+	fs.StringVar(&f.config, "config", "", "`FILE`: TOML file of settings; flags and environment variables win over it")
+	fs.StringVar(&f.device, "device", "", "device connection string (`CONNSTR`); prefer the environment variable or the --config file to the flag, which other users see in ps")
+	fs.StringVar(&f.cert, "cert", "", "`FILE`: PEM certificate of an X.509 device (CN = its ID), with --key")
+	fs.StringVar(&f.key, "key", "", "`FILE`: PEM private key of --cert")
+	fs.Var(f.allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable; the environment variable is comma-separated)")
+	fs.StringVar(&f.transport, "transport", defaultTransport, "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS)")
+	fs.StringVar(&f.mqttAddr, "mqtt-addr", "", "`HOST:PORT` of MQTT over TLS; the hub's host, port 8883 when not given")
+	fs.StringVar(&f.hubs, "hubs", "", "`HOST:PORT,...`: hub nodes to connect to instead of the connection string's HostName, tried in random order on each (re)connect")
+	fs.DurationVar(&f.keepAlive, "keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds")
+	fs.StringVar(&f.logFormat, "log-format", defaultLogFormat, "log format on stderr: text or json")
+	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error")
+	for name, env := range agentEnv {
+		if name != "ca" { // a global flag, marked with the others
+			cliflag.Env(fs, name, env)
+		}
+	}
 	return f
 }
 

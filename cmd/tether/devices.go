@@ -42,11 +42,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		return errUsage
 	}
 	sub, args := args[0], args[1:]
-	fs := g.newFlagSet("devices " + sub)
-	fs.Usage = func() {
-		fmt.Fprint(g.Stderr, devicesUsage)
-		fs.PrintDefaults()
-	}
+	fs := g.newFlagSet("devices "+sub, devicesUsage)
 	var asJSON, secondary, x509CA *bool
 	var thumb1, thumb2 *string
 	switch sub {
@@ -59,16 +55,10 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 	case "rotate-key":
 		secondary = fs.Bool("secondary", false, "rotate the secondary key instead of the primary")
 	}
-	switch sub {
-	case "add", "list", "show", "rm", "disable", "enable", "rotate-key":
-	case "-h", "--help", "help":
-		fmt.Fprint(g.Stdout, devicesUsage)
-		return nil
-	default:
-		fmt.Fprintf(g.Stderr, "tether: unknown devices command %q\n\n%s", sub, devicesUsage)
-		return errUsage
+	if err := checkSub(g, "devices", sub, devicesUsage); err != nil {
+		return err
 	}
-	pos, err := parseInterleaved(fs, args)
+	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -183,17 +173,13 @@ func writeJSON(g *globals, v any, indent bool) error {
 
 // parseInterleaved parses flags wherever they appear among the positional
 // arguments ("forward dev1 ssh --listen :2222"), which the flag package
-// alone stops at. Everything after "--" is positional. The error is
-// flag.ErrHelp after -h (run turns it into success: help is no failure) and
-// errUsage otherwise (the flag package has explained it).
+// alone stops at. Everything after "--" is positional. Its error is the
+// flag package's: globals.parse reports it.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, errUsage
+			return nil, err
 		}
 		rest := fs.Args()
 		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {

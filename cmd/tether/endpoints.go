@@ -6,12 +6,8 @@ import (
 )
 
 func cmdEndpoints(ctx context.Context, g *globals, args []string) error {
-	fs := g.newFlagSet("endpoints")
-	fs.Usage = func() {
-		fmt.Fprintln(g.Stderr, "usage: tether endpoints\n\nPrints the hub's streaming endpoints, one a line.")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
+	fs := g.newFlagSet("endpoints", "usage: tether endpoints\n\nPrints the hub's streaming endpoints, one a line.\n")
+	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tether-io/tether/internal/cliflag"
 	"github.com/tether-io/tether/service"
 )
 
@@ -36,15 +37,13 @@ func deviceAndStream(pos []string, usage string) (device, stream string, err err
 }
 
 func cmdForward(ctx context.Context, g *globals, args []string) error {
-	fs := g.newFlagSet("forward")
-	listen := fs.String("listen", "", "address to accept connections on: host:port, or a port for 127.0.0.1")
-	logFormat := fs.String("log-format", "plain", "log format on stderr: plain (a line per event), text or json (env TETHER_LOG_FORMAT)")
-	logLevel := fs.String("log-level", "info", "debug (a line per connection), info, warn or error (env TETHER_LOG_LEVEL)")
-	fs.Usage = func() {
-		fmt.Fprint(g.Stderr, forwardUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
+	fs := g.newFlagSet("forward", forwardUsage)
+	listen := fs.String("listen", "", "`ADDR` to accept connections on: HOST:PORT, or a port for 127.0.0.1")
+	logFormat := fs.String("log-format", "plain", "log format on stderr: plain (a line per event), text or json")
+	logLevel := fs.String("log-level", "info", "debug (a line per connection), info, warn or error")
+	cliflag.Env(fs, "log-format", "TETHER_LOG_FORMAT") // forwardLogger reads them
+	cliflag.Env(fs, "log-level", "TETHER_LOG_LEVEL")
+	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}

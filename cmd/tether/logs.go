@@ -12,15 +12,20 @@ import (
 	"github.com/tether-io/tether/wire"
 )
 
+const logsUsage = `usage: tether logs [--device ID] [--since DURATION] [--follow] [--json]
+
+Prints the hub's stream logs, one record per stream request, newest last.
+`
+
 // cmdLogs prints the hub's stream logs: one line a stream invocation,
 // newest last; --follow keeps printing new ones.
 func cmdLogs(ctx context.Context, g *globals, args []string) error {
-	fs := g.newFlagSet("logs")
+	fs := g.newFlagSet("logs", logsUsage)
 	device := fs.String("device", "", "only this device's streams")
 	since := fs.Duration("since", 0, "only records of the last DURATION (e.g. 15m, 24h)")
 	follow := fs.Bool("follow", false, "keep printing new records as they come")
 	asJSON := fs.Bool("json", false, "print each record as a JSON line, in the hub's shape")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}

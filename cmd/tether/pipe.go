@@ -29,12 +29,9 @@ closes stdout. Only the stream's bytes go to stdout; errors go to stderr.
 var pipeStdin io.Reader = os.Stdin
 
 func cmdPipe(ctx context.Context, g *globals, args []string) error {
-	fs := g.newFlagSet("pipe")
-	fs.Usage = func() {
-		fmt.Fprint(g.Stderr, pipeUsage)
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterleaved(fs, args)
+	fs := g.newFlagSet("pipe", pipeUsage)
+	// Help goes to stderr too: stdout carries nothing but the stream.
+	pos, err := g.parseHelpTo(fs, args, g.Stderr)
 	if err != nil {
 		return err
 	}

@@ -7,12 +7,18 @@ import (
 	"time"
 )
 
+const streamsUsage = `usage: tether streams [--device ID] [--json]
+
+Lists the streams open now, on every hub node: device, stream name, state,
+age and bytes each way.
+`
+
 // cmdStreams lists the streams open right now on every hub node.
 func cmdStreams(ctx context.Context, g *globals, args []string) error {
-	fs := g.newFlagSet("streams")
+	fs := g.newFlagSet("streams", streamsUsage)
 	device := fs.String("device", "", "only this device's streams")
 	asJSON := fs.Bool("json", false, "print a JSON array")
-	pos, err := parseInterleaved(fs, args)
+	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -237,10 +237,11 @@ func PrintFlags(w io.Writer, fs *flag.FlagSet, names []string) {
 			b.WriteString(" " + t)
 		}
 		b.WriteByte('\n')
+		words := strings.Fields(usage)
 		if note := defaultNote(f); note != "" {
-			usage += " " + note
+			words = append(words, note) // kept on one line
 		}
-		wrap(&b, usage, "        ")
+		wrap(&b, words, "        ")
 	}
 	io.WriteString(w, b.String())
 }
@@ -285,23 +286,21 @@ func shortDuration(f *flag.Flag) string {
 	return v
 }
 
-// wrap writes text in lines of at most helpWidth columns, each after
-// indent; words longer than a line stand alone.
-func wrap(b *strings.Builder, text, indent string) {
-	for para := range strings.SplitSeq(text, "\n") {
-		line := indent
-		for _, word := range strings.Fields(para) {
-			if line != indent && utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) > helpWidth {
-				b.WriteString(line + "\n")
-				line = indent
-			}
-			if line != indent {
-				line += " "
-			}
-			line += word
+// wrap writes words in lines of at most helpWidth columns, each after
+// indent; a word longer than a line stands alone.
+func wrap(b *strings.Builder, words []string, indent string) {
+	line := indent
+	for _, word := range words {
+		if line != indent && utf8.RuneCountInString(line)+1+utf8.RuneCountInString(word) > helpWidth {
+			b.WriteString(line + "\n")
+			line = indent
 		}
-		b.WriteString(line + "\n")
+		if line != indent {
+			line += " "
+		}
+		line += word
 	}
+	b.WriteString(line + "\n")
 }
 
 // Group is a titled list of flags, for help that sorts many flags by what
