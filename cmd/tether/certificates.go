@@ -35,13 +35,6 @@ func cmdCertificates(ctx context.Context, g *globals, args []string) error {
 	case "list":
 		asJSON = fs.Bool("json", false, "print a JSON array")
 		want = 0
-	case "show", "rm":
-	case "-h", "--help", "help":
-		fmt.Fprint(g.Stdout, certificatesUsage)
-		return nil
-	default:
-		fmt.Fprintf(g.Stderr, "tether: unknown certificates command %q\n\n%s", sub, certificatesUsage)
-		return errUsage
 	}
 	if err := checkSub(g, "certificates", sub, certificatesUsage); err != nil {
 		return err

@@ -169,6 +169,7 @@ func TestTopLevelHelp(t *testing.T) {
 		{[]string{"--hbu", "x"}, "unknown flag --hbu (did you mean --hub?)"},
 		{[]string{"fowrard"}, `unknown command "fowrard" (did you mean forward?)`},
 		{[]string{"devices", "lsit"}, `unknown devices command "lsit" (did you mean list?)`},
+		{[]string{"certificates", "sohw"}, `unknown certificates command "sohw" (did you mean show?)`},
 		{[]string{"help", "frob"}, `unknown command "frob"`},
 	} {
 		stdout, stderr, err := runCLI(ctx, tc.args...)
