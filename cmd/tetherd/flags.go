@@ -112,15 +112,16 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	fs, _, finish := newFlagSet(c)
 	fs.SetOutput(io.Discard) // errors are returned, help written below
 	fs.Usage = func() {}
-	if err := cliflag.ApplyEnv(fs); err != nil {
-		return nil, err
-	}
+	envErr := cliflag.ApplyEnv(fs) // reported after the help, which may explain it
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printHelp(stdout)
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w (tetherd --help lists the flags)", cliflag.Explain(fs, err))
+	}
+	if envErr != nil {
+		return nil, envErr
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: tetherd takes flags only (tetherd --help lists them)", fs.Arg(0))

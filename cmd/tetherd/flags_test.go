@@ -106,6 +106,12 @@ func TestHelp(t *testing.T) {
 			}
 		}
 	}
+	// A bad variable does not keep the help from being shown.
+	t.Setenv("TETHER_TLS", "flase")
+	out.Reset()
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "(default: $TETHER_TLS, set)") {
+		t.Errorf("-h with a bad TETHER_TLS: %v\n%s", err, out.String())
+	}
 	for _, want := range []string{"Listeners", "TLS", "Cluster", "Limits", "Logging"} {
 		if !strings.Contains(help, "\n"+want) {
 			t.Errorf("help has no %s group", want)

@@ -38,6 +38,7 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (names []string, finish func
 	intFlag(&bodyBytes, "max-body-bytes", int(d.MaxBodyBytes), "bytes of a REST request body (413 past it)")
 	intFlag(&messageBytes, "max-message-bytes", int(d.MaxMessageBytes), "bytes of a WebSocket message on a stream (close 1009 past it)")
 	durFlag(&l.StreamIdleTimeout, "stream-idle-timeout", d.StreamIdleTimeout, "end a stream with no data either way for this long; 0: never")
+	durFlag(&l.StreamCloseTimeout, "stream-close-timeout", d.StreamCloseTimeout, "time a stream's side has to answer the hub's close frame before its connection is closed")
 	durFlag(&l.TLSHandshakeTimeout, "tls-handshake-timeout", d.TLSHandshakeTimeout, "time a client has to finish its TLS handshake; 0 turns it off")
 	durFlag(&l.HeaderTimeout, "header-timeout", d.HeaderTimeout, "time a client has to send an HTTP request's header; 0 turns it off")
 	intFlag(&l.AuthFailures, "auth-failures", d.AuthFailures, "failed logins from one address before it is refused for a growing while")
