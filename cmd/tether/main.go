@@ -119,7 +119,7 @@ type globals struct {
 // the flags' default: help prints defaults, and --hub holds a key.
 func (g *globals) addFlags(fs *flag.FlagSet) {
 	hub, ca := g.Hub, g.CA
-	fs.StringVar(&g.Hub, "hub", "", "service connection string (`CONNSTR`) of the hub")
+	fs.StringVar(&g.Hub, "hub", "", "the hub's service connection string (`CONNSTR`); prefer the environment variable to the flag, which other users see in ps")
 	fs.StringVar(&g.CA, "ca", "", "PEM `FILE` of CAs to trust for the hub; the system roots otherwise")
 	g.Hub, g.CA = hub, ca
 	cliflag.Env(fs, "hub", "TETHER_HUB")
