@@ -176,11 +176,6 @@ func inner(f *flag.Flag) flag.Value {
 	return f.Value
 }
 
-func isBool(f *flag.Flag) bool {
-	b, ok := inner(f).(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
-}
-
 // typeName is the word help shows after the flag: the `WORD` in its usage,
 // else its type ("string", "duration", ...), "" for a bool.
 func typeName(f *flag.Flag) string {
@@ -188,12 +183,6 @@ func typeName(f *flag.Flag) string {
 	g.Value = inner(f)
 	name, _ := flag.UnquoteUsage(&g)
 	return name
-}
-
-// IsBool reports whether the flag name of fs takes no value ("--json").
-func IsBool(fs *flag.FlagSet, name string) bool {
-	f := fs.Lookup(name)
-	return f != nil && isBool(f)
 }
 
 // ValueName is the word help shows for the value of the flag name of fs
