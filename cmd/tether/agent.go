@@ -123,6 +123,11 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		opts.Certificate = &cert
 	}
 
+	// A hub that is down, or a network not up yet, is waited for as the
+	// running agent would: systemd then needs no restart loop, and a boot
+	// that brings the network up late costs nothing. Refusals still end
+	// the agent at once, with the reason.
+	opts.WaitForHub = true
 	c, err := device.Dial(ctx, cfg.Device, opts)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -136,9 +136,12 @@ func TestAgentDeviceFromEnvironment(t *testing.T) {
 	dead := deadAddr(t)
 	t.Setenv("TETHER_DEVICE", "HostName="+dead+";DeviceId=dev1;SharedAccessKey="+devicetest.NewKey())
 	stderr := newLockedBuffer()
-	err := run(ctx, []string{"agent", "--allow", "ssh=127.0.0.1:22"}, io.Discard, stderr)
-	if err == nil || !strings.Contains(err.Error(), dead) {
-		t.Fatalf("err = %v, want the hub from TETHER_DEVICE (%s) unreachable", err, dead)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"agent", "--allow", "ssh=127.0.0.1:22"}, io.Discard, stderr) }()
+	stderr.waitFor(t, "cannot reach the hub at wss://"+dead)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("agent stopped while waiting for the hub from TETHER_DEVICE: %v", err)
 	}
 }
 
@@ -147,11 +150,21 @@ func TestAgentStartErrors(t *testing.T) {
 	hub := devicetest.StartHub(t, key, "127.0.0.1:0", "127.0.0.1:0")
 	allow := []string{"--allow", "ssh=127.0.0.1:22"}
 
-	t.Run("unreachable", func(t *testing.T) {
+	// An unreachable hub is no refusal: the agent says why it waits and
+	// connects once the hub is up.
+	t.Run("unreachable, then up", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), devicetest.Timeout)
+		defer cancel()
 		dead := deadAddr(t)
-		_, err := runAgent(t, append(allow, "--device", "HostName="+dead+";DeviceId=dev1;SharedAccessKey="+key)...)
-		if err == nil || !strings.Contains(err.Error(), "cannot reach") {
-			t.Fatalf("err = %v, want 'cannot reach'", err)
+		stderr, done := startAgent(t, ctx, append(allow, "--ca", caFile(t), "--device", "HostName="+dead+";DeviceId="+devicetest.DeviceID+";SharedAccessKey="+key)...)
+		stderr.waitFor(t, "cannot reach the hub at wss://"+dead)
+		stderr.waitFor(t, "retrying")
+		later := devicetest.StartHub(t, key, "127.0.0.1:0", dead)
+		later.NextConnect()
+		stderr.waitFor(t, "agent running")
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("agent returned %v", err)
 		}
 	})
 	t.Run("untrusted certificate", func(t *testing.T) {

@@ -92,11 +92,23 @@ type testHub struct {
 	accept bool
 }
 
-func newTestHub(t *testing.T) *testHub {
+func newTestHub(t *testing.T) *testHub { return newTestHubAt(t, "") }
+
+// newTestHubAt is newTestHub listening on addr, "" for any port. Its CA
+// file is the same for every test hub: httptest has one certificate.
+func newTestHubAt(t *testing.T, addr string) *testHub {
 	t.Helper()
 	h := &testHub{devices: map[string]bool{}}
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(h.serve))
 	h.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	if addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.srv.Listener.Close()
+		h.srv.Listener = ln
+	}
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	h.connStr = "HostName=" + h.srv.Listener.Addr().String() + ";SharedAccessKeyName=iothubowner;SharedAccessKey=" + testPolicyKey
@@ -393,7 +405,6 @@ func TestHubErrors(t *testing.T) {
 		{[]string{"--hub", h.connStr, "--ca", h.caFile, "forward", "nodev", "ssh", "--listen", "127.0.0.1:0"}, `device "nodev" not found`},
 		{[]string{"--hub", wrongKey, "--ca", h.caFile, "forward", "nodev", "ssh", "--listen", "127.0.0.1:0"}, "unauthorized"},
 		{[]string{"--hub", h.connStr, "forward", "nodev", "ssh", "--listen", "127.0.0.1:0"}, "certificate not trusted: pass --ca"},
-		{[]string{"--hub", deadHub, "forward", "nodev", "ssh", "--listen", "127.0.0.1:0"}, "hub unreachable at " + dead},
 	}
 	for _, tc := range cases {
 		_, _, err := tether(t, ctx, tc.args...)

@@ -82,11 +82,13 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	}
 	defer ln.Close()
 
-	if err := checkDevice(ctx, log, c, device); err != nil {
+	check := func(ctx context.Context) error { return checkDevice(ctx, log, c, device) }
+	explain := func(err error) error { return explainHubError(err, c, device) }
+	if err := waitForHub(ctx, log, check, explain); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return err
+		return explain(err)
 	}
 	if plain {
 		// The line people and scripts wait for, as it always was.
@@ -105,8 +107,9 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	return nil
 }
 
-// checkDevice makes a wrong device, key, address or CA fail at start
-// rather than at the first connection.
+// checkDevice makes a wrong device, key or CA fail at start rather than
+// at the first connection. Its error is the SDK's, for waitForHub to tell
+// an unreachable hub from a refusal.
 func checkDevice(ctx context.Context, log *slog.Logger, c *service.Client, device string) error {
 	_, err := c.GetDevice(ctx, device)
 	if err == nil {
@@ -121,7 +124,7 @@ func checkDevice(ctx context.Context, log *slog.Logger, c *service.Client, devic
 			return nil
 		}
 	}
-	return explainHubError(err, c, device)
+	return err
 }
 
 // forwarder relays each accepted connection through its own stream.
