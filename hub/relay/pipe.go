@@ -110,6 +110,10 @@ func (pp *pipe) deviceToService(wg *sync.WaitGroup, n *int64) {
 // (tether-stream.v2) is at a frame boundary for the next request.
 func (pp *pipe) copy(src, dst *peer) int64 {
 	n := pp.copyFrames(src, dst)
+	// Whatever ended copyFrames called stop or saw it begun (another
+	// goroutine may still be sending src its close frame): wait until it
+	// returned, so that sentClose says whether src was sent one.
+	pp.once.Do(func() {})
 	if src.sentClose.Load() && !src.gotClose.Load() && !src.bad.Load() {
 		src.drain()
 	}
