@@ -267,9 +267,16 @@ func (pp *pipe) halfClose(src, dst *peer, dir string) bool {
 		pp.stop(src.side.String(), "end-of-stream marker to a peer without "+Subprotocol, [2][]byte{bye, bye})
 		return false
 	}
-	// The marker goes out before the flag is set, so that whichever side
-	// sees both flags set knows both markers are on their way ahead of the
-	// close frames stop sends.
+	// src is recorded as first before its marker goes out: once dst has
+	// it, dst may answer with its own, and that one's goroutine must find
+	// src recorded. The flag that src's marker went on is set after the
+	// marker went out, so that whichever side sees both flags set knows
+	// both markers are on their way ahead of the close frames stop sends.
+	pp.mu.Lock()
+	if pp.halfBy == "" {
+		pp.halfBy = src.side.String()
+	}
+	pp.mu.Unlock()
 	if err := dst.writeEOF(); err != nil {
 		pp.writeFailed(dst, dir, err)
 		return false
