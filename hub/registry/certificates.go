@@ -22,16 +22,20 @@ const maxCertPEM = 32 << 10
 
 // ValidateCertName checks a CA certificate's name: 1 to 64 ASCII letters,
 // digits and . _ -, as Azure names certificates.
-func ValidateCertName(name string) error {
+func ValidateCertName(name string) error { return validateName("certificate name", name) }
+
+// validateName checks a name under the rule Azure gives certificates and
+// access policies alike: 1 to 64 ASCII letters, digits and . _ -.
+func validateName(kind, name string) error {
 	if len(name) == 0 || len(name) > 64 {
-		return fmt.Errorf("%w: certificate name must be 1 to 64 characters", ErrInvalid)
+		return fmt.Errorf("%w: %s must be 1 to 64 characters", ErrInvalid, kind)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
 		default:
-			return fmt.Errorf("%w: certificate name %q may hold only letters, digits, '.', '_' and '-'", ErrInvalid, name)
+			return fmt.Errorf("%w: %s %q may hold only letters, digits, '.', '_' and '-'", ErrInvalid, kind, name)
 		}
 	}
 	return nil

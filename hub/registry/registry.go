@@ -281,16 +281,22 @@ func validateDoc(d wire.Device) error {
 		return err
 	}
 	if k := d.Authentication.SymmetricKey; k != nil {
-		for _, kk := range [...]struct{ name, v string }{{"primary", k.PrimaryKey}, {"secondary", k.SecondaryKey}} {
-			name, v := kk.name, kk.v
-			if v == "" {
-				continue
-			}
-			b, err := base64.StdEncoding.DecodeString(v)
-			if err != nil || len(b) < 16 || len(b) > 64 {
-				// Never echo the key itself.
-				return fmt.Errorf("%w: %s key must be base64 of 16 to 64 bytes", ErrInvalid, name)
-			}
+		return validateKeys(k.PrimaryKey, k.SecondaryKey)
+	}
+	return nil
+}
+
+// validateKeys checks the keys a client chose (a device's or a policy's);
+// an empty one is left for the registry to make or keep.
+func validateKeys(primary, secondary string) error {
+	for _, kk := range [...]struct{ name, v string }{{"primary", primary}, {"secondary", secondary}} {
+		if kk.v == "" {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(kk.v)
+		if err != nil || len(b) < 16 || len(b) > 64 {
+			// Never echo the key itself.
+			return fmt.Errorf("%w: %s key must be base64 of 16 to 64 bytes", ErrInvalid, kk.name)
 		}
 	}
 	return nil
