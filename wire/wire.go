@@ -130,6 +130,8 @@ type Device struct {
 	CloudToDeviceMessageCount  int            `json:"cloudToDeviceMessageCount"`
 	Authentication             Authentication `json:"authentication"`
 	Capabilities               Capabilities   `json:"capabilities"`
+	// Takeovers is absent until a session of the device was taken over.
+	Takeovers *Takeovers `json:"takeovers,omitempty"`
 }
 
 // Device status and connection state values.

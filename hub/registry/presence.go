@@ -20,6 +20,54 @@ type presence struct {
 	State        string    `json:"state"`
 	UpdatedTime  time.Time `json:"updatedTime"`
 	LastActivity time.Time `json:"lastActivity"`
+	// Takeover outlives the sessions it counts: a connect keeps it.
+	Takeover *takeoverLog `json:"takeover,omitempty"`
+}
+
+// takeoverLog counts the sessions of a device that a newer connection
+// took over. Counts per minute, not times: a pair of devices with one key
+// and no back-off (an Azure SDK retries at once) take over thousands of
+// times an hour, and the record must stay small however often.
+type takeoverLog struct {
+	Last      time.Time `json:"last"`
+	Displaced string    `json:"displaced"` // remote address of the replaced connection
+	By        string    `json:"by"`        // and of the one that replaced it
+	// Counts[m%60] is the number of takeovers in minute m (Unix time /
+	// 60) for the 60 minutes up to Minute; older minutes count nothing.
+	Minute int64 `json:"minute"`
+	Counts []int `json:"counts"`
+}
+
+// add counts a takeover at now.
+func (l *takeoverLog) add(now time.Time, displaced, by string) {
+	m := now.Unix() / 60
+	if len(l.Counts) != 60 {
+		l.Counts, l.Minute = make([]int, 60), m
+	}
+	if m > l.Minute {
+		// Minutes without takeovers since the last one count nothing;
+		// their slots still hold what they counted an hour before.
+		for i := l.Minute + 1; i <= m && i <= l.Minute+60; i++ {
+			l.Counts[i%60] = 0
+		}
+		l.Minute = m
+	}
+	// A clock that went back still counts in the newest minute.
+	l.Counts[l.Minute%60]++
+	l.Last, l.Displaced, l.By = now, displaced, by
+}
+
+// lastHour is the number of takeovers in the 60 minutes up to now's.
+func (l *takeoverLog) lastHour(now time.Time) int {
+	if len(l.Counts) != 60 {
+		return 0
+	}
+	m := now.Unix() / 60
+	n := 0
+	for i := max(m-59, l.Minute-59); i <= min(m, l.Minute); i++ {
+		n += l.Counts[i%60]
+	}
+	return n
 }
 
 // SetConnected records that session (one device connection, unique across
@@ -34,14 +82,11 @@ func (r *Registry) SetConnected(ctx context.Context, id, session string, connect
 	if session == "" {
 		return fmt.Errorf("%w: empty session", ErrInvalid)
 	}
-	key := cluster.SubjectToken(id)
 	now := r.now()
 	if connected {
-		data, _ := json.Marshal(presence{Session: session, State: wire.StateConnected, UpdatedTime: now, LastActivity: now})
-		if _, err := r.presence.Put(ctx, key, data); err != nil {
-			return fmt.Errorf("registry: presence of %q: %w", id, err)
-		}
-		return nil
+		return r.upsertPresence(ctx, id, func(p *presence) {
+			p.Session, p.State, p.UpdatedTime, p.LastActivity = session, wire.StateConnected, now, now
+		})
 	}
 	return r.casPresence(ctx, id, func(p *presence) bool {
 		if p.Session != session || p.State != wire.StateConnected {
@@ -52,9 +97,33 @@ func (r *Registry) SetConnected(ctx context.Context, id, session string, connect
 	})
 }
 
+// RecordTakeover counts a takeover of device id's session: the connection
+// from remote address by replaced the one from displaced. It returns the
+// takeovers of the last hour, this one included. A device without presence
+// (deleted meanwhile) is left alone, and counts 0.
+func (r *Registry) RecordTakeover(ctx context.Context, id, displaced, by string) (lastHour int, err error) {
+	if err := ValidateID(id); err != nil {
+		return 0, err
+	}
+	now := r.now()
+	err = r.casPresence(ctx, id, func(p *presence) bool {
+		if p.Takeover == nil {
+			p.Takeover = &takeoverLog{}
+		}
+		p.Takeover.add(now, displaced, by)
+		lastHour = p.Takeover.lastHour(now)
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	return lastHour, nil
+}
+
 // fillPresence sets d's connection fields from the presence bucket.
 func (r *Registry) fillPresence(ctx context.Context, d *wire.Device) error {
 	d.ConnectionState = wire.StateDisconnect
+	d.Takeovers = nil
 	e, err := r.presence.Get(ctx, cluster.SubjectToken(d.DeviceID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
@@ -71,6 +140,9 @@ func (r *Registry) fillPresence(ctx context.Context, d *wire.Device) error {
 	}
 	d.ConnectionStateUpdatedTime = p.UpdatedTime
 	d.LastActivityTime = p.LastActivity
+	if t := p.Takeover; t != nil {
+		d.Takeovers = &wire.Takeovers{LastHour: t.lastHour(r.now()), Last: t.Last, DisplacedRemote: t.Displaced, ByRemote: t.By}
+	}
 	return nil
 }
 
@@ -115,6 +187,41 @@ func (r *Registry) Touch(ctx context.Context, id, session string) error {
 		p.LastActivity = r.now()
 		return true
 	})
+}
+
+// upsertPresence is casPresence for a change that always applies, to the
+// stored presence or to a new one.
+func (r *Registry) upsertPresence(ctx context.Context, id string, change func(*presence)) error {
+	key := cluster.SubjectToken(id)
+	for range maxAttempts {
+		var p presence
+		e, err := r.presence.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			change(&p)
+			data, _ := json.Marshal(p)
+			_, err = r.presence.Create(ctx, key, data)
+		case err != nil:
+			return fmt.Errorf("registry: presence of %q: %w", id, err)
+		default:
+			// A record this version cannot read is replaced: the
+			// change must win.
+			if json.Unmarshal(e.Value(), &p) != nil {
+				p = presence{}
+			}
+			change(&p)
+			data, _ := json.Marshal(p)
+			_, err = r.presence.Update(ctx, key, data, e.Revision())
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("registry: presence of %q: %w", id, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: presence of %q: too many concurrent writes", ErrPrecondition, id)
 }
 
 // casPresence reads a device's presence, lets change edit it (false: leave

@@ -312,6 +312,7 @@ func (r *Registry) merge(in wire.Device, cur *wire.Device) (wire.Device, error) 
 	out.ConnectionStateUpdatedTime = time.Time{}
 	out.LastActivityTime = time.Time{}
 	out.CloudToDeviceMessageCount = 0
+	out.Takeovers = nil // presence, as the connection fields
 
 	out.Status = strings.ToLower(in.Status)
 	if cur == nil {

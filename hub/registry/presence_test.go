@@ -1,0 +1,160 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-io/tether/hub/cluster"
+	"github.com/tether-io/tether/wire"
+)
+
+// fakeClock is a registry's clock that a test moves.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestTakeovers: a device's takeovers are counted over the last hour and
+// shown with the last one's two addresses; a connect keeps them, a
+// client's document cannot set them, and a record stays small however
+// often they happen.
+func TestTakeovers(t *testing.T) {
+	r := newRegistry(t)
+	clock := &fakeClock{t: time.Date(2026, 5, 1, 10, 0, 30, 0, time.UTC)}
+	r.now = clock.now
+	ctx := t.Context()
+	mustPut(t, r, wire.Device{DeviceID: "dev"}, "")
+	get := func() *wire.Takeovers {
+		t.Helper()
+		d, err := r.Get(ctx, "dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Takeovers
+	}
+	record := func(displaced, by string, want int) {
+		t.Helper()
+		n, err := r.RecordTakeover(ctx, "dev", displaced, by)
+		if err != nil || n != want {
+			t.Fatalf("RecordTakeover = %d, %v; want %d", n, err, want)
+		}
+	}
+
+	// No presence yet: nothing to count against, nothing created.
+	record("10.0.0.1:1", "10.0.0.2:2", 0)
+	if tk := get(); tk != nil {
+		t.Fatalf("takeovers of a device never connected: %+v", *tk)
+	}
+	if err := r.SetConnected(ctx, "dev", "n/1", true); err != nil {
+		t.Fatal(err)
+	}
+	if tk := get(); tk != nil {
+		t.Fatalf("takeovers before any: %+v", *tk)
+	}
+
+	record("10.0.0.1:1", "10.0.0.2:2", 1)
+	// The new session's connect comes after its takeover, and keeps it.
+	if err := r.SetConnected(ctx, "dev", "n/2", true); err != nil {
+		t.Fatal(err)
+	}
+	want := wire.Takeovers{LastHour: 1, Last: clock.now(), DisplacedRemote: "10.0.0.1:1", ByRemote: "10.0.0.2:2"}
+	if tk := get(); tk == nil || *tk != want {
+		t.Fatalf("after a takeover and the connect: %+v, want %+v", tk, want)
+	}
+
+	clock.add(30 * time.Minute)
+	record("10.0.0.2:2", "10.0.0.1:3", 2)
+	clock.add(31 * time.Minute) // the first is more than an hour old
+	if tk := get(); tk.LastHour != 1 || tk.DisplacedRemote != "10.0.0.2:2" || tk.ByRemote != "10.0.0.1:3" {
+		t.Fatalf("an hour after the first: %+v", *tk)
+	}
+	clock.add(2 * time.Hour) // none in the last hour; the last one still shows
+	if tk := get(); tk.LastHour != 0 || tk.ByRemote != "10.0.0.1:3" || tk.Last.IsZero() {
+		t.Fatalf("hours later: %+v", *tk)
+	}
+	record("a", "b", 1)
+
+	// Twins without back-off: thousands an hour, a record of fixed size.
+	for range 3000 {
+		clock.add(time.Second)
+		if _, err := r.RecordTakeover(ctx, "dev", "a", "b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tk := get(); tk.LastHour != 3001 {
+		t.Fatalf("after 3001 takeovers in 50 minutes: %d in the last hour", tk.LastHour)
+	}
+	e, err := r.presence.Get(ctx, cluster.SubjectToken("dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.Value()); n > 1024 {
+		t.Fatalf("presence record of %d bytes", n)
+	}
+	var p presence
+	if err := json.Unmarshal(e.Value(), &p); err != nil || p.Session != "n/2" || p.State != wire.StateConnected {
+		t.Fatalf("presence after the takeovers: %+v, %v", p, err)
+	}
+
+	// A client's document does not set them (a GET echoed into a PUT).
+	d, err := r.Get(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Takeovers = &wire.Takeovers{LastHour: 99}
+	if _, _, err := r.Put(context.Background(), d, "*"); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, r, wire.Device{DeviceID: "other", Takeovers: &wire.Takeovers{LastHour: 5}}, "")
+	if d, err := r.Get(ctx, "other"); err != nil || d.Takeovers != nil {
+		t.Fatalf("a created device's document set its takeovers: %+v, %v", d.Takeovers, err)
+	}
+	if d, err := r.Record(ctx, "other"); err != nil || d.Takeovers != nil {
+		t.Fatalf("a created device's document stored its takeovers: %+v, %v", d.Takeovers, err)
+	}
+	if tk := get(); tk.LastHour != 3001 {
+		t.Fatalf("after a PUT: %d in the last hour", tk.LastHour)
+	}
+}
+
+// The count of the last hour is per minute: a slot is cleared when its
+// minute comes round again, and a clock set back counts in the newest.
+func TestTakeoverLogMinutes(t *testing.T) {
+	var l takeoverLog
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	l.add(at, "a", "b")
+	l.add(at.Add(59*time.Second), "a", "b")
+	if n := l.lastHour(at.Add(59 * time.Minute)); n != 2 {
+		t.Fatalf("59 minutes on: %d, want 2", n)
+	}
+	if n := l.lastHour(at.Add(60 * time.Minute)); n != 0 {
+		t.Fatalf("60 minutes on: %d, want 0", n)
+	}
+	l.add(at.Add(60*time.Minute), "a", "b") // the same slot, an hour later
+	if n := l.lastHour(at.Add(60 * time.Minute)); n != 1 {
+		t.Fatalf("a takeover an hour after two: %d in the last hour, want 1", n)
+	}
+	l.add(at.Add(30*time.Minute), "a", "b") // the clock went back
+	if n := l.lastHour(at.Add(60 * time.Minute)); n != 2 {
+		t.Fatalf("after a clock set back: %d, want 2", n)
+	}
+	l.add(at.Add(5*time.Hour), "a", "b")
+	if n := l.lastHour(at.Add(5 * time.Hour)); n != 1 {
+		t.Fatalf("hours later: %d, want 1", n)
+	}
+}
