@@ -23,6 +23,8 @@ var (
 	ErrThrottled      = errors.New("throttled by the hub")
 	ErrDeviceExists   = errors.New("device already exists")
 	ErrPrecondition   = errors.New("precondition failed")
+	ErrPolicyNotFound = errors.New("access policy not found")
+	ErrPolicyExists   = errors.New("access policy already exists")
 )
 
 // APIError is an error answer of the hub: the HTTP status, the Azure error
@@ -66,6 +68,10 @@ func (e *APIError) Unwrap() error {
 		return ErrPrecondition
 	case wire.CodeCertificateNotFound:
 		return ErrCertificateNotFound
+	case wire.CodePolicyNotFound:
+		return ErrPolicyNotFound
+	case wire.CodePolicyExists:
+		return ErrPolicyExists
 	}
 	switch e.StatusCode {
 	case 401, 403:
@@ -88,6 +94,7 @@ func codeByName(name string) int {
 		wire.CodeUnauthorized, wire.CodeDeviceNotFound, wire.CodeNotOnline,
 		wire.CodeGatewayTimeout, wire.CodeThrottled, wire.CodeBadRequest,
 		wire.CodeConflict, wire.CodePrecondition, wire.CodeServerError,
+		wire.CodeCertificateNotFound, wire.CodePolicyNotFound, wire.CodePolicyExists,
 	} {
 		if wire.CodeName(c) == name {
 			return c

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
@@ -156,8 +157,9 @@ func (c *Client) SetDeviceStatus(ctx context.Context, id string, enabled bool) (
 }
 
 // RotateKey gives a device a new primary key (or secondary, with
-// secondary true). Connections made with the old key stay up; new ones
-// with it are refused.
+// secondary true). The hub refuses the old key from then on and ends the
+// device's sessions that connected with it, on every node; a session on
+// the other key stays.
 func (c *Client) RotateKey(ctx context.Context, id string, secondary bool) (*wire.Device, error) {
 	return c.modifyDevice(ctx, id, func(d *wire.Device) error {
 		if d.Authentication.Type != "" && d.Authentication.Type != "sas" {
@@ -177,6 +179,92 @@ func (c *Client) RotateKey(ctx context.Context, id string, secondary bool) (*wir
 		}
 		return nil
 	})
+}
+
+var errNoPolicy = errors.New("service: empty policy name")
+
+func policyPath(name string) string { return "/policies/" + url.PathEscape(name) }
+
+// ListPolicies returns the hub's shared access policies, names and rights
+// without keys. Managing policies takes an owner policy (every right).
+func (c *Client) ListPolicies(ctx context.Context) ([]wire.AccessPolicy, error) {
+	var l wire.AccessPolicyList
+	if err := c.call(ctx, "GET", "/policies", nil, &l, nil); err != nil {
+		return nil, err
+	}
+	if l.Value == nil {
+		l.Value = []wire.AccessPolicy{}
+	}
+	return l.Value, nil
+}
+
+// GetPolicy returns a shared access policy with its keys
+// (POST /policies/{name}/listkeys), for PolicyConnectionString.
+func (c *Client) GetPolicy(ctx context.Context, name string) (*wire.AccessPolicy, error) {
+	return c.policyCall(ctx, "POST", policyPath(name)+"/listkeys", name, nil)
+}
+
+// CreatePolicy adds a shared access policy with the given rights
+// (RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect) and keys
+// made by the hub, and returns it with its keys. It fails with
+// ErrPolicyExists when the name is taken.
+func (c *Client) CreatePolicy(ctx context.Context, name string, rights ...string) (*wire.AccessPolicy, error) {
+	in := wire.AccessPolicy{KeyName: name, Rights: strings.Join(rights, ", ")}
+	return c.policyCall(ctx, "PUT", policyPath(name), name, in)
+}
+
+// DeletePolicy removes a shared access policy: tokens signed with its keys
+// fail from then on, and the device sessions and streams they opened end.
+// The hub refuses to remove its owner policy, iothubowner.
+func (c *Client) DeletePolicy(ctx context.Context, name string) error {
+	_, err := c.policyCall(ctx, "DELETE", policyPath(name), name, nil)
+	return err
+}
+
+// RotatePolicyKey gives a shared access policy a new primary key (or
+// secondary, with secondary true) and returns the policy with its keys.
+// Tokens signed with the old key fail from then on, and the device
+// sessions and streams they opened end, on every node; those opened with
+// the other key stay.
+func (c *Client) RotatePolicyKey(ctx context.Context, name string, secondary bool) (*wire.AccessPolicy, error) {
+	which := "primary"
+	if secondary {
+		which = "secondary"
+	}
+	return c.policyCall(ctx, "POST", policyPath(name)+"/renewkey?key="+which, name, nil)
+}
+
+// policyCall is call for the routes of one policy, which answer with it
+// (but DELETE).
+func (c *Client) policyCall(ctx context.Context, method, path, name string, in any) (*wire.AccessPolicy, error) {
+	if name == "" {
+		return nil, errNoPolicy
+	}
+	if method == "DELETE" {
+		return nil, c.call(ctx, method, path, in, nil, nil)
+	}
+	var out wire.AccessPolicy
+	if err := c.call(ctx, method, path, in, &out, nil); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// PolicyConnectionString is the service connection string of p for this
+// hub: the client's HostName with p's primary key, or its secondary with
+// secondary true. It is empty when p carries no such key.
+func (c *Client) PolicyConnectionString(p *wire.AccessPolicy, secondary bool) string {
+	if p == nil || p.KeyName == "" {
+		return ""
+	}
+	key := p.PrimaryKey
+	if secondary {
+		key = p.SecondaryKey
+	}
+	if key == "" {
+		return ""
+	}
+	return sas.ConnectionString{HostName: c.cs.HostName, SharedAccessKeyName: p.KeyName, SharedAccessKey: key}.String()
 }
 
 // newKey is a device key as the hub makes them: 32 random bytes, base64.

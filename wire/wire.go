@@ -72,6 +72,10 @@ func CodeName(code int) string {
 		return "PreconditionFailed"
 	case CodeCertificateNotFound:
 		return "CertificateNotFound"
+	case CodePolicyNotFound:
+		return "PolicyNotFound"
+	case CodePolicyExists:
+		return "PolicyAlreadyExists"
 	default:
 		return "ServerError"
 	}
