@@ -101,7 +101,8 @@ func (s *Server) deviceDisconnected(clientID string) {
 type presenceUpdate struct {
 	clientID, sessionID string
 	connected           bool
-	touch               bool // activity only: lastActivityTime
+	touch               bool      // activity only: lastActivityTime
+	takeover            *takeover // a takeover to count (takeover.go)
 }
 
 // markPresence queues a connection-state change for the registry. One
@@ -118,9 +119,12 @@ func (s *Server) presenceWorker() {
 	for u := range s.presence {
 		ctx, cancel := ctxTimeout(context.Background())
 		var err error
-		if u.touch {
+		switch {
+		case u.takeover != nil:
+			err = s.recordTakeover(ctx, u.clientID, *u.takeover)
+		case u.touch:
 			err = s.reg.Touch(ctx, u.clientID, u.sessionID)
-		} else {
+		default:
 			err = s.reg.SetConnected(ctx, u.clientID, u.sessionID, u.connected)
 		}
 		if err != nil {

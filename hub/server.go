@@ -100,6 +100,8 @@ type Server struct {
 	authLog       *logLimiter // failed logins: a flood must not flood the log
 	lim           *limiter    // limits.go
 
+	takeoverLog map[string]takeoverLine // by client id, under mu (takeover.go)
+
 	invMu       sync.Mutex
 	invocations map[string]*invocation // by stream id, until the stream ends
 	seq         uint64
@@ -197,6 +199,7 @@ func New(opts Options) (*Server, error) {
 		Authenticate: s.authenticateDevice,
 		OnConnect:    s.deviceConnected,
 		OnDisconnect: s.deviceDisconnected,
+		OnTakeover:   s.sessionTakenOver,
 
 		MaxConnsPerSource: s.lim.l.MQTTConnsPerSource,
 		ConnRatePerSource: s.lim.l.MQTTConnRatePerSource,

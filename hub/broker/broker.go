@@ -68,6 +68,13 @@ type Options struct {
 	// must not block for long or call Close.
 	OnConnect    func(clientID string)
 	OnDisconnect func(clientID string)
+	// OnTakeover is called when a session past its CONNACK is taken
+	// over: by a newer connection with its client id here, just before
+	// that one's CONNACK, or through TakeOver. displaced and by are the
+	// remote addresses of the replaced connection and of the new one. It
+	// runs on the new connection's goroutine (TakeOver's caller's) and must
+	// not block for long. May be nil.
+	OnTakeover func(clientID, displaced, by string)
 
 	// MaxWritesPending is mochi's per-client outbound queue
 	// (caps.MaximumClientWritesPending). Default 64: a device gets one
@@ -181,6 +188,7 @@ type session struct {
 	ended     bool
 	replaced  *session // the session this one took over, if any
 
+	tether    bool   // Tether's device SDK (DeviceClientType): told when taken over
 	src       string // the source address, for per-source limits
 	overConns bool   // the source held too many connections at accept
 }
@@ -582,15 +590,19 @@ func (b *Broker) stripe(clientID string) *sync.Mutex {
 // authenticated makes s the current session of its client id, just before
 // mochi takes over any older session with that id and sends CONNACK. The
 // old session, ending later, then finds it is no longer current and stays
-// silent.
+// silent; if it was past its CONNACK, takenOver has told it why (Tether's
+// SDK only) and reported it first.
 func (b *Broker) authenticated(s *session, cl *mqtt.Client) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	s.id, s.cl = cl.ID, cl
+	s.tether = wire.IsTetherClient(string(cl.Properties.Username))
 	if s.ended {
+		b.mu.Unlock()
 		return
 	}
-	if old := b.current[s.id]; old != nil {
+	old := b.current[s.id]
+	displaced := old != nil && old.up && !old.ended
+	if old != nil {
 		s.announced = old.announced
 		s.replaced = old
 		if old.up {
@@ -598,6 +610,12 @@ func (b *Broker) authenticated(s *session, cl *mqtt.Client) {
 		}
 	}
 	b.current[s.id] = s
+	b.mu.Unlock()
+	if displaced {
+		// Before mochi drops the old connection, so that the notice goes
+		// out ahead of its close.
+		b.takenOver(old, cl.Net.Remote)
+	}
 }
 
 // established runs after CONNACK.
