@@ -14,7 +14,11 @@
 // certificate or an unreachable hub is reported there. After that the client
 // keeps the channel up by itself until Close: every reconnect signs a fresh
 // SAS token and waits an exponential, fully jittered delay, so a fleet that
-// lost a hub node does not come back all at once.
+// lost a hub node does not come back all at once. A client that the hub
+// says was displaced by another connection with the device's identity (two
+// agents with one key) logs so at warn and waits longer each time in a
+// row, from MaxBackoff up to 10 minutes, rather than take the session back
+// at once.
 //
 // The SDK imports nothing of the hub, so an agent built on it stays small.
 package device
@@ -148,8 +152,9 @@ const (
 	// tokenTTL is the lifetime of the SAS password; the hub checks it only
 	// at CONNECT, and every reconnect signs a new one.
 	tokenTTL = time.Hour
-	// clientType goes in the MQTT username, as the Azure SDKs name themselves.
-	clientType = "tether-go/0.1"
+	// clientType goes in the MQTT username, as the Azure SDKs name
+	// themselves; the hub tells a client so named why it was taken over.
+	clientType = wire.DeviceClientTypeTether + "0.1"
 )
 
 // DefaultMaxBackoff caps the reconnect delay when Options.MaxBackoff is
@@ -196,6 +201,9 @@ type session struct {
 	lost     chan struct{} // closed when the connection is lost
 	lostOnce sync.Once
 	lostErr  error // why; written before lost is closed
+	// displacedBy is the new connection's address once the hub has said
+	// that it took this session over (displaced.go).
+	displacedBy atomic.Pointer[string]
 }
 
 func (s *session) markLost(err error) {
@@ -354,9 +362,18 @@ func (c *Client) Close() error {
 // MinBackoff·2ⁿ)], so even the first reconnect of a fleet that lost its
 // node together is spread over a second, and later ones over up to
 // MaxBackoff. It owns the session it is given.
+//
+// A session the hub says was taken over by another connection with this
+// device's identity (displaced.go) waits displacedDelay instead before its
+// first reconnect.
 func (c *Client) keepUp(s *session) {
 	defer c.wg.Done()
 	attempt := 0
+	displacedLimit := max(c.maxB, maxDisplacedDelay)
+	var (
+		displacements int
+		lastDisplaced time.Time
+	)
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -369,8 +386,17 @@ func (c *Client) keepUp(s *session) {
 		case <-s.lost:
 		}
 		c.cur.Store(nil)
-		c.log.Warn("connection to hub lost", "err", s.lostErr)
 		attempt = attemptAfterLoss(attempt, time.Since(s.up), c.maxB)
+		wait := time.Duration(-1) // the first reconnect's delay, when not the usual
+		if by, ok := s.displaced(); ok {
+			displacements = displacementsInARow(displacements, time.Since(lastDisplaced), displacedLimit)
+			lastDisplaced = time.Now()
+			wait = displacedDelay(displacements, c.maxB, displacedLimit, rand.Int64N)
+			c.log.Warn("displaced by another connection with this device's identity", "from", by,
+				"in_a_row", displacements, "retry_in", wait.Round(time.Millisecond), "hint", displacedHint)
+		} else {
+			c.log.Warn("connection to hub lost", "err", s.lostErr)
+		}
 		// Every failure is retried alike: refused, reset, timed out, a DNS
 		// name that does not resolve (yet), even "unauthorized" (the device
 		// may be re-enabled). Only Dial gives up, so that a wrong setup
@@ -378,6 +404,9 @@ func (c *Client) keepUp(s *session) {
 		// refusal only.
 		for {
 			d := backoff(attempt, c.minB, c.maxB, rand.Int64N)
+			if wait >= 0 {
+				d, wait = wait, -1
+			}
 			attempt++
 			c.log.Info("reconnecting", "attempt", attempt, "delay", d.Round(time.Millisecond))
 			t := time.NewTimer(d)
@@ -465,7 +494,7 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 		// balancer that dropped it without a FIN) goes unnoticed: 30 s by
 		// default.
 		pingTimeout: min(10*time.Second, c.keepAlive),
-		onPublish:   c.onMessage,
+		onPublish:   s.onPublish(c),
 		onLost:      s.markLost,
 	})
 	if err != nil {

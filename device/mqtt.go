@@ -47,6 +47,11 @@ const maxPacket = 1 << 20
 
 var errPingTimeout = errors.New("pingresp not received, disconnecting")
 
+// errHubDisconnect is a DISCONNECT from the hub. MQTT 3.1.1 gives a server
+// none to send, but some send one before they close (mochi on a takeover),
+// and "the hub ended the session" says more than the EOF that follows.
+var errHubDisconnect = errors.New("the hub ended the session (DISCONNECT)")
+
 // connackError is a CONNACK that refused the connection.
 type connackError byte
 
@@ -259,6 +264,9 @@ func (m *mqttConn) readLoop() {
 			}
 		case pktPingresp:
 			m.pingSent.Store(0)
+		case pktDisconnect:
+			m.stop(errHubDisconnect)
+			return
 		}
 	}
 }
