@@ -13,6 +13,11 @@
 // the other direction stays open; Done tells that apart from the end of the
 // whole stream. Without it (an Azure hub, an older Tether hub) io.EOF means
 // the whole stream is over and CloseWrite closes the stream.
+//
+// A stream that ends any other way than cleanly (the peer's close frame
+// with code 1000 or without a code, or the marker) is cut: Read returns a
+// *CloseError, never io.EOF, so that a truncated transfer cannot pass for
+// a complete one. Abort ends a stream that way on purpose.
 package wsconn
 
 import (
@@ -32,6 +37,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 
@@ -77,6 +83,70 @@ var ErrProtocol = errors.New("wsconn: websocket protocol error")
 // ErrWriteClosed is returned by Write after CloseWrite. It wraps
 // net.ErrClosed: like a closed conn, it is the caller's own doing.
 var ErrWriteClosed = fmt.Errorf("wsconn: write after CloseWrite: %w", net.ErrClosed)
+
+// ErrStreamCut is in the chain of every *CloseError: errors.Is tells a
+// stream that was cut from one that ended cleanly.
+var ErrStreamCut = errors.New("stream cut")
+
+// Close codes Tether's ends send or report beyond those of RFC 6455.
+const (
+	// CodeGoingAway (1001) is sent by an end that stops while the stream
+	// is open (a hub, an agent or a forwarder shutting down), and by the
+	// hub to the side whose peer disconnected.
+	CodeGoingAway = 1001
+	// CodeNoStatus (1005) is what a close frame without a code reports;
+	// it is never sent.
+	CodeNoStatus = 1005
+	// CodeAbnormal (1006) reports a connection that ended without a
+	// close frame: dropped, reset, or its peer killed. It is never sent.
+	CodeAbnormal = 1006
+	// CodeReset (4000, in the range RFC 6455 leaves to applications) is
+	// sent by a Tether end whose local TCP connection was reset rather
+	// than closed: the far end resets its own local connection in turn.
+	CodeReset = 4000
+)
+
+// CloseError is what Read returns when the stream was cut: the peer (or
+// the hub) sent a close frame with a code other than 1000, the connection
+// ended without a close frame (Code is CodeAbnormal and Err the network
+// error), or the peer broke the protocol (Code 1002, sent by this end,
+// and Err is ErrProtocol). Its chain holds ErrStreamCut and Err, never
+// io.EOF.
+type CloseError struct {
+	Code   int    // the close code received, or sent by this end for 1002 and Abort
+	Reason string // the close frame's reason, or what broke the protocol
+	Err    error  // the cause when no close frame said it; may be nil
+}
+
+func (e *CloseError) Error() string {
+	switch {
+	case e.Code == CodeAbnormal && e.Err != nil:
+		return "stream cut: the connection ended without a close frame: " + e.Err.Error()
+	case e.Code == CodeAbnormal:
+		return "stream cut: the connection ended without a close frame"
+	case e.Err != nil:
+		return "stream cut: " + e.Err.Error() + ": " + e.Reason
+	case e.Reason != "":
+		return "stream cut: close " + strconv.Itoa(e.Code) + " " + strconv.Quote(e.Reason)
+	}
+	return "stream cut: close " + strconv.Itoa(e.Code)
+}
+
+// Unwrap yields ErrStreamCut and the cause.
+func (e *CloseError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrStreamCut}
+	}
+	return []error{ErrStreamCut, e.Err}
+}
+
+// cleanClose reports whether a close frame with code ends the stream
+// cleanly: 1000, or no code at all, which is how browsers and many
+// libraries close normally. The hub never sends a close frame without a
+// code of its own; one that reaches a side came from its peer.
+func cleanClose(code int) bool {
+	return code == int(ws.StatusNormalClosure) || code == CodeNoStatus
+}
 
 // ErrBadToken is returned by Dial for a token that cannot be sent in an
 // HTTP header.
@@ -275,6 +345,12 @@ type Conn struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	// closing is set once Close or Abort began: errors from the
+	// connection they close are this end's doing, not a cut.
+	closing atomic.Bool
+	// end says how the stream ended, set once, always before done is
+	// closed: cleanEnd, or the *CloseError that cut it.
+	end atomic.Pointer[ending]
 
 	done     chan struct{} // closed when the stream is over both ways
 	doneOnce sync.Once
@@ -310,9 +386,59 @@ func (c *Conn) markDone() {
 	c.doneOnce.Do(func() { close(c.done) })
 }
 
+// ending is how a stream ended; err is nil for a clean end.
+type ending struct{ err error }
+
+var cleanEnd = &ending{}
+
+// setEnd records how the stream ended, unless that is known already.
+// err is nil for a clean end. It must come before markDone, so that Err
+// is final once Done is closed.
+func (c *Conn) setEnd(err error) {
+	e := cleanEnd
+	if err != nil {
+		e = &ending{err}
+	}
+	c.end.CompareAndSwap(nil, e)
+}
+
+// Err reports how the stream ended: nil while it is open or after it
+// ended cleanly (the peer's close frame 1000 or without a code, or this
+// end's Close), the *CloseError that cut it otherwise. It is final once
+// Done is closed. Read returns io.EOF after the peer's end-of-stream
+// marker whatever comes next: Err tells whether the stream then ended
+// cleanly.
+func (c *Conn) Err() error {
+	if e := c.end.Load(); e != nil {
+		return e.err
+	}
+	return nil
+}
+
+// lost is Read's error for a connection that failed or ended without a
+// close frame: a *CloseError, unless this end is closing it.
+func (c *Conn) lost(err error) error {
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if c.closing.Load() {
+		return err
+	}
+	return &CloseError{Code: CodeAbnormal, Err: err}
+}
+
 // setReadErr makes err Read's sticky error; the stream is over then.
+// io.EOF is a clean end, a *CloseError a cut; anything else comes from
+// this end closing the connection, whose Close or Abort said how it ended.
 func (c *Conn) setReadErr(err error) {
 	c.rerr = err
+	var ce *CloseError
+	switch {
+	case err == io.EOF:
+		c.setEnd(nil)
+	case errors.As(err, &ce):
+		c.setEnd(ce)
+	}
 	c.markDone()
 	if c.readEnd != nil {
 		c.readEndOnce.Do(func() { close(c.readEnd) })
@@ -320,8 +446,10 @@ func (c *Conn) setReadErr(err error) {
 }
 
 // Read reads payload bytes of data frames. It answers pings with pongs and
-// returns io.EOF once a close frame arrives, the connection ends, or, with
-// Subprotocol, the peer's end-of-stream marker arrives.
+// returns io.EOF once the peer's close frame with code 1000 (or without a
+// code) arrives, or, with Subprotocol, the peer's end-of-stream marker. Any
+// other end is a *CloseError: a close frame with another code, a
+// connection that ended without a close frame, a protocol error.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.peerEOF.Load() {
 		return 0, io.EOF
@@ -364,10 +492,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			c.off += n
 			c.left -= int64(n)
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
 			if err != nil && !isTimeout(err) {
+				err = c.lost(err)
 				c.setReadErr(err)
 			}
 			if n > 0 {
@@ -483,10 +609,10 @@ func (c *Conn) readHeader() error {
 			break
 		}
 		if err != nil {
-			if err == io.EOF && c.hn > 0 {
-				err = io.ErrUnexpectedEOF
-			}
 			if !isTimeout(err) {
+				// Even between frames: a stream ends with a close frame,
+				// so a connection that just ends was cut.
+				err = c.lost(err)
 				c.setReadErr(err)
 			}
 			return err
@@ -553,10 +679,8 @@ func (c *Conn) readControl() error {
 			break
 		}
 		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
 			if !isTimeout(err) {
+				err = c.lost(err)
 				c.setReadErr(err)
 			}
 			return err
@@ -576,21 +700,38 @@ func (c *Conn) readControl() error {
 		if len(payload) == 1 {
 			return c.protocolError("close frame with a one-byte body")
 		}
-		// Echo the code back, as RFC 6455 §5.5.1 asks, then report EOF;
-		// Close ends the TCP connection.
+		// Echo the code back, as RFC 6455 §5.5.1 asks, then report EOF
+		// or the cut; Close ends the TCP connection. The end is recorded
+		// before the echo closes Done.
+		var end error = io.EOF
+		code, reason := ws.ParseCloseFrameData(payload)
+		if n := closeCode(code); !cleanClose(n) {
+			end = &CloseError{Code: n, Reason: reason}
+			c.setEnd(end)
+		} else {
+			c.setEnd(nil)
+		}
 		if len(payload) >= 2 {
 			payload = payload[:2]
 		}
 		_ = c.writeControl(ws.OpClose, payload)
 		c.gotClose.Store(true)
-		c.setReadErr(io.EOF)
-		return io.EOF
+		c.setReadErr(end)
+		return end
 	}
 	return nil
 }
 
+// closeCode is a close frame's code as a number, CodeNoStatus for none.
+func closeCode(code ws.StatusCode) int {
+	if code.Empty() {
+		return CodeNoStatus
+	}
+	return int(code)
+}
+
 func (c *Conn) protocolError(what string) error {
-	c.setReadErr(fmt.Errorf("%w: %s", ErrProtocol, what))
+	c.setReadErr(&CloseError{Code: int(ws.StatusProtocolError), Reason: what, Err: ErrProtocol})
 	var body [2 + 32]byte
 	binary.BigEndian.PutUint16(body[:], uint16(ws.StatusProtocolError))
 	n := copy(body[2:], "protocol error")
@@ -749,6 +890,9 @@ func (c *Conn) writeRaw(b []byte) error {
 		// Part of a frame may be on the wire (TLS also breaks for good
 		// after a failed write): nothing more may be framed after it.
 		c.wbroken = true
+		if !c.closing.Load() {
+			c.setEnd(&CloseError{Code: CodeAbnormal, Err: err})
+		}
 		c.markDone()
 	}
 	return err
@@ -823,6 +967,8 @@ func (c *Conn) CloseWrite() error {
 // idempotent.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		c.setEnd(nil)
 		defer c.markDone()
 		// A short deadline first: it also unblocks a Write stuck on a peer
 		// that stopped reading, which holds the write lock.
@@ -840,6 +986,60 @@ func (c *Conn) Close() error {
 		c.closeErr = c.raw.Close()
 	})
 	return c.closeErr
+}
+
+// maxReason is the longest reason a close frame carries (RFC 6455 §5.5:
+// 125 bytes of payload, two of them the code).
+const maxReason = ws.MaxControlFramePayloadSize - 2
+
+// Abort ends the stream as a failure: it sends a close frame with code
+// and reason, unless one was sent already, and closes the connection,
+// which no Pool keeps. The peer's Read then returns a *CloseError with
+// that code, and its end resets its own local connection. code must be
+// one a peer may receive and not 1000, which is Close's: 1001 to 1003,
+// 1007 to 1014, or 3000 to 4999 (CodeReset for a local connection that
+// was reset); any other returns an error and does nothing. A reason
+// longer than a close frame holds (123 bytes) is cut short. Abort after
+// Close, or after the stream ended, just closes.
+func (c *Conn) Abort(code int, reason string) error {
+	if !abortCode(code) {
+		return fmt.Errorf("wsconn: Abort with close code %d: want 1001-1003, 1007-1014 or 3000-4999", code)
+	}
+	ce := &CloseError{Code: code, Reason: truncateReason(reason)}
+	c.closeOnce.Do(func() {
+		c.closing.Store(true)
+		c.setEnd(ce)
+		defer c.markDone()
+		c.nc.SetWriteDeadline(time.Now().Add(closeTimeout))
+		_ = c.writeControl(ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), ce.Reason))
+		c.closeErr = c.raw.Close()
+	})
+	return c.closeErr
+}
+
+// abortCode reports whether code may go in Abort's close frame.
+func abortCode(code int) bool {
+	switch {
+	case code >= 1001 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
+// truncateReason cuts s to what a close frame holds, dropping a rune the
+// cut would split.
+func truncateReason(s string) string {
+	if len(s) <= maxReason {
+		return s
+	}
+	s = s[:maxReason]
+	for i := 1; i < utf8.UTFMax && len(s) > 0; i++ {
+		if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // awaitClose waits, after this side's close frame went out, for the

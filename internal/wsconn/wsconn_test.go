@@ -286,17 +286,6 @@ func TestReadFrames(t *testing.T) {
 	}
 }
 
-func TestEOFOnTCPClose(t *testing.T) {
-	ts := startServer(t, true, func(conn net.Conn) {
-		writeFrame(conn, ws.OpBinary, true, []byte("last"))
-	})
-	c := ts.dial(t)
-	got, err := io.ReadAll(c)
-	if err != nil || string(got) != "last" {
-		t.Fatalf("ReadAll = %q, %v", got, err)
-	}
-}
-
 func TestHandshakeError(t *testing.T) {
 	ts := startServer(t, true, echo(t))
 	base := strings.TrimSuffix(ts.url, "/bridges/h/dev/ssh/ID")
