@@ -130,7 +130,10 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		if err != nil {
 			return explainHubError(err, c, pos[0])
 		}
-		return writeJSON(g, d, true)
+		if err := writeJSON(g, d, true); err != nil {
+			return err
+		}
+		warnTakeovers(g, d)
 	case "rm":
 		if err := c.DeleteDevice(ctx, pos[0]); err != nil {
 			return explainHubError(err, c, pos[0])
