@@ -16,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -414,10 +415,22 @@ func httptestRequest() *http.Request {
 // mqttPacket encodes a CONNECT for a registered device.
 func connectPacket(t *testing.T, h *testHub, connStr string) []byte {
 	t.Helper()
+	return connectPacketAs(t, connStr, "")
+}
+
+// connectPacketAs encodes a CONNECT for a registered device that names
+// itself clientType in its username (DeviceClientType, as Azure's SDKs and
+// Tether's do), or names nothing if it is "".
+func connectPacketAs(t *testing.T, connStr, clientType string) []byte {
+	t.Helper()
 	cs, _ := sas.ParseConnectionString(connStr)
 	tok, err := cs.Token(time.Hour)
 	if err != nil {
 		t.Fatal(err)
+	}
+	username := cs.HostName + "/" + cs.DeviceID + "/?api-version=2020-09-30"
+	if clientType != "" {
+		username += "&DeviceClientType=" + url.QueryEscape(clientType)
 	}
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
@@ -425,7 +438,7 @@ func connectPacket(t *testing.T, h *testHub, connStr string) []byte {
 		Connect: packets.ConnectParams{
 			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60,
 			ClientIdentifier: cs.DeviceID,
-			UsernameFlag:     true, Username: []byte(cs.HostName + "/" + cs.DeviceID + "/?api-version=2020-09-30"),
+			UsernameFlag:     true, Username: []byte(username),
 			PasswordFlag: true, Password: []byte(tok),
 		},
 	}
