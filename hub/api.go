@@ -37,6 +37,13 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /certificates/{name}", s.handleGetCertificate)
 	mux.HandleFunc("DELETE /certificates/{name}", s.handleDeleteCertificate)
 	mux.HandleFunc("GET /certificates", s.handleListCertificates)
+	mux.HandleFunc("GET /policies", s.handleListPolicies)
+	mux.HandleFunc("POST /policies/listkeys", s.handleListPolicyKeys)
+	mux.HandleFunc("GET /policies/{name}", s.handleGetPolicy)
+	mux.HandleFunc("POST /policies/{name}/listkeys", s.handleGetPolicyKeys)
+	mux.HandleFunc("PUT /policies/{name}", s.handlePutPolicy)
+	mux.HandleFunc("DELETE /policies/{name}", s.handleDeletePolicy)
+	mux.HandleFunc("POST /policies/{name}/renewkey", s.handleRenewPolicyKey)
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.Handle("/bridges/", s.relay)
@@ -214,6 +221,7 @@ func (s *Server) handleOpenStream(w http.ResponseWriter, r *http.Request) {
 // answered when ok is false.
 func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *invocation, window, respTimeout time.Duration, ok bool) {
 	start := time.Now()
+	epoch := s.keys.epoch.Load() // before the policy is read (keys.go)
 	policy, err := s.authService(r, registry.ServiceConnect)
 	if err != nil {
 		unauthorized(w)
@@ -225,6 +233,7 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *inv
 	inv = &invocation{
 		deviceID: r.PathValue("id"), module: r.PathValue("module"), name: r.PathValue("name"),
 		policy: policy.Name, start: start, sdk: r.UserAgent(),
+		key: requestKey(r.Header, policy), epoch: epoch,
 	}
 	if err := validStreamPath(inv.deviceID, inv.module, inv.name); err != nil {
 		// Not an invocation of a device either: no stream-log record.
@@ -362,6 +371,11 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 	}
 	inv.streamID = st.ID
 	s.track(inv)
+	if !s.streamKeyValid(r.Context(), inv) {
+		fail(http.StatusUnauthorized, wire.CodeUnauthorized, wire.ResultError, "Unauthorized")
+		s.relay.Cancel(st.ID)
+		return
+	}
 	url := s.streamURL(st)
 	status, err := s.askDevice(r.Context(), clientID, routeRequest{Name: inv.name, URL: url, Token: st.DeviceToken}, respTimeout)
 	switch {

@@ -18,18 +18,20 @@ import (
 // DeviceConnect. A device registered as selfSigned or certificateAuthority
 // proves itself with its TLS client certificate instead (certs, see
 // x509.go), and no token lets it in. The error text goes to the log only:
-// the device learns nothing but "not authorized", whatever failed.
-func (s *Server) authenticateDevice(clientID, username string, password []byte, remote string, certs []*x509.Certificate) error {
-	err := s.checkDevice(clientID, username, string(password), certs)
+// the device learns nothing but "not authorized", whatever failed. On
+// success the broker keeps the session's credential (keys.go).
+func (s *Server) authenticateDevice(clientID, username string, password []byte, remote string, certs []*x509.Certificate) (string, error) {
+	cred := credential{epoch: s.keys.epoch.Load()} // before the registry is read
+	err := s.checkDevice(clientID, username, string(password), certs, &cred)
 	s.authResult(remote, err == nil) // back-off per source (limits.go)
 	if err != nil {
 		s.metrics.deviceAuth.Inc()
 		s.authLog.log(s.log, slog.LevelInfo, "device authentication failed", "device", clientID, "remote", remote, "why", err)
 	}
-	return err
+	return cred.String(), err
 }
 
-func (s *Server) checkDevice(clientID, username, password string, certs []*x509.Certificate) error {
+func (s *Server) checkDevice(clientID, username, password string, certs []*x509.Certificate, cred *credential) error {
 	deviceID, module, _ := strings.Cut(clientID, "/")
 	if deviceID == "" {
 		return errors.New("empty client id")
@@ -62,6 +64,7 @@ func (s *Server) checkDevice(clientID, username, password string, certs []*x509.
 		return errors.New("device is disabled")
 	}
 	if wire.IsX509(dev.Authentication.Type) {
+		cred.kind = credCert
 		return s.checkDeviceCert(ctx, dev, certs)
 	}
 	if len(certs) > 0 {
@@ -79,12 +82,14 @@ func (s *Server) checkDevice(clientID, username, password string, certs []*x509.
 		if !p.Has(registry.DeviceConnect) {
 			return errors.New("policy lacks DeviceConnect")
 		}
+		cred.signedBy(tok, dev, &p)
 		return verifyEither(tok, p.PrimaryKey, p.SecondaryKey)
 	}
 	if dev.Authentication.SymmetricKey == nil {
 		return errors.New("device has no symmetric key")
 	}
 	k := dev.Authentication.SymmetricKey
+	cred.signedBy(tok, dev, nil)
 	return verifyEither(tok, k.PrimaryKey, k.SecondaryKey)
 }
 

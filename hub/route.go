@@ -63,7 +63,8 @@ func (s *Server) deviceConnected(clientID string) {
 	if s.closed {
 		return
 	}
-	if old := s.sessions[clientID]; old != nil {
+	old := s.sessions[clientID]
+	if old != nil {
 		// A session the broker took over without a disconnect callback.
 		_ = old.sub.Unsubscribe()
 	}
@@ -77,8 +78,12 @@ func (s *Server) deviceConnected(clientID string) {
 	}
 	sess.sub = sub
 	s.sessions[clientID] = sess
+	if old == nil && strings.Contains(clientID, "/") {
+		s.keys.modules++
+	}
 	s.markPresence(clientID, sess.id, true)
 	s.claimSession(clientID, sess.id)
+	s.recheckSession(clientID)
 	s.metrics.mqttConns.Inc()
 	s.log.Info("device connected", "device", clientID)
 }
@@ -92,6 +97,9 @@ func (s *Server) deviceDisconnected(clientID string) {
 		return
 	}
 	delete(s.sessions, clientID)
+	if strings.Contains(clientID, "/") {
+		s.keys.modules--
+	}
 	_ = sess.sub.Unsubscribe()
 	s.markPresence(clientID, sess.id, false)
 	s.log.Info("device disconnected", "device", clientID)

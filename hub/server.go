@@ -99,6 +99,7 @@ type Server struct {
 	metrics       *metrics
 	authLog       *logLimiter // failed logins: a flood must not flood the log
 	lim           *limiter    // limits.go
+	keys          keyState    // what withdrawn credentials opened (keys.go)
 
 	takeoverLog map[string]takeoverLine // by client id, under mu (takeover.go)
 
@@ -228,6 +229,10 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", sessionSubject, err)
 	}
+	if err := s.watchKeys(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hub: %w", err)
+	}
 	s.metrics = newMetrics(s)
 	s.metrics.reg.MustRegister(s.lim.counted)
 	s.clearPreviousLife()
@@ -301,6 +306,9 @@ func (s *Server) Close() error {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}
+	}
+	if s.keys.stop != nil {
+		s.keys.stop()
 	}
 	err := errors.Join(s.broker.Close(), s.relay.Close())
 	s.mu.Lock()

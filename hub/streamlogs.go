@@ -22,6 +22,8 @@ type invocation struct {
 	policy, sdk            string
 	start                  time.Time
 	streamID               string // set once the relay opened the stream
+	key                    string // fingerprint of the policy key that asked (keys.go)
+	epoch                  uint64 // key changes seen before the policy was read (keys.go)
 
 	mu       sync.Mutex // answer may race the relay's end of the stream
 	status   int

@@ -55,7 +55,12 @@ type Options struct {
 	// without one), over TLS and over WebSocket alike. The listeners only
 	// request a certificate and never verify it: deciding whether it
 	// proves anything is Authenticate's job.
-	Authenticate func(clientID, username string, password []byte, remote string, certs []*x509.Certificate) error
+	//
+	// On success Authenticate returns the session's credential: a label of
+	// what the device proved (which key, say), opaque to the broker, kept
+	// with the session for Credential and DisconnectStale, so that a key
+	// withdrawn later ends exactly the sessions opened with it.
+	Authenticate func(clientID, username string, password []byte, remote string, certs []*x509.Certificate) (credential string, err error)
 
 	// OnConnect is called when a device's session is up (after its
 	// CONNACK). OnDisconnect is called when that client id's current
@@ -191,6 +196,8 @@ type session struct {
 	tether    bool   // Tether's device SDK (DeviceClientType): told when taken over
 	src       string // the source address, for per-source limits
 	overConns bool   // the source held too many connections at accept
+
+	credential string // what Authenticate returned; set before id and cl
 }
 
 type pendingReq struct {
@@ -550,6 +557,48 @@ func (b *Broker) Disconnect(clientID string) {
 		// lock, which a stalled write may hold.
 		s.cl.Stop(packets.ErrAdministrativeAction)
 	}
+}
+
+// Credential is the credential Authenticate returned for clientID's
+// current session here; ok is false when it has none.
+func (b *Broker) Credential(clientID string) (credential string, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.current[clientID]
+	if s == nil || s.ended {
+		return "", false
+	}
+	return s.credential, true
+}
+
+// DisconnectStale drops the sessions for which stale returns true, given
+// each one's client id and credential, and returns how many. With
+// clientIDs it looks at those ids' sessions only, otherwise at every
+// session here. Like Disconnect it does not wait for them to end. stale
+// runs under the broker's lock: it must be quick and must not call the
+// broker.
+func (b *Broker) DisconnectStale(stale func(clientID, credential string) bool, clientIDs ...string) int {
+	var drop []*session
+	check := func(s *session) {
+		if s != nil && !s.ended && s.cl != nil && stale(s.id, s.credential) {
+			drop = append(drop, s)
+		}
+	}
+	b.mu.Lock()
+	if len(clientIDs) > 0 {
+		for _, id := range clientIDs {
+			check(b.current[id])
+		}
+	} else {
+		for _, s := range b.current {
+			check(s)
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range drop {
+		s.cl.Stop(packets.ErrNotAuthorized)
+	}
+	return len(drop)
 }
 
 // Clients is the number of devices with a session on this node.

@@ -531,7 +531,7 @@ func TestClose(t *testing.T) {
 
 // TestServeListenerClosed: Serve reports a listener closed under it.
 func TestServeListenerClosed(t *testing.T) {
-	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) error { return nil }})
+	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) (string, error) { return "", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +618,7 @@ func TestWebSocketSubprotocolAnyCase(t *testing.T) {
 // TestNoConnectIsDropped: a connection that never sends CONNECT does not
 // hold its goroutine for ever.
 func TestNoConnectIsDropped(t *testing.T) {
-	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) error { return nil }})
+	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) (string, error) { return "", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -639,7 +639,7 @@ func TestNewValidates(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Error("New without Authenticate succeeded")
 	}
-	auth := func(string, string, []byte, string, []*x509.Certificate) error { return nil }
+	auth := func(string, string, []byte, string, []*x509.Certificate) (string, error) { return "", nil }
 	if _, err := New(Options{Authenticate: auth, MaxWritesPending: -1}); err == nil {
 		t.Error("New with MaxWritesPending -1 succeeded")
 	}

@@ -24,11 +24,11 @@ func TestPeerCertificates(t *testing.T) {
 	)
 	b, err := New(Options{
 		Logger: testLogger(),
-		Authenticate: func(clientID, _ string, _ []byte, _ string, certs []*x509.Certificate) error {
+		Authenticate: func(clientID, _ string, _ []byte, _ string, certs []*x509.Certificate) (string, error) {
 			mu.Lock()
 			got[clientID] = certs
 			mu.Unlock()
-			return nil
+			return "", nil
 		},
 	})
 	if err != nil {

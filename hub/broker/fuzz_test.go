@@ -28,7 +28,7 @@ func FuzzClientTopic(f *testing.F) {
 		f.Add(s, true)
 		f.Add(s, false)
 	}
-	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) error { return errors.New("no") }})
+	b, err := New(Options{Authenticate: func(string, string, []byte, string, []*x509.Certificate) (string, error) { return "", errors.New("no") }})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -115,6 +115,9 @@ type hub struct {
 // password is the SAS token the test hub accepts for clientID.
 func password(clientID string) string { return "SharedAccessSignature sr=" + clientID + "&sig=ok" }
 
+// credential is what the test hub's Authenticate says a client proved.
+func credential(clientID string) string { return "key of " + clientID }
+
 // startHub runs a broker with a real loopback TLS listener and an
 // httptest TLS server for WebSocket, and is ready when it returns.
 func startHub(t *testing.T) *hub {
@@ -122,14 +125,14 @@ func startHub(t *testing.T) *hub {
 	h := &hub{served: make(chan error, 1), ev: &events{ch: make(chan string, 64)}}
 	b, err := New(Options{
 		Logger: testLogger(),
-		Authenticate: func(clientID, username string, pw []byte, remote string, _ []*x509.Certificate) error {
+		Authenticate: func(clientID, username string, pw []byte, remote string, _ []*x509.Certificate) (string, error) {
 			h.mu.Lock()
 			h.auths = append(h.auths, authCall{clientID, username, string(pw), remote})
 			h.mu.Unlock()
 			if string(pw) != password(clientID) {
-				return errors.New("bad token")
+				return "", errors.New("bad token")
 			}
-			return nil
+			return credential(clientID), nil
 		},
 		OnConnect:    func(id string) { h.ev.add("connect " + id) },
 		OnDisconnect: func(id string) { h.ev.add("disconnect " + id) },

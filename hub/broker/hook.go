@@ -78,10 +78,15 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.b.refused(cl, "no client id")
 		return false
 	}
-	if err := h.b.opts.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote, peerCertificates(sessionConn(cl))); err != nil {
+	s := sessionOf(cl)
+	cred, err := h.b.opts.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote, peerCertificates(sessionConn(cl)))
+	if err != nil {
 		h.b.refused(cl, err.Error())
 		return false
 	}
+	h.b.mu.Lock()
+	s.credential = cred
+	h.b.mu.Unlock()
 	return true
 }
 

@@ -76,9 +76,9 @@ func limitBroker(t *testing.T, opts Options) (*Broker, *atomic.Int32, *sync.Map)
 	t.Helper()
 	var auths atomic.Int32
 	var limits sync.Map
-	opts.Authenticate = func(string, string, []byte, string, []*x509.Certificate) error {
+	opts.Authenticate = func(string, string, []byte, string, []*x509.Certificate) (string, error) {
 		auths.Add(1)
-		return nil
+		return "", nil
 	}
 	opts.OnLimit = func(limit, remote string) {
 		n, _ := limits.LoadOrStore(limit, new(atomic.Int32))

@@ -1,12 +1,29 @@
 package relay
 
-import "github.com/gobwas/ws"
+import (
+	"slices"
+
+	"github.com/gobwas/ws"
+)
 
 // CloseDevice ends every stream of deviceID, waiting or paired, because
 // the device was disabled or deleted: an operator who refuses a device
 // expects its tunnels gone, not only its control channel. It returns how
 // many streams it ended.
 func (r *Relay) CloseDevice(deviceID string) int {
+	return r.closeWhere(func(st *stream) bool { return st.DeviceID == deviceID }, "device disabled or deleted")
+}
+
+// CloseStreams ends the streams with the given ids, waiting or paired,
+// with close 1008 (policy violation) and reason to both sides: the hub
+// withdrew what let them open (the key of the service that asked was
+// rotated). It returns how many it ended; ids it does not hold are skipped.
+func (r *Relay) CloseStreams(ids []string, reason string) int {
+	return r.closeWhere(func(st *stream) bool { return slices.Contains(ids, st.ID) }, reason)
+}
+
+// closeWhere ends the streams that match, as CloseDevice says.
+func (r *Relay) closeWhere(match func(*stream) bool, reason string) int {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -16,7 +33,7 @@ func (r *Relay) CloseDevice(deviceID string) int {
 	var waiting [][]*peer
 	var pipes []*pipe
 	for _, st := range r.streams {
-		if st.DeviceID != deviceID {
+		if !match(st) {
 			continue
 		}
 		if st.pipe != nil {
@@ -29,7 +46,6 @@ func (r *Relay) CloseDevice(deviceID string) int {
 	r.wg.Add(1)
 	defer r.wg.Done()
 	r.mu.Unlock()
-	const reason = "device disabled or deleted"
 	for i, st := range unpaired {
 		r.finishUnpaired(st, waiting[i], ClosedByHub, reason, ws.StatusPolicyViolation, reason)
 	}
