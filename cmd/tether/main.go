@@ -37,6 +37,10 @@ Commands:
                           register a device that authenticates with a certificate
   certificates add NAME FILE.pem | list | show NAME | rm NAME
                           CA certificates that vouch for --x509-ca devices
+  policies list | show NAME | rm NAME | rotate-key NAME [--secondary]
+                          access policies; show prints one's connection string
+  policies add NAME --rights RIGHT,...
+                          add a policy with the least rights a program needs
   agent                   run on a device: --device CONNSTR --allow NAME=HOST:PORT,
                           or --config FILE (TOML); see tether agent -h
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
@@ -74,6 +78,7 @@ func init() {
 	commands = []command{
 		{name: "devices", subs: []string{"add", "list", "show", "rm", "disable", "enable", "rotate-key"}, run: cmdDevices},
 		{name: "certificates", subs: []string{"add", "list", "show", "rm"}, run: cmdCertificates},
+		{name: "policies", subs: []string{"list", "show", "add", "rm", "rotate-key"}, run: cmdPolicies},
 		{name: "agent", run: cmdAgent},
 		{name: "forward", run: cmdForward},
 		{name: "pipe", run: cmdPipe},
