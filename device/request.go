@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"net"
 	"sync/atomic"
+	"syscall"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // Request is a stream request from the hub: a service wants a tunnel named
-// Name to this device. Answer it with exactly one of Accept or Reject, soon:
-// the service waits for the answer (60 s by default).
+// Name to this device. Answer it with exactly one of Accept, Reject or
+// RejectUnreachable, soon: the service waits for the answer (60 s by
+// default).
 type Request struct {
 	Name string // the stream name the service asked for, e.g. "ssh"
 	RID  string // the hub's request id, echoed in the answer
@@ -62,14 +66,44 @@ func (r *Request) Accept(ctx context.Context) (net.Conn, error) {
 	return d.conn, nil
 }
 
-// Reject answers 400: the service is told the device declined.
+// Reject answers 400 (wire.AnswerNotAllowed): the device does not serve a
+// stream of this name. The service is told the device declined; through a
+// Tether hub, that the stream is not allowed.
 func (r *Request) Reject() error {
+	return r.reject(wire.AnswerNotAllowed)
+}
+
+// RejectUnreachable answers that the device serves this stream but could
+// not connect to its target; err is the dial's error. The service learns
+// which of three it was, from the answer's status: the target refused the
+// connection (503), the dial timed out (504), or it failed otherwise (502,
+// e.g. no route to the host). Dial the target before answering, as
+// tether agent does, so that a service hears this rather than find its
+// stream closed on arrival.
+func (r *Request) RejectUnreachable(err error) error {
+	return r.reject(unreachableStatus(err))
+}
+
+// unreachableStatus is the answer for a target that err failed to reach.
+func unreachableStatus(err error) int {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return wire.AnswerTargetRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return wire.AnswerTargetTimeout
+	default:
+		return wire.AnswerTargetFailed
+	}
+}
+
+func (r *Request) reject(status int) error {
 	if !r.answered.CompareAndSwap(false, true) {
 		return errAnswered
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()
-	if err := r.c.answer(ctx, 400, r.RID); err != nil {
+	if err := r.c.answer(ctx, status, r.RID); err != nil {
 		return fmt.Errorf("device: rejecting stream %q (rid %s): %w", r.Name, r.RID, err)
 	}
 	return nil

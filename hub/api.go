@@ -392,6 +392,8 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 	case status != http.StatusOK:
 		inv.answer(http.StatusOK, wire.ResultRejected)
 		w.Header().Set(wire.HeaderIsAccepted, "False")
+		// Why, for Tether's SDK; Azure's read no more than the False.
+		w.Header().Set(wire.HeaderDeviceStatus, strconv.Itoa(status))
 		w.WriteHeader(http.StatusOK)
 		s.relay.Cancel(st.ID)
 	default:

@@ -35,7 +35,9 @@ func seconds(d time.Duration) string {
 // OpenStream asks the device for a stream named streamName and returns it
 // once both sides have joined. The error wraps ErrDeviceNotFound,
 // ErrDeviceOffline, ErrRejected, ErrTimeout, ErrUnauthorized or
-// ErrThrottled when the hub or the device said no.
+// ErrThrottled when the hub or the device said no; a rejection is a
+// *RejectError, which wraps ErrNotAllowed or ErrTargetUnreachable too
+// when the hub says why.
 func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (net.Conn, error) {
 	if deviceID == "" {
 		return nil, errNoID
@@ -60,7 +62,7 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, err)
 	}
 	if !strings.EqualFold(resp.Header.Get(wire.HeaderIsAccepted), "true") {
-		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, ErrRejected)
+		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, rejectError(resp.Header))
 	}
 	u, tok := resp.Header.Get(wire.HeaderURL), resp.Header.Get(wire.HeaderAuthToken)
 	if u == "" || tok == "" {
@@ -124,7 +126,7 @@ func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (ne
 		}
 		if herr.StatusCode/100 == 2 {
 			// Not 101: the device said no.
-			return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, ErrRejected)
+			return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, rejectError(herr.Header))
 		}
 		return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, newAPIError(herr.StatusCode, herr.Header, herr.Code, herr.Message))
 	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:

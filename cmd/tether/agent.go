@@ -186,18 +186,18 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 	target, ok := a.allow[req.Name]
 	if !ok {
 		log.Warn("rejecting stream: its name is not in --allow")
-		a.reject(log, req)
+		a.answered(log, req.Reject())
 		return
 	}
-	// The target first: a service should hear "rejected" at once, not find
-	// its stream closed on arrival.
+	// The target first: a service should hear "rejected" at once, and why,
+	// not find its stream closed on arrival.
 	dctx, cancel := context.WithTimeout(ctx, targetDialTimeout)
 	var d net.Dialer
 	tc, err := d.DialContext(dctx, "tcp", target)
 	cancel()
 	if err != nil {
 		log.Warn("rejecting stream: cannot connect to its target", "target", target, "err", err)
-		a.reject(log, req)
+		a.answered(log, req.RejectUnreachable(err))
 		return
 	}
 	sc, err := req.Accept(ctx)
@@ -224,8 +224,9 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 	log.Info("stream closed", "target", target, "duration", time.Since(start).Round(time.Millisecond))
 }
 
-func (a *agent) reject(log *slog.Logger, req *device.Request) {
-	if err := req.Reject(); err != nil {
+// answered logs a rejection that did not reach the hub.
+func (a *agent) answered(log *slog.Logger, err error) {
+	if err != nil {
 		log.Warn("rejecting stream", "err", err)
 	}
 }

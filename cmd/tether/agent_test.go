@@ -219,17 +219,18 @@ func TestAgentStreams(t *testing.T) {
 				hub.SendRequest(wire.StreamRequest{Name: name, RID: rid, URL: url, Token: token}.Topic())
 			}
 
-			// A name not in --allow is rejected.
+			// A name not in --allow is rejected as not allowed.
 			request("nope", "r1")
-			if got := hub.NextAnswer(); got != wire.ResponseTopic(400, "r1") {
+			if got := hub.NextAnswer(); got != wire.ResponseTopic(wire.AnswerNotAllowed, "r1") {
 				t.Fatalf("answer = %q, want 400 for r1", got)
 			}
 			stderr.waitFor(t, "not in --allow")
 
-			// A target that refuses is rejected, with the reason.
+			// A target that refuses is rejected as such, and logged with
+			// the reason.
 			request("dead", "r2")
-			if got := hub.NextAnswer(); got != wire.ResponseTopic(400, "r2") {
-				t.Fatalf("answer = %q, want 400 for r2", got)
+			if got := hub.NextAnswer(); got != wire.ResponseTopic(wire.AnswerTargetRefused, "r2") {
+				t.Fatalf("answer = %q, want 503 for r2", got)
 			}
 			stderr.waitFor(t, "cannot connect to its target")
 

@@ -238,7 +238,7 @@ func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 
 func (f *forwarder) explain(err error) error {
 	if errors.Is(err, service.ErrRejected) {
-		return fmt.Errorf("device %q rejected stream %q (is it in the agent's --allow list?)", f.device, f.stream)
+		return explainRejection(err, f.device, f.stream)
 	}
 	var ae *service.APIError
 	if errors.As(err, &ae) || errors.Is(err, service.ErrTimeout) {

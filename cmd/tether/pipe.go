@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -73,7 +72,7 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 // fail because the device said no.
 func explainStreamError(err error, c *service.Client, device, stream string) error {
 	if errors.Is(err, service.ErrRejected) {
-		return fmt.Errorf("device %q rejected stream %q (is it in the agent's --allow list?)", device, stream)
+		return explainRejection(err, device, stream)
 	}
 	return explainHubError(err, c, device)
 }

@@ -105,7 +105,7 @@ func TestPipeErrors(t *testing.T) {
 		want    string
 	}{
 		{true, []string{"--hub", h.connStr, "--ca", h.caFile}, `device "dev1" is not connected to the hub`},
-		{false, []string{"--hub", h.connStr, "--ca", h.caFile}, `device "dev1" rejected stream "ssh" (is it in the agent's --allow list?)`},
+		{false, []string{"--hub", h.connStr, "--ca", h.caFile}, `device "dev1" rejected stream "ssh" (is it in the agent's --allow list, and does its target accept connections?)`},
 		{false, []string{"--hub", wrongKey, "--ca", h.caFile}, "unauthorized: check the connection string"},
 		{false, []string{"--hub", h.connStr}, "certificate not trusted: pass --ca"},
 		{false, []string{"--hub", deadHub}, "hub unreachable at " + dead + ": "},
