@@ -167,8 +167,9 @@ func (s *Server) handleDeleteCertificate(w http.ResponseWriter, r *http.Request)
 		s.certificateError(w, name, err)
 		return
 	}
-	// Sessions it let in stay up, as sessions opened with a key stay up
-	// after a key rotation; their next connection is refused.
+	// Sessions it let in stay up (a CA vouches at CONNECT, where a
+	// withdrawn key ends its sessions: keys.go); their next connection is
+	// refused.
 	s.log.Info("CA certificate deleted", "name", name)
 	w.WriteHeader(http.StatusNoContent)
 }
