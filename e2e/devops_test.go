@@ -114,13 +114,12 @@ func TestRotateKey(t *testing.T) {
 	if _, err := h.dialQuick(t, oldStr); !errors.Is(err, device.ErrUnauthorized) {
 		t.Fatalf("old primary key: %v", err)
 	}
-	// ...the connection made with it stays up...
-	conn, err := svc.OpenStream(ctx, "dev1", "echo")
-	if err != nil {
-		t.Fatalf("stream over the connection made before the rotation: %v", err)
+	// ...the connection made with it ends (a leaked key's holder is cut
+	// off, not only kept from coming back)...
+	eventually(t, 5*time.Second, "the connection made with the old key to end", func() bool { return !dc.Connected() })
+	if _, err := svc.OpenStream(ctx, "dev1", "echo"); !errors.Is(err, service.ErrDeviceOffline) {
+		t.Fatalf("stream after the rotation to the device on its old key: %v, want offline", err)
 	}
-	echoOnce(t, conn, "still here")
-	conn.Close()
 	// ...and the new key works.
 	newStr := svc.DeviceConnectionString(d)
 	dc.Close()
