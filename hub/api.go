@@ -46,6 +46,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("POST /policies/{name}/renewkey", s.handleRenewPolicyKey)
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.HandleFunc("GET /streams", s.handleStreams)
+	mux.HandleFunc("DELETE /streams/{id}", s.handleKillStream)
 	mux.Handle("/bridges/", s.relay)
 	mux.HandleFunc("/$iothub/websocket", s.broker.HandleWebSocket)
 	return mux
@@ -232,7 +233,7 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *inv
 	}
 	inv = &invocation{
 		deviceID: r.PathValue("id"), module: r.PathValue("module"), name: r.PathValue("name"),
-		policy: policy.Name, start: start, sdk: r.UserAgent(),
+		policy: policy.Name, start: start, sdk: r.UserAgent(), remote: r.RemoteAddr,
 		key: requestKey(r.Header, policy), epoch: epoch,
 	}
 	if err := validStreamPath(inv.deviceID, inv.module, inv.name); err != nil {

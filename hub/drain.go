@@ -63,12 +63,15 @@ func (s *Server) Draining() bool { return s.lame.draining.Load() }
 //     within spread, so that they reconnect to other nodes without all
 //     arriving at once.
 //   - Open streams run on until they end.
+//   - Stream-log followers (GET /streamlogs?follow=true) are ended: they
+//     resume after their last record, elsewhere or once the node is back.
 //
 // Drain returns nil once every stream has ended and every device has been
 // moved, or ctx's error (with how many streams are left) when ctx ends
 // first. Either way the caller then calls Close, which ends what is left.
 func (s *Server) Drain(ctx context.Context, spread time.Duration) error {
 	s.lame.draining.Store(true)
+	s.follow.end()
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.sessions))
 	for id := range s.sessions {

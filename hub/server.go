@@ -93,8 +93,10 @@ type Server struct {
 	routeReqsDone chan struct{} // closed by Close: routeLoop returns
 	kickSub       *nats.Subscription
 	ctlSub        *nats.Subscription // streams listing
+	killSub       *nats.Subscription // kills of streams (streams.go)
 	sessSub       *nats.Subscription // session claims of other nodes (takeover.go)
 	lame          lameDuck           // drain state (drain.go)
+	follow        followers          // stream-log followers, ended by Drain (streamlogs.go)
 	logs          *streamlog.Store
 	metrics       *metrics
 	authLog       *logLimiter // failed logins: a flood must not flood the log
@@ -224,6 +226,11 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", streamsSubject, err)
 	}
+	s.killSub, err = s.nc.Subscribe(killSubject, s.onKillRequest)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hub: subscribing to %s: %w", killSubject, err)
+	}
 	s.sessSub, err = s.nc.Subscribe(sessionSubject, s.onSessionClaim)
 	if err != nil {
 		s.Close()
@@ -302,7 +309,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub, s.sessSub} {
+	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub, s.killSub, s.sessSub} {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}

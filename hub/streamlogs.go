@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +24,7 @@ type invocation struct {
 	policy, sdk            string
 	start                  time.Time
 	streamID               string // set once the relay opened the stream
+	remote                 string // the service's address: the request's RemoteAddr
 	key                    string // fingerprint of the policy key that asked (keys.go)
 	epoch                  uint64 // key changes seen before the policy was read (keys.go)
 
@@ -77,7 +80,7 @@ func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
 		DeviceID: inv.deviceID, ModuleID: inv.module, SDKVersion: inv.sdk,
 		StatusCode: status, RequestName: inv.name, Direction: "c2d",
 		StreamID: inv.streamID, Result: result, Policy: inv.policy, Node: s.node,
-		SetupMs: answered.Sub(inv.start).Milliseconds(),
+		SetupMs: answered.Sub(inv.start).Milliseconds(), ServiceAddress: inv.remote,
 	}
 	end := answered
 	success := result == wire.ResultAccepted
@@ -115,7 +118,7 @@ func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
 		rec.ResultType, rec.Level = "Failure", "Error"
 	}
 	s.log.Info("stream", "device", inv.deviceID, "stream", inv.name, "id", inv.streamID, "result", result,
-		"policy", inv.policy, "status", status, "setupMs", p.SetupMs, "lifetimeMs", p.LifetimeMs,
+		"policy", inv.policy, "service", inv.remote, "status", status, "setupMs", p.SetupMs, "lifetimeMs", p.LifetimeMs,
 		"bytesToDevice", p.BytesToDevice, "bytesToService", p.BytesToService,
 		"closedBy", p.ClosedBy, "reason", p.CloseReason)
 	ctx, cancel := ctxTimeout(context.Background())
@@ -125,9 +128,14 @@ func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
 	}
 }
 
-// handleStreamLogs serves GET /streamlogs?deviceId=&since=&follow=: the
-// records as JSON lines, oldest first; with follow, new ones as they come
-// until the client goes away.
+// maxLast bounds ?last=: a reader that wants more reads a window.
+const maxLast = 100_000
+
+// handleStreamLogs serves GET
+// /streamlogs?deviceId=&since=&after=&last=&follow=: the records as JSON
+// lines, oldest first, each with its sequence; with follow, new ones as
+// they come until the client goes away or the node drains (the follower
+// resumes on another node, or on this one once restarted, with ?after=).
 func (s *Server) handleStreamLogs(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.authService(r, registry.RegistryRead); err != nil {
 		unauthorized(w)
@@ -137,16 +145,23 @@ func (s *Server) handleStreamLogs(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := streamlog.Query{DeviceID: dev}
-	if v := r.URL.Query().Get("since"); v != "" {
-		t, err := parseSince(v, time.Now())
-		if err != nil {
-			writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
-			return
-		}
-		q.Since = t
+	q, err := logQuery(r.URL.Query(), time.Now())
+	if err != nil {
+		s.badRequest(w, r, err)
+		return
 	}
-	q.Follow = r.URL.Query().Get("follow") == "true"
+	q.DeviceID = dev
+	ctx := r.Context()
+	if q.Follow && s.Draining() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, wire.CodeServerError, "this hub node is shutting down; follow the stream logs again in a moment")
+		return
+	}
+	if q.Follow {
+		var cancel context.CancelFunc
+		ctx, cancel = s.follow.context(ctx)
+		defer cancel()
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
@@ -154,7 +169,7 @@ func (s *Server) handleStreamLogs(w http.ResponseWriter, r *http.Request) {
 		flusher.Flush() // a follower knows at once that it is connected
 	}
 	enc := json.NewEncoder(w)
-	err := s.logs.Read(r.Context(), q, func(rec wire.StreamLog) error {
+	err = s.logs.Read(ctx, q, func(rec wire.StreamLog) error {
 		if err := enc.Encode(rec); err != nil {
 			return err
 		}
@@ -163,9 +178,74 @@ func (s *Server) handleStreamLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
-	if err != nil && r.Context().Err() == nil {
+	if err != nil && ctx.Err() == nil {
 		s.log.Warn("reading stream logs", "err", err)
 	}
+}
+
+// logQuery reads the query of GET /streamlogs but the device.
+func logQuery(v url.Values, now time.Time) (streamlog.Query, error) {
+	var q streamlog.Query
+	if s := v.Get("since"); s != "" {
+		t, err := parseSince(s, now)
+		if err != nil {
+			return q, err
+		}
+		q.Since = t
+	}
+	if s := v.Get("after"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return q, fmt.Errorf("after: %q is not a record's sequence number", s)
+		}
+		q.After = n
+	}
+	if s := v.Get("last"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxLast {
+			return q, fmt.Errorf("last: %q is not a number of records from 1 to %d", s, maxLast)
+		}
+		q.Last = n
+	}
+	switch f := v.Get("follow"); f {
+	case "", "false":
+	case "true":
+		q.Follow = true
+	default:
+		return q, fmt.Errorf("follow: %q is neither true nor false", f)
+	}
+	return q, nil
+}
+
+// followers ends the stream-log followers of a node that drains: they
+// are no work to wait for, and once told they resume elsewhere. The zero
+// value is ready.
+type followers struct {
+	mu     sync.Mutex
+	ctx    context.Context // ended by end; made on first use
+	cancel context.CancelFunc
+}
+
+func (f *followers) all() context.Context {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ctx == nil {
+		f.ctx, f.cancel = context.WithCancel(context.Background())
+	}
+	return f.ctx
+}
+
+// context returns a context of parent that also ends with end.
+func (f *followers) context(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	stop := context.AfterFunc(f.all(), cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// end ends every follower, now and to come.
+func (f *followers) end() {
+	f.all()
+	f.cancel()
 }
 
 // parseSince reads an RFC 3339 time or a duration back from now ("15m").

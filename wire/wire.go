@@ -76,6 +76,8 @@ func CodeName(code int) string {
 		return "PolicyNotFound"
 	case CodePolicyExists:
 		return "PolicyAlreadyExists"
+	case CodeStreamNotFound:
+		return "StreamNotFound"
 	default:
 		return "ServerError"
 	}
@@ -340,6 +342,12 @@ type StreamLog struct {
 	Level             string    `json:"level"` // "Information" or "Error"
 	DurationMs        int64     `json:"durationMs"`
 	Properties        string    `json:"properties"`
+	// Sequence is the record's place in the hub's stream logs, set by
+	// GET /streamlogs as it reads the record (the stored record has
+	// none): a reader that lost its connection resumes after the last
+	// one it saw (?after=), and misses none and sees none twice. It is
+	// Tether's; Azure's records have no such field.
+	Sequence uint64 `json:"sequence,omitempty"`
 }
 
 // StreamLogProperties are a record's properties: Azure's, then Tether's.
@@ -363,6 +371,10 @@ type StreamLogProperties struct {
 	BytesToService int64  `json:"bytesToService"`
 	ClosedBy       string `json:"closedBy,omitempty"` // service, device, hub or window
 	CloseReason    string `json:"closeReason,omitempty"`
+	// ServiceAddress is the remote address (host:port) of the service's
+	// stream request, the POST or the one-request upgrade, as the hub
+	// saw it: who opened the stream, beyond the policy's name.
+	ServiceAddress string `json:"serviceAddress,omitempty"`
 }
 
 // Results of a stream invocation.

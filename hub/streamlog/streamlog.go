@@ -76,22 +76,48 @@ func (s *Store) Append(ctx context.Context, deviceID string, rec wire.StreamLog)
 type Query struct {
 	DeviceID string    // empty: every device
 	Since    time.Time // zero: everything kept
+	// After selects the records after the one with this sequence
+	// (wire.StreamLog.Sequence): where a reader that lost its connection
+	// left off. Zero: from the first.
+	After uint64
+	// Last keeps only the last Last records of those selected; zero or
+	// less keeps them all.
+	Last int
 	// Follow keeps reading new records as they come until ctx ends;
 	// otherwise Read returns once it has passed the last stored record.
 	Follow bool
 }
 
-// Read calls fn with each selected record, oldest first. An error from fn
-// stops the read and is returned.
+// Read calls fn with each selected record, oldest first, its Sequence
+// set. An error from fn stops the read and is returned.
 func (s *Store) Read(ctx context.Context, q Query, fn func(wire.StreamLog) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	var filter []string
 	if q.DeviceID != "" {
-		cfg.FilterSubjects = []string{subjectPrefix + cluster.SubjectToken(q.DeviceID)}
+		filter = []string{subjectPrefix + cluster.SubjectToken(q.DeviceID)}
 	}
-	if !q.Since.IsZero() {
-		since := q.Since
+	start := q.After + 1
+	if q.Last > 0 {
+		from, err := s.lastStart(ctx, filter, q.Last)
+		if err != nil {
+			return fmt.Errorf("streamlog: reading: %w", err)
+		}
+		start = max(start, from)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filter, DeliverPolicy: jetstream.DeliverAllPolicy}
+	// A start time and a start sequence exclude each other in a consumer:
+	// with both, the sequence starts it and the time is checked on each
+	// record. The time selects a suffix of the records, as Last does, so
+	// the two together are the last Last of the records since then.
+	since := q.Since
+	switch {
+	case start > 1:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = start
+	case !since.IsZero():
+		t := since
 		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &since
+		cfg.OptStartTime = &t
+		since = time.Time{} // the consumer checks it
 	}
 	cons, err := s.js.OrderedConsumer(ctx, StreamName, cfg)
 	if err != nil {
@@ -127,17 +153,108 @@ func (s *Store) Read(ctx context.Context, q Query, fn func(wire.StreamLog) error
 			}
 			return fmt.Errorf("streamlog: reading: %w", err)
 		}
+		md, mdErr := msg.Metadata()
 		var rec wire.StreamLog
-		if err := json.Unmarshal(msg.Data(), &rec); err == nil {
+		if mdErr == nil && json.Unmarshal(msg.Data(), &rec) == nil && !md.Timestamp.Before(since) {
+			rec.Sequence = md.Sequence.Stream
 			if err := fn(rec); err != nil {
 				return err
 			}
 		}
-		if !q.Follow {
-			md, err := msg.Metadata()
-			if err != nil || md.NumPending == 0 {
-				return nil
-			}
+		if !q.Follow && (mdErr != nil || md.NumPending == 0) {
+			return nil
 		}
 	}
+}
+
+// lastStart is the sequence from which the stream holds n records that
+// match filter (nil: all), or its first sequence when it holds fewer. The
+// records are only appended and only expire from the front, so without a
+// filter their sequences are contiguous and this is arithmetic; with one
+// it counts the matches from points further and further back, doubling
+// the distance, so that a device with few records among many costs a few
+// counts, not a read of everything kept.
+func (s *Store) lastStart(ctx context.Context, filter []string, n int) (uint64, error) {
+	st, err := s.js.Stream(ctx, StreamName)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return last + 1, nil
+	}
+	want := uint64(n)
+	if filter == nil {
+		if last-first+1 <= want {
+			return first, nil
+		}
+		return last - want + 1, nil
+	}
+	for span := want; ; span *= 2 {
+		from := first
+		if last-first+1 > span {
+			from = last - span + 1
+		}
+		count, err := s.countFrom(ctx, filter, from)
+		if err != nil {
+			return 0, err
+		}
+		if count <= want {
+			if from == first || count == want {
+				return from, nil
+			}
+			continue
+		}
+		// Too many: skip the surplus, from the start of this span.
+		return s.skip(ctx, filter, from, count-want)
+	}
+}
+
+// countFrom counts the records from sequence from on that match filter.
+func (s *Store) countFrom(ctx context.Context, filter []string, from uint64) (uint64, error) {
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filter, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+	})
+	if err != nil {
+		return 0, err
+	}
+	info := cons.CachedInfo()
+	defer s.js.DeleteConsumer(context.WithoutCancel(ctx), StreamName, info.Name)
+	return info.NumPending, nil
+}
+
+// skip returns the sequence of the record that follows the first n records
+// from sequence from on that match filter.
+func (s *Store) skip(ctx context.Context, filter []string, from, n uint64) (uint64, error) {
+	cons, err := s.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
+		FilterSubjects: filter, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer s.js.DeleteConsumer(context.WithoutCancel(ctx), StreamName, cons.CachedInfo().Name)
+	it, err := cons.Messages()
+	if err != nil {
+		return 0, err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	var seq uint64
+	for range n {
+		msg, err := it.Next()
+		if err != nil {
+			return 0, err
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return 0, err
+		}
+		seq = md.Sequence.Stream
+	}
+	return seq + 1, nil
 }
