@@ -25,6 +25,9 @@ var (
 	ErrPrecondition   = errors.New("precondition failed")
 	ErrPolicyNotFound = errors.New("access policy not found")
 	ErrPolicyExists   = errors.New("access policy already exists")
+	// ErrStreamNotFound: no hub node holds an open stream with the id
+	// given to KillStream (it ended, or the id is wrong).
+	ErrStreamNotFound = errors.New("no open stream with that id")
 )
 
 // APIError is an error answer of the hub: the HTTP status, the Azure error
@@ -72,6 +75,8 @@ func (e *APIError) Unwrap() error {
 		return ErrPolicyNotFound
 	case wire.CodePolicyExists:
 		return ErrPolicyExists
+	case wire.CodeStreamNotFound:
+		return ErrStreamNotFound
 	}
 	switch e.StatusCode {
 	case 401, 403:
@@ -95,6 +100,7 @@ func codeByName(name string) int {
 		wire.CodeGatewayTimeout, wire.CodeThrottled, wire.CodeBadRequest,
 		wire.CodeConflict, wire.CodePrecondition, wire.CodeServerError,
 		wire.CodeCertificateNotFound, wire.CodePolicyNotFound, wire.CodePolicyExists,
+		wire.CodeStreamNotFound,
 	} {
 		if wire.CodeName(c) == name {
 			return c
