@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/device"
+	"github.com/tether-io/tether/wire"
 )
 
 const agentUsage = `usage: tether agent --device CONNSTR --allow NAME=HOST:PORT [--allow ...]
@@ -182,7 +184,10 @@ func (a *agent) run(ctx context.Context) {
 }
 
 func (a *agent) handle(ctx context.Context, req *device.Request) {
-	log := a.log.With("stream", req.Name, "rid", req.RID)
+	// The hub's id of the stream, from its streaming URL: the streamId of
+	// the hub's stream-log record and of tether streams, so that a
+	// stream's lines here and the hub's can be put side by side.
+	log := a.log.With("stream", req.Name, "streamId", streamID(req.URL), "rid", req.RID)
 	target, ok := a.allow[req.Name]
 	if !ok {
 		log.Warn("rejecting stream: its name is not in --allow")
@@ -229,4 +234,19 @@ func (a *agent) answered(log *slog.Logger, err error) {
 	if err != nil {
 		log.Warn("rejecting stream", "err", err)
 	}
+}
+
+// streamID is the stream id in a streaming URL
+// (wss://host/bridges/{hub}/{device}/{stream}/{id}), "?" when the URL is
+// not of that shape.
+func streamID(streamURL string) string {
+	u, err := url.Parse(streamURL)
+	if err != nil {
+		return "?"
+	}
+	_, _, _, id, err := wire.ParseBridgePath(u.EscapedPath())
+	if err != nil {
+		return "?"
+	}
+	return id
 }

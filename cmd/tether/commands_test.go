@@ -367,11 +367,12 @@ func TestDevicesCommands(t *testing.T) {
 	if _, _, err := tether(t, ctx, append(hub, "devices", "add", "dev1")...); err == nil || err.Error() != `device "dev1" already exists` {
 		t.Errorf("add twice: %v", err)
 	}
-	if _, _, err := tether(t, ctx, append(hub, "devices", "rm", "dev1")...); err != nil {
+	if _, _, err := tether(t, ctx, append(hub, "devices", "rm", "dev1", "--yes")...); err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"show", "rm"} {
-		if _, _, err := tether(t, ctx, append(hub, "devices", sub, "dev1")...); err == nil || err.Error() != `device "dev1" not found` {
+	for _, args := range [][]string{{"show", "dev1"}, {"rm", "dev1", "--yes"}} {
+		sub := args[0]
+		if _, _, err := tether(t, ctx, append(append(hub, "devices"), args...)...); err == nil || err.Error() != `device "dev1" not found` {
 			t.Errorf("%s of a deleted device: %v", sub, err)
 		}
 	}

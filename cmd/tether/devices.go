@@ -28,7 +28,7 @@ const devicesUsage = `usage:
                                  by a CA uploaded with 'tether certificates add'
   tether devices list [--json]   list devices: id, status, connection state
   tether devices show ID         show one device as JSON
-  tether devices rm ID           delete a device
+  tether devices rm ID [--yes]   delete a device, once confirmed on the terminal
   tether devices disable ID      refuse the device: disconnected now, streams end
   tether devices enable ID       let a disabled device connect again
   tether devices rotate-key ID [--secondary]
@@ -43,7 +43,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := g.newFlagSet("devices "+sub, devicesUsage)
-	var asJSON, secondary, x509CA *bool
+	var asJSON, secondary, x509CA, yes *bool
 	var thumb1, thumb2 *string
 	switch sub {
 	case "add":
@@ -54,6 +54,8 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		asJSON = fs.Bool("json", false, "print a JSON array of device documents")
 	case "rotate-key":
 		secondary = fs.Bool("secondary", false, "rotate the secondary key instead of the primary")
+	case "rm":
+		yes = fs.Bool("yes", false, "delete without asking (needed when stdin is not a terminal)")
 	}
 	if err := checkSub(g, "devices", sub, devicesUsage); err != nil {
 		return err
@@ -135,6 +137,11 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		}
 		warnTakeovers(g, d)
 	case "rm":
+		if !*yes {
+			if err := confirmRm(ctx, g, c, pos[0]); err != nil {
+				return err
+			}
+		}
 		if err := c.DeleteDevice(ctx, pos[0]); err != nil {
 			return explainHubError(err, c, pos[0])
 		}

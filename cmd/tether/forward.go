@@ -81,6 +81,9 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 		return fmt.Errorf("cannot listen on %s: %v", addr, err)
 	}
 	defer ln.Close()
+	if !onLoopback(ln.Addr()) {
+		log.Warn(fmt.Sprintf("listening on %s, which is not a loopback address: anyone who can reach this port reaches %s's %s stream, with no key of their own; --listen 127.0.0.1:PORT keeps it to this machine", ln.Addr(), device, stream))
+	}
 
 	check := func(ctx context.Context) error { return checkDevice(ctx, log, c, device) }
 	explain := func(err error) error { return explainHubError(err, c, device) }
@@ -247,4 +250,13 @@ func (f *forwarder) explain(err error) error {
 	// Failures to reach the hub keep the SDK's own line, which names the
 	// address and, for a certificate, the fix.
 	return err
+}
+
+// onLoopback reports whether addr is a loopback address, which only this
+// machine reaches: a wildcard (":2222") or a network address exposes the
+// device to whoever reaches the port, tether's checks of the policy
+// notwithstanding, since the forwarder opens streams with its own key.
+func onLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

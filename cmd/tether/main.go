@@ -46,10 +46,12 @@ Commands:
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
   endpoints               show the hub's streaming endpoints
-  streams [--device ID] [--json]
+  streams [list] [--device ID] [--json]
                           streams open now, on every hub node
-  logs [--device ID] [--since DURATION] [--follow] [--json]
-                          stream logs: one record per stream request
+  streams kill ID         end an open stream, on whichever node holds it
+  logs [--device ID] [--since DURATION|TIME] [-n N] [--follow] [--json]
+                          stream logs: one record per stream request, the
+                          last hour's unless --since or -n says otherwise
   completion bash|zsh|fish
                           print a shell completion script
   help [COMMAND]          this help, or a command's
@@ -83,7 +85,7 @@ func init() {
 		{name: "forward", run: cmdForward},
 		{name: "pipe", run: cmdPipe},
 		{name: "endpoints", run: cmdEndpoints},
-		{name: "streams", run: cmdStreams},
+		{name: "streams", subs: []string{"list", "kill"}, run: cmdStreams},
 		{name: "logs", run: cmdLogs},
 		{name: "completion", words: completionShells, run: cmdCompletion},
 		{name: "help", run: cmdHelp},
