@@ -510,10 +510,10 @@ func connackFrom(t *testing.T, h *testHub, ip, clientID, password string) byte {
 	return 255
 }
 
-// TestAuthFailuresBackOff: after a few failed logins from one address,
-// that address is refused (429, CONNACK 3) even with a good token, for a
-// while, while other addresses are served; unknown devices and wrong keys
-// get the same answer.
+// TestAuthFailuresBackOff: after a few failed logins of one device or
+// policy from one address, that device or policy is refused there (429,
+// CONNACK 3) even with a good token, for a while, while other addresses
+// are served; unknown devices and wrong keys get the same answer.
 func TestAuthFailuresBackOff(t *testing.T) {
 	h := startHub(t, hubOptions{limits: hub.Limits{AuthFailures: 3, AuthBackoffMax: 2 * time.Second}})
 	devStr := h.addDevice(t, "dev1")

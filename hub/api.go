@@ -138,7 +138,7 @@ func (s *Server) authService(r *http.Request, right registry.Right) (registry.Po
 	}
 	// The caller holds a key: no back-off for it, even if the policy
 	// lacks the right (authFailed below then counts one failure only).
-	s.authResult(r.RemoteAddr, true)
+	s.authResult(r, true)
 	if right != "" && !p.Has(right) {
 		return p, s.authFailed(r, "policy lacks "+string(right), nil)
 	}
@@ -147,7 +147,7 @@ func (s *Server) authService(r *http.Request, right registry.Right) (registry.Po
 
 func (s *Server) authFailed(r *http.Request, why string, err error) error {
 	s.metrics.serviceAuth.Inc()
-	s.authResult(r.RemoteAddr, false)
+	s.authResult(r, false)
 	s.authLog.log(s.log, slog.LevelInfo, "service authentication failed", "remote", r.RemoteAddr, "path", r.URL.Path, "why", why, "err", err)
 	return errUnauthorized
 }

@@ -23,7 +23,7 @@ import (
 func (s *Server) authenticateDevice(clientID, username string, password []byte, remote string, certs []*x509.Certificate) (string, error) {
 	cred := credential{epoch: s.keys.epoch.Load()} // before the registry is read
 	err := s.checkDevice(clientID, username, string(password), certs, &cred)
-	s.authResult(remote, err == nil) // back-off per source (limits.go)
+	s.lim.loginResult(deviceIdentity(clientID), remote, err == nil) // back-offs (limits.go)
 	if err != nil {
 		s.metrics.deviceAuth.Inc()
 		s.authLog.log(s.log, slog.LevelInfo, "device authentication failed", "device", clientID, "remote", remote, "why", err)

@@ -116,7 +116,7 @@ func startBadInputHub(t *testing.T) *badInputHub {
 		HostNames: []string{"127.0.0.1"},
 		PublicURL: "https://" + addr,
 		// Failed logins are rows of the table, not an attack to back off from.
-		Limits: Limits{AuthFailures: -1},
+		Limits: Limits{AuthFailures: -1, AuthFailureRatePerSource: -1},
 		Logger: slog.New(recordHandler{logs}),
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,10 +48,13 @@ type Limits struct {
 	PendingHandshakes int
 
 	// MQTTConnsPerSource caps the MQTT connections (over TLS and over
-	// WebSocket) one source address holds at once, and
-	// MQTTConnRatePerSource the CONNECTs it makes a second. A source is
-	// an IPv4 address or an IPv6 /64: behind a proxy that hides client
-	// addresses, turn both off.
+	// WebSocket) one source address holds before they have logged in (a
+	// device's session does not count, so a NAT of any size is served),
+	// and MQTTConnRatePerSource the CONNECTs it makes a second (burst one
+	// second's worth). A source is an IPv4 address or an IPv6 /64. Both
+	// defaults are meant for a factory or a carrier's NAT of thousands of
+	// devices on one address; the per-identity back-off (AuthFailures) is
+	// what stops a failing device.
 	MQTTConnsPerSource    int
 	MQTTConnRatePerSource float64
 
@@ -78,12 +82,24 @@ type Limits struct {
 	// http.Server's ReadHeaderTimeout; -1 there means none.
 	HeaderTimeout time.Duration
 
-	// AuthFailures is how many failed authentications (REST or MQTT) a
-	// source may make in a row before it is refused, for 1 s, then twice
-	// as long after each further failure, at most AuthBackoffMax. A
-	// success resets it.
+	// AuthFailures is how many logins (REST or MQTT) one identity (a
+	// device by its client id, an access policy by its name) may fail in
+	// a row from one source before that identity is refused there, for
+	// 1 s, then twice as long after each further failure, at most
+	// AuthBackoffMax. A success resets it. The other identities of that
+	// source, and the same identity from elsewhere, are not touched: a
+	// deleted device retrying behind a NAT does not lock out its
+	// neighbours, and nobody can lock a device out from another address.
 	AuthFailures   int
 	AuthBackoffMax time.Duration
+	// AuthFailureRatePerSource is how many unsuccessful logins a second
+	// (failed, or refused by the per-identity back-off) one source may
+	// make, with a burst of one second's worth, before the whole source is
+	// refused: every login, and new TLS handshakes past a small allowance,
+	// for 1 s, twice as long each time it goes on failing as fast, at
+	// most AuthBackoffMax. It stops a flood that names a new identity each
+	// time, which the per-identity back-off never sees twice.
+	AuthFailureRatePerSource float64
 }
 
 // DefaultLimits are the limits of a hub whose Options leave them zero:
@@ -95,8 +111,8 @@ func DefaultLimits() Limits {
 		StreamRate:            2_000,
 		StreamRatePerPolicy:   500,
 		PendingHandshakes:     5_000,
-		MQTTConnsPerSource:    100,
-		MQTTConnRatePerSource: 20,
+		MQTTConnsPerSource:    10_000,
+		MQTTConnRatePerSource: 1_000,
 		MaxHeaderBytes:        32 << 10,
 		MaxBodyBytes:          64 << 10,
 		MaxMessageBytes:       16 << 20,
@@ -106,6 +122,11 @@ func DefaultLimits() Limits {
 		HeaderTimeout:         10 * time.Second,
 		AuthFailures:          10,
 		AuthBackoffMax:        time.Minute,
+		// docs/security.md ("Why 30 a second") explains the figure: some
+		// 450 devices failing for good behind one address at their
+		// agents' pace, and a quarter of the benchmark flood's rate per
+		// address.
+		AuthFailureRatePerSource: 30,
 	}
 }
 
@@ -142,6 +163,7 @@ func (l Limits) resolve() Limits {
 	l.HeaderTimeout = time.Duration(pick(float64(l.HeaderTimeout), float64(d.HeaderTimeout)))
 	l.AuthFailures = int(pick(float64(l.AuthFailures), float64(d.AuthFailures)))
 	l.AuthBackoffMax = time.Duration(pick(float64(l.AuthBackoffMax), float64(d.AuthBackoffMax)))
+	l.AuthFailureRatePerSource = pick(l.AuthFailureRatePerSource, d.AuthFailureRatePerSource)
 	return l
 }
 
@@ -150,7 +172,8 @@ func (l Limits) resolve() Limits {
 const (
 	limitStreamRate       = "stream_rate"
 	limitStreamRatePolicy = "stream_rate_policy"
-	limitAuthBackoff      = "auth_backoff"
+	limitAuthBackoff      = "auth_backoff" // one identity from one source
+	limitAuthBackoffSrc   = "auth_backoff_source"
 	limitBodySize         = "body_size"
 	limitTLSHandshake     = "tls_handshake"
 )
@@ -158,7 +181,7 @@ const (
 var limitNames = []string{
 	relay.LimitStreamsPerDevice, relay.LimitStreamsPerHub, relay.LimitPendingHandshakes,
 	limitStreamRate, limitStreamRatePolicy,
-	broker.LimitConnsPerSource, broker.LimitConnRate, limitAuthBackoff,
+	broker.LimitConnsPerSource, broker.LimitConnRate, limitAuthBackoff, limitAuthBackoffSrc,
 	limitBodySize, relay.LimitMessageSize, relay.LimitIdleTimeout, limitTLSHandshake,
 }
 
@@ -167,7 +190,9 @@ type limiter struct {
 	l       Limits // resolved
 	log     *slog.Logger
 	streams *rate.Limiter // nil: no hub-wide rate
-	auth    *limit.Backoff
+	// ident backs off an identity at one source (loginKey), by failures
+	// in a row; addr a whole source, by its rate of unsuccessful logins.
+	ident, addr *limit.Backoff
 	// shakes is the TLS handshakes a second a source in back-off still
 	// gets (see TLSListener); it is asked only while a source is in
 	// back-off.
@@ -190,21 +215,19 @@ func newLimiter(opts Limits, log *slog.Logger) *limiter {
 	lim := &limiter{
 		l:        l,
 		log:      log,
-		auth:     limit.NewBackoff(l.AuthFailures, time.Second, l.AuthBackoffMax),
+		ident:    limit.NewBackoff(l.AuthFailures, time.Second, l.AuthBackoffMax),
+		addr:     limit.NewRateBackoff(l.AuthFailureRatePerSource, burst(l.AuthFailureRatePerSource), time.Second, l.AuthBackoffMax),
 		shakes:   limit.NewSources(0, backedOffHandshakeRate, backedOffHandshakeBurst),
 		dummyKey: base64.StdEncoding.EncodeToString(key),
 		counted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_limited_total",
-			Help: "Requests, connections and streams refused or ended by a limit, by limit.",
+			Help: "Requests, connections and streams refused or ended by a limit, by limit (the reason).",
 		}, []string{"limit"}),
 		policies: make(map[string]*rate.Limiter),
 		logs:     make(map[string]*logLimiter),
 	}
 	if l.StreamRate > 0 {
 		lim.streams = rate.NewLimiter(rate.Limit(l.StreamRate), burst(l.StreamRate))
-	}
-	if l.AuthFailures < 0 {
-		lim.auth = limit.NewBackoff(-1, time.Second, time.Second)
 	}
 	for _, n := range limitNames {
 		lim.counted.WithLabelValues(n) // present at zero, so rate() works from the start
@@ -235,10 +258,10 @@ const (
 // handshake allowance. It costs two map lookups.
 func (l *limiter) refuseBeforeTLS(remote string) bool {
 	src := limit.Source(remote)
-	if l.auth.Wait(src, time.Now()) <= 0 || l.shakes.Allow(src) {
+	if l.addr.Wait(src, time.Now()) <= 0 || l.shakes.Allow(src) {
 		return false
 	}
-	l.hit(limitAuthBackoff, "connection closed before TLS: too many failed authentications from its address", "remote", remote)
+	l.hit(limitAuthBackoffSrc, "connection closed before TLS: too many failed logins from its address", "remote", remote)
 	return true
 }
 
@@ -268,9 +291,12 @@ func (l *limiter) hit(name, msg string, args ...any) {
 // writeThrottled answers 429 ThrottlingException, Azure's answer to a
 // quota, with a Retry-After in whole seconds.
 func writeThrottled(w http.ResponseWriter, retry time.Duration, msg string) {
-	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(retry.Seconds())))))
+	w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(retry)))
 	writeError(w, http.StatusTooManyRequests, wire.CodeThrottled, msg)
 }
+
+// retrySeconds is a wait in whole seconds, rounded up, at least 1.
+func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }
 
 // allowStream takes one new stream from the policy's and the hub's
 // buckets, answering 429 when either is empty.
@@ -315,23 +341,115 @@ func (s *Server) relayLimited(name, detail string) {
 
 // brokerLimited counts the CONNECTs the broker refused for their source.
 func (s *Server) brokerLimited(name, remote string) {
-	s.lim.hit(name, "device connection refused", "remote", remote)
+	why := name
+	switch name {
+	case broker.LimitConnsPerSource:
+		why = fmt.Sprintf("more than %d connections from its address not logged in yet", s.lim.l.MQTTConnsPerSource)
+	case broker.LimitConnRate:
+		why = fmt.Sprintf("more than %g CONNECTs a second from its address", s.lim.l.MQTTConnRatePerSource)
+	}
+	s.lim.hit(name, "device connection refused", "why", why, "remote", remote)
 }
 
-// backedOff answers 429 to a REST call carrying a SAS token from a source
-// in back-off after failed authentications, before its token is looked
-// at: that is what makes a flood of bad tokens cheap. Other requests
-// (streaming endpoint, MQTT over WebSocket, probes) pass.
+// throttled is what a login refused by a back-off is told: whose failures
+// ("for device dev1", "from 192.0.2.7") and when to try again.
+func throttled(whose string, wait time.Duration) string {
+	return fmt.Sprintf("throttled: too many failed logins %s; retry in %ds", whose, retrySeconds(wait))
+}
+
+// Identities of the per-identity back-off, as its messages name them.
+// A name is cut at maxIdentityName bytes (a device id and a module id
+// with their slash, the longest a real one is) so that a flood of long
+// made-up names cannot swell the table.
+func deviceIdentity(clientID string) string {
+	if clientID == "" {
+		return ""
+	}
+	return "device " + clientID[:min(len(clientID), maxIdentityName)]
+}
+
+const maxIdentityName = 2*128 + 1
+
+// policyIdentity names the policy a service token names in its skn field,
+// "" for none. The token need not be well formed otherwise: a garbled
+// signature is a failed login of that policy all the same.
+func policyIdentity(authorization string) string {
+	for field := range strings.SplitSeq(authorization, "&") {
+		if i := strings.Index(field, "skn="); i >= 0 && (i == 0 || field[i-1] == ' ') {
+			name := field[i+len("skn="):]
+			if dec, err := url.QueryUnescape(name); err == nil {
+				name = dec
+			}
+			if name == "" {
+				return ""
+			}
+			return "policy " + name[:min(len(name), maxIdentityName)]
+		}
+	}
+	return ""
+}
+
+// loginKey is identity at src in the per-identity back-off.
+func loginKey(identity, src string) string { return src + " " + identity }
+
+// refuseLogin decides, before any credential is looked at, whether a
+// login naming identity ("" when it names none) from remote is refused
+// for earlier failures: its source's, then the identity's at that source.
+// A refusal is counted, logged, and returned as its message and how long
+// to wait; "" lets the login go on. A refusal for the identity counts
+// against the source as a failure would: a client that keeps trying one
+// throttled identity as fast as it can is a flood.
+func (l *limiter) refuseLogin(identity, remote string) (msg string, wait time.Duration) {
+	now := time.Now()
+	src := limit.Source(remote)
+	if wait = l.addr.Wait(src, now); wait > 0 {
+		msg = throttled("from "+src, wait)
+		l.hit(limitAuthBackoffSrc, "login refused", "why", msg, "remote", remote)
+		return msg, wait
+	}
+	if identity == "" {
+		return "", 0
+	}
+	if wait = l.ident.Wait(loginKey(identity, src), now); wait > 0 {
+		l.addr.Failed(src, now)
+		msg = throttled("for "+identity, wait)
+		l.hit(limitAuthBackoff, "login refused", "why", msg, "remote", remote)
+		return msg, wait
+	}
+	return "", 0
+}
+
+// loginResult feeds one login's outcome into both back-offs.
+func (l *limiter) loginResult(identity, remote string, ok bool) {
+	now := time.Now()
+	src := limit.Source(remote)
+	if identity != "" {
+		if ok {
+			l.ident.Succeeded(loginKey(identity, src))
+		} else {
+			l.ident.Failed(loginKey(identity, src), now)
+		}
+	}
+	if !ok {
+		l.addr.Failed(src, now)
+	}
+}
+
+// backedOff answers 429 to a REST call carrying a SAS token whose source,
+// or whose policy at that source, is in back-off after failed logins,
+// before its signature is looked at: that is what makes a flood of bad
+// tokens cheap. Other requests (streaming endpoint, MQTT over WebSocket,
+// probes) pass.
 func (s *Server) backedOff(w http.ResponseWriter, r *http.Request) bool {
-	if !hasPrefixFold(r.Header.Get("Authorization"), "SharedAccessSignature") {
+	auth := r.Header.Get("Authorization")
+	if !hasPrefixFold(auth, "SharedAccessSignature") {
 		return false
 	}
-	wait := s.lim.auth.Wait(limit.Source(r.RemoteAddr), time.Now())
-	if wait <= 0 {
+	msg, wait := s.lim.refuseLogin(policyIdentity(auth), r.RemoteAddr)
+	if msg == "" {
 		return false
 	}
-	s.lim.hit(limitAuthBackoff, "request refused: too many failed authentications from its address", "remote", r.RemoteAddr)
-	writeThrottled(w, wait, "Too many failed authentication attempts from this address; retry later")
+	writeThrottled(w, wait, msg)
 	return true
 }
 
@@ -339,25 +457,20 @@ func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
-// admitDevice is the broker's Admit: a source in back-off is refused
-// before its CONNECT's credentials are looked at.
-func (s *Server) admitDevice(remote string) error {
-	if wait := s.lim.auth.Wait(limit.Source(remote), time.Now()); wait > 0 {
-		s.lim.hit(limitAuthBackoff, "device connection refused: too many failed authentications from its address", "remote", remote)
-		return fmt.Errorf("too many failed authentications from this address; retry in %v", wait.Round(time.Second))
+// admitDevice is the broker's Admit: a device whose source, or whose
+// client id at that source, is in back-off is refused before its
+// CONNECT's credentials are looked at.
+func (s *Server) admitDevice(clientID, remote string) error {
+	if msg, _ := s.lim.refuseLogin(deviceIdentity(clientID), remote); msg != "" {
+		return errors.New(msg)
 	}
 	return nil
 }
 
-// authResult feeds one authentication's outcome from remote into the
-// back-off.
-func (s *Server) authResult(remote string, ok bool) {
-	src := limit.Source(remote)
-	if ok {
-		s.lim.auth.Succeeded(src)
-	} else {
-		s.lim.auth.Failed(src, time.Now())
-	}
+// authResult feeds the outcome of a REST call's token check into the
+// back-offs, under the token's policy.
+func (s *Server) authResult(r *http.Request, ok bool) {
+	s.lim.loginResult(policyIdentity(r.Header.Get("Authorization")), r.RemoteAddr, ok)
 }
 
 // burn verifies tok against a key nobody holds, for an attempt that names

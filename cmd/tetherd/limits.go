@@ -32,7 +32,7 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (names []string, finish func
 	floatFlag(&l.StreamRate, "stream-rate", d.StreamRate, "new streams a second on this node")
 	floatFlag(&l.StreamRatePerPolicy, "stream-rate-per-policy", d.StreamRatePerPolicy, "new streams a second per access policy")
 	intFlag(&l.PendingHandshakes, "max-pending-streams", d.PendingHandshakes, "streams waiting for a side to connect")
-	intFlag(&l.MQTTConnsPerSource, "mqtt-conns-per-source", d.MQTTConnsPerSource, "MQTT connections one address (IPv6: /64) holds at once; off behind a proxy that hides addresses")
+	intFlag(&l.MQTTConnsPerSource, "mqtt-conns-per-source", d.MQTTConnsPerSource, "MQTT connections one address (IPv6: /64) holds before they log in")
 	floatFlag(&l.MQTTConnRatePerSource, "mqtt-conn-rate-per-source", d.MQTTConnRatePerSource, "MQTT CONNECTs a second from one address")
 	intFlag(&headerBytes, "max-header-bytes", d.MaxHeaderBytes, "bytes of an HTTP request's header (431 past it)")
 	intFlag(&bodyBytes, "max-body-bytes", int(d.MaxBodyBytes), "bytes of a REST request body (413 past it)")
@@ -41,7 +41,8 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (names []string, finish func
 	durFlag(&l.StreamCloseTimeout, "stream-close-timeout", d.StreamCloseTimeout, "time a stream's side has to answer the hub's close frame before its connection is closed")
 	durFlag(&l.TLSHandshakeTimeout, "tls-handshake-timeout", d.TLSHandshakeTimeout, "time a client has to finish its TLS handshake; 0 turns it off")
 	durFlag(&l.HeaderTimeout, "header-timeout", d.HeaderTimeout, "time a client has to send an HTTP request's header; 0 turns it off")
-	intFlag(&l.AuthFailures, "auth-failures", d.AuthFailures, "failed logins from one address before it is refused for a growing while")
+	intFlag(&l.AuthFailures, "auth-failures", d.AuthFailures, "failed logins in a row of one device or policy from one address before it is refused there for a growing while")
+	floatFlag(&l.AuthFailureRatePerSource, "auth-failure-rate-per-source", d.AuthFailureRatePerSource, "failed logins a second from one address (IPv6: /64) before all its logins are refused for a growing while")
 	durFlag(&l.AuthBackoffMax, "auth-backoff-max", d.AuthBackoffMax, "longest refusal after failed logins; 0: the default")
 	return names, func() {
 		l.MaxHeaderBytes = headerBytes
@@ -67,6 +68,7 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (names []string, finish func
 		offF(&l.StreamRate)
 		offF(&l.StreamRatePerPolicy)
 		offF(&l.MQTTConnRatePerSource)
+		offF(&l.AuthFailureRatePerSource)
 		if l.MaxBodyBytes <= 0 {
 			l.MaxBodyBytes = -1
 		}

@@ -88,16 +88,20 @@ type Options struct {
 	MaxWritesPending int
 
 	// MaxConnsPerSource caps the connections one source (an IPv4 address,
-	// an IPv6 /64) holds at once, counted from accept, so those that never
-	// send CONNECT count too. ConnRatePerSource caps the CONNECTs it makes
-	// a second. Past either the CONNECT is refused with CONNACK 3 (server
-	// unavailable) before any credential is checked. Zero or less: no cap.
+	// an IPv6 /64) holds before they have logged in, counted from accept,
+	// so those that never send CONNECT count; a connection stops counting
+	// once its CONNECT is accepted. ConnRatePerSource caps the CONNECTs a
+	// source makes a second. Past either the CONNECT is refused with
+	// CONNACK 3 (server unavailable) before any credential is checked.
+	// Zero or less: no cap.
 	MaxConnsPerSource int
 	ConnRatePerSource float64
 	// Admit, when set, is asked at each CONNECT, before Authenticate,
-	// whether remote may try now (the hub's back-off after failed logins).
-	// An error refuses with CONNACK 3 and is logged like a refusal.
-	Admit func(remote string) error
+	// whether clientID ("" for none) may try from remote now (the hub's
+	// back-offs after failed logins). An error refuses with CONNACK 3 and
+	// is logged like a refusal, its text the reason (MQTT 5: the CONNACK's
+	// reason string).
+	Admit func(clientID, remote string) error
 	// OnLimit is called when a per-source cap refuses a CONNECT, with the
 	// limit's name (LimitConnsPerSource, LimitConnRate) and the remote
 	// address. May be nil.
@@ -196,6 +200,7 @@ type session struct {
 	tether    bool   // Tether's device SDK (DeviceClientType): told when taken over
 	src       string // the source address, for per-source limits
 	overConns bool   // the source held too many connections at accept
+	unsource  func() // uncounts the connection from its source (limits.go)
 
 	credential string // what Authenticate returned; set before id and cl
 }
@@ -642,6 +647,7 @@ func (b *Broker) stripe(clientID string) *sync.Mutex {
 // silent; if it was past its CONNACK, takenOver has told it why (Tether's
 // SDK only) and reported it first.
 func (b *Broker) authenticated(s *session, cl *mqtt.Client) {
+	s.loggedIn()
 	b.mu.Lock()
 	s.id, s.cl = cl.ID, cl
 	s.tether = wire.IsTetherClient(string(cl.Properties.Username))
