@@ -213,13 +213,9 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 	}
 	log.Info("stream open", "target", target)
 	start := time.Now()
-	// Shutdown ends streams in flight; relay then returns.
-	stop := context.AfterFunc(ctx, func() {
-		sc.Close()
-		tc.Close()
-	})
-	err = relay(tc, sc, "target → service", "service → target")
-	stop()
+	// Shutdown aborts streams in flight (relay watches ctx); relay then
+	// returns.
+	err = relay(ctx, tc, sc, "target → service", "service → target")
 	sc.Close()
 	tc.Close()
 	if err != nil && ctx.Err() == nil {

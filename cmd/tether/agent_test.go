@@ -307,7 +307,7 @@ func TestRelayNamedLabelsDirections(t *testing.T) {
 	user, local := tcpPair(t)
 	stream, peer := net.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- relay(local, stream, "up", "down") }()
+	go func() { done <- relay(context.Background(), local, stream, "up", "down") }()
 	peer.Write([]byte("x")) // reaches user
 	buf := make([]byte, 1)
 	if _, err := io.ReadFull(user, buf); err != nil {

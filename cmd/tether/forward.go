@@ -138,7 +138,7 @@ type forwarder struct {
 	log *slog.Logger
 
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // client connections and streams, to close at the end
+	conns  map[net.Conn]struct{} // client connections, to reset at the end
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -166,7 +166,9 @@ func (f *forwarder) closeAll() {
 	defer f.mu.Unlock()
 	f.closed = true
 	for c := range f.conns {
-		c.Close()
+		// A reset: a client must not take a forwarder that stopped
+		// mid-transfer for the end of its data.
+		resetConn(c)
 	}
 }
 
@@ -225,12 +227,9 @@ func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 		return
 	}
 	defer st.Close()
-	if !f.track(st) {
-		return
-	}
-	defer f.untrack(st)
 	opened := time.Since(start)
-	if err := relay(client, st, "client → device", "device → client"); err != nil && ctx.Err() == nil {
+	// relay watches ctx: a stopping forwarder aborts the stream.
+	if err := relay(ctx, client, st, "client → device", "device → client"); err != nil && ctx.Err() == nil {
 		f.log.Warn("connection", "from", from, "err", err)
 		return
 	}

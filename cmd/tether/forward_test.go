@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net"
 	"testing"
@@ -37,7 +38,7 @@ func TestRelayStreamEnds(t *testing.T) {
 	user, client := tcpPair(t)
 	stream, device := net.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- relay(client, stream, "client → device", "device → client") }()
+	go func() { done <- relay(context.Background(), client, stream, "client → device", "device → client") }()
 
 	go func() {
 		user.Write([]byte("ping"))
@@ -64,7 +65,7 @@ func TestRelayClientEnds(t *testing.T) {
 	user, client := tcpPair(t)
 	stream, device := net.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- relay(client, stream, "client → device", "device → client") }()
+	go func() { done <- relay(context.Background(), client, stream, "client → device", "device → client") }()
 
 	go func() {
 		user.Write([]byte("bye"))

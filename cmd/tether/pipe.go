@@ -54,14 +54,10 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 	defer st.Close()
 	local := newStdio(pipeStdin, g.Stdout)
 	defer local.Close()
-	// A signal ends the pipe as it ends forward: closing both sides makes
-	// every copy in relay return.
-	stop := context.AfterFunc(ctx, func() {
-		st.Close()
-		local.Close()
-	})
-	defer stop()
-	err = relay(local, st, "stdin → device", "device → stdout")
+	// A signal ends the pipe as it ends forward: relay aborts the stream
+	// and closes both sides. A stream that was cut is an error, with how
+	// far each direction got, so that a truncated transfer does not exit 0.
+	err = relay(ctx, local, st, "stdin → device", "device → stdout")
 	if ctx.Err() != nil {
 		return nil
 	}

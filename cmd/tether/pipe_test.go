@@ -202,7 +202,7 @@ func TestStdioHalfClosesStream(t *testing.T) {
 	local := newStdio(bytes.NewReader(input), outW)
 	defer local.Close()
 	done := make(chan error, 1)
-	go func() { done <- relay(local, stream, "stdin → device", "device → stdout") }()
+	go func() { done <- relay(context.Background(), local, stream, "stdin → device", "device → stdout") }()
 
 	got, err := io.ReadAll(outR)
 	if err != nil || string(got) != hex.EncodeToString(sum[:]) {
@@ -221,7 +221,7 @@ func TestStdioClosesStreamWithoutHalfClose(t *testing.T) {
 	local := newStdio(strings.NewReader("last words"), outW)
 	defer local.Close()
 	done := make(chan error, 1)
-	go func() { done <- relay(local, stream, "stdin → device", "device → stdout") }()
+	go func() { done <- relay(context.Background(), local, stream, "stdin → device", "device → stdout") }()
 	if got, err := io.ReadAll(device); err != nil || string(got) != "last words" {
 		t.Errorf("device read %q, %v; want the input then EOF", got, err)
 	}

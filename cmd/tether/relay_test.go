@@ -69,8 +69,8 @@ func tunnel(t *testing.T, svc, dev net.Conn) (user, target *net.TCPConn, fwdErr,
 	u, client := tcpPair(t)
 	tc, tgt := tcpPair(t)
 	fwdErr, agentErr = make(chan error, 1), make(chan error, 1)
-	go func() { fwdErr <- relay(client, svc, "client → device", "device → client") }()
-	go func() { agentErr <- relay(tc, dev, "target → service", "service → target") }()
+	go func() { fwdErr <- relay(context.Background(), client, svc, "client → device", "device → client") }()
+	go func() { agentErr <- relay(context.Background(), tc, dev, "target → service", "service → target") }()
 	return u.(*net.TCPConn), tgt.(*net.TCPConn), fwdErr, agentErr
 }
 
@@ -150,7 +150,7 @@ func TestRelayStreamEndsAfterHalfClose(t *testing.T) {
 	svc, dev := streamPair(t)
 	user, client := tcpPair(t)
 	done := make(chan error, 1)
-	go func() { done <- relay(client, svc, "client → device", "device → client") }()
+	go func() { done <- relay(context.Background(), client, svc, "client → device", "device → client") }()
 
 	dev.Write([]byte("bye"))
 	dev.(interface{ CloseWrite() error }).CloseWrite()
@@ -193,7 +193,7 @@ func TestRelayHalfCloseTowardAzure(t *testing.T) {
 	}
 	user, client := tcpPair(t)
 	done := make(chan error, 1)
-	go func() { done <- relay(client, svc, "client → device", "device → client") }()
+	go func() { done <- relay(context.Background(), client, svc, "client → device", "device → client") }()
 	user.Write([]byte("hello"))
 	user.(*net.TCPConn).CloseWrite()
 

@@ -886,9 +886,11 @@ func (c *Conn) writeRaw(b []byte) error {
 	} else {
 		n, err = c.nc.Write(b)
 	}
-	if err != nil && (n > 0 || c.batch != nil) {
+	if err != nil && (n > 0 || c.batch != nil || !isTimeout(err)) {
 		// Part of a frame may be on the wire (TLS also breaks for good
-		// after a failed write): nothing more may be framed after it.
+		// after a failed write), or the connection failed: nothing more
+		// may be framed after it. Only a timeout that wrote nothing
+		// leaves the stream as it was.
 		c.wbroken = true
 		if !c.closing.Load() {
 			c.setEnd(&CloseError{Code: CodeAbnormal, Err: err})
