@@ -18,19 +18,26 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/device"
+	"github.com/tether-io/tether/internal/cliflag"
+	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
 
-const agentUsage = `usage: tether agent --device CONNSTR --allow NAME=HOST:PORT [--allow ...]
+const agentUsage = `usage: tether agent --device-file FILE --allow NAME=HOST:PORT [--allow ...]
        tether agent --config FILE
 
 Runs on a device: keeps it connected to the hub and connects each stream
 named in an --allow to that HOST:PORT. Streams with any other name are
 rejected. Stops on SIGINT or SIGTERM.
 
+The device's connection string, which holds its key, comes in a file only
+its owner may read (--device-file, as tether devices add --out writes it)
+or in TETHER_DEVICE; --device shows it to every local user in ps.
+
 Settings come from flags, then environment variables, then the --config
-file (TOML: device, ca, cert, key, allow, transport, mqtt_addr, hubs,
-keepalive, log_format, log_level), then the defaults. See deploy/agent.toml.
+file (TOML: device, device_file, ca, cert, key, allow, transport, mqtt_addr,
+hubs, keepalive, log_format, log_level), then the defaults. See
+deploy/agent.toml.
 --hubs HOST:PORT,... (hubs in the file) lists hub nodes to connect to
 instead of the connection string's HostName, in random order; see
 docs/cluster.md.
@@ -77,6 +84,10 @@ func (a allowList) Set(v string) error {
 
 func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	fs := g.newFlagSet("agent", agentUsage)
+	// The agent's CA falls back to its own --config file, never to tether
+	// login's, which is for reaching the hub as a service.
+	cliflag.Fallback(fs, "ca", "ca in the --config file")
+	cliflag.Fallback(fs, "hub", "")
 	fl := addAgentFlags(fs)
 	pos, err := g.parse(fs, args)
 	if err != nil {
@@ -103,10 +114,13 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	opts.Logger = log
 
 	if strings.TrimSpace(cfg.Device) == "" {
-		return errors.New("no device given: pass --device CONNSTR, set TETHER_DEVICE or put device = \"...\" in the --config file: the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...)")
+		return errors.New("no device given: pass --device-file FILE (as tether devices add --out writes it), set TETHER_DEVICE or TETHER_DEVICE_FILE, or put device_file = \"...\" in the --config file: the device's connection string (HostName=...;DeviceId=...;SharedAccessKey=...)")
 	}
 	if len(cfg.Allow) == 0 {
 		return errors.New("nothing to expose: pass at least one --allow NAME=HOST:PORT (e.g. --allow ssh=127.0.0.1:22), set TETHER_ALLOW or an allow table in the --config file")
+	}
+	if cfg.DeviceFrom == "--device" && holdsKey(cfg.Device) {
+		log.Warn("--device shows the device's key to every local user (ps, /proc): give it in a file only you can read (--device-file FILE, mode 0600) or in TETHER_DEVICE")
 	}
 	if cfg.FileExposed {
 		log.Warn("the config file holds the device key and others may read it: chmod 600 it, or give the key in TETHER_DEVICE", "file", cfg.File)
@@ -155,6 +169,13 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	a.run(ctx)
 	log.Info("agent stopped")
 	return nil
+}
+
+// holdsKey says whether the connection string cs has a key in it (a
+// certificate device's has none).
+func holdsKey(cs string) bool {
+	c, err := sas.ParseConnectionString(cs)
+	return err == nil && c.SharedAccessKey != ""
 }
 
 // agent answers stream requests and relays accepted streams.

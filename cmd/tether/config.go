@@ -25,7 +25,9 @@ import (
 // default. An empty environment variable counts as unset, as TETHER_DEVICE
 // always has. --allow, TETHER_ALLOW and the file's allow replace each
 // other whole rather than merging, so that what a device exposes is read
-// in one place.
+// in one place. The connection string comes as itself (device) or in a
+// file (device-file): two forms of one setting, so that a stronger source
+// giving either replaces both, and one source giving both is a mistake.
 
 // Agent defaults.
 const (
@@ -42,35 +44,37 @@ const (
 
 // agentEnv names the environment variable of each agent setting.
 var agentEnv = map[string]string{
-	"config":     "TETHER_CONFIG",
-	"device":     "TETHER_DEVICE",
-	"ca":         "TETHER_CA",
-	"cert":       "TETHER_CERT",
-	"key":        "TETHER_KEY",
-	"allow":      "TETHER_ALLOW",
-	"transport":  "TETHER_TRANSPORT",
-	"mqtt-addr":  "TETHER_MQTT_ADDR",
-	"hubs":       "TETHER_HUBS",
-	"keepalive":  "TETHER_KEEPALIVE",
-	"log-format": "TETHER_LOG_FORMAT",
-	"log-level":  "TETHER_LOG_LEVEL",
+	"config":      "TETHER_CONFIG",
+	"device":      "TETHER_DEVICE",
+	"device-file": "TETHER_DEVICE_FILE",
+	"ca":          "TETHER_CA",
+	"cert":        "TETHER_CERT",
+	"key":         "TETHER_KEY",
+	"allow":       "TETHER_ALLOW",
+	"transport":   "TETHER_TRANSPORT",
+	"mqtt-addr":   "TETHER_MQTT_ADDR",
+	"hubs":        "TETHER_HUBS",
+	"keepalive":   "TETHER_KEEPALIVE",
+	"log-format":  "TETHER_LOG_FORMAT",
+	"log-level":   "TETHER_LOG_LEVEL",
 }
 
 // agentFile is the TOML file of tether agent --config. Keys are the flags'
 // names with _ for -; any other key is an error, so that a typo does not
 // silently leave a setting at its default.
 type agentFile struct {
-	Device    string    `toml:"device"`
-	CA        string    `toml:"ca"`
-	Cert      string    `toml:"cert"`
-	Key       string    `toml:"key"`
-	Allow     fileAllow `toml:"allow"`
-	Transport string    `toml:"transport"`
-	MQTTAddr  string    `toml:"mqtt_addr"`
-	Hubs      fileHubs  `toml:"hubs"`
-	KeepAlive string    `toml:"keepalive"`
-	LogFormat string    `toml:"log_format"`
-	LogLevel  string    `toml:"log_level"`
+	Device     string    `toml:"device"`
+	DeviceFile string    `toml:"device_file"`
+	CA         string    `toml:"ca"`
+	Cert       string    `toml:"cert"`
+	Key        string    `toml:"key"`
+	Allow      fileAllow `toml:"allow"`
+	Transport  string    `toml:"transport"`
+	MQTTAddr   string    `toml:"mqtt_addr"`
+	Hubs       fileHubs  `toml:"hubs"`
+	KeepAlive  string    `toml:"keepalive"`
+	LogFormat  string    `toml:"log_format"`
+	LogLevel   string    `toml:"log_level"`
 }
 
 // fileAllow takes allow as a table (ssh = "127.0.0.1:22") or as an array
@@ -110,18 +114,37 @@ func loadAgentFile(path string) (*agentFile, error) {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
 	var f agentFile
-	md, err := toml.Decode(string(data), &f)
+	if err := decodeTOML(path, data, &f, "device, device_file, ca, cert, key, allow, transport, mqtt_addr, hubs, keepalive, log_format, log_level"); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// decodeTOML strictly decodes data, the config file path, into v: a key
+// that v does not have is an error that lists the known ones, so that a
+// typo does not silently leave a setting unset. Errors name the file, the
+// line and the key, never a value: the file may hold a key, and the TOML
+// parser quotes what it found where a value should be. So the syntax is
+// checked first, alone, and its errors are told by line and key only;
+// what decoding into v says after that (a wrong type, the settings' own
+// checks) quotes no value.
+func decodeTOML(path string, data []byte, v any, known string) error {
+	var pe toml.ParseError
+	if _, err := toml.Decode(string(data), new(map[string]any)); errors.As(err, &pe) {
+		return fmt.Errorf("config file %s: line %d: not valid TOML (after key %q)", path, pe.Position.Line, pe.LastKey)
+	}
+	md, err := toml.Decode(string(data), v)
 	if err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	if un := md.Undecoded(); len(un) > 0 {
 		keys := make([]string, len(un))
 		for i, k := range un {
 			keys[i] = fmt.Sprintf("%q", k.String())
 		}
-		return nil, fmt.Errorf("config file %s: unknown key %s (known: device, ca, cert, key, allow, transport, mqtt_addr, hubs, keepalive, log_format, log_level)", path, strings.Join(keys, ", "))
+		return fmt.Errorf("config file %s: unknown key %s (known: %s)", path, strings.Join(keys, ", "), known)
 	}
-	return &f, nil
+	return nil
 }
 
 // agentConfig is what the agent runs with, every source applied.
@@ -137,6 +160,11 @@ type agentConfig struct {
 	LogFormat string
 	LogLevel  slog.Level
 
+	// DeviceFrom says where Device came from: a flag, a variable, a key
+	// of the config file, each with the device file's path if it came in
+	// one.
+	DeviceFrom string
+
 	// File is the config file read, if any; FileExposed says it holds the
 	// device key and others may read it.
 	File        string
@@ -146,10 +174,10 @@ type agentConfig struct {
 // agentFlags are the agent's flags as parsed; set names those given on
 // the command line.
 type agentFlags struct {
-	config, device, cert, key, transport, mqttAddr, logFormat, logLevel, hubs string
-	keepAlive                                                                 time.Duration
-	allow                                                                     allowList
-	set                                                                       map[string]bool
+	config, device, deviceFile, cert, key, transport, mqttAddr, logFormat, logLevel, hubs string
+	keepAlive                                                                             time.Duration
+	allow                                                                                 allowList
+	set                                                                                   map[string]bool
 }
 
 // addAgentFlags registers the agent's flags. Their defaults are shown in
@@ -158,7 +186,8 @@ type agentFlags struct {
 func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 	f := &agentFlags{allow: allowList{}}
 	fs.StringVar(&f.config, "config", "", "`FILE`: TOML file of settings; flags and environment variables win over it")
-	fs.StringVar(&f.device, "device", "", "device connection string (`CONNSTR`); prefer the environment variable or the --config file to the flag, which other users see in ps")
+	fs.StringVar(&f.device, "device", "", "device connection string (`CONNSTR`); prefer --device-file or the environment variable to the flag, which other users see in ps")
+	fs.StringVar(&f.deviceFile, "device-file", "", "`FILE` holding the device connection string, as tether devices add --out writes it; refused if others may read it (mode 0600)")
 	fs.StringVar(&f.cert, "cert", "", "`FILE`: PEM certificate of an X.509 device (CN = its ID), with --key")
 	fs.StringVar(&f.key, "key", "", "`FILE`: PEM private key of --cert")
 	fs.Var(f.allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable; the environment variable is comma-separated)")
@@ -208,8 +237,11 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		}
 		cfg.File = path
 		from := func(key string) string { return key + " in " + path }
+		if err := pickDevice(raw, file.Device != "", file.DeviceFile != "", setting{file.Device, from("device")}, setting{file.DeviceFile, from("device_file")}); err != nil {
+			return nil, err
+		}
 		for key, v := range map[string]string{
-			"device": file.Device, "ca": file.CA, "cert": file.Cert, "key": file.Key, "transport": file.Transport, "mqtt-addr": file.MQTTAddr, "hubs": string(file.Hubs),
+			"ca": file.CA, "cert": file.Cert, "key": file.Key, "transport": file.Transport, "mqtt-addr": file.MQTTAddr, "hubs": string(file.Hubs),
 			"keepalive": file.KeepAlive, "log-format": file.LogFormat, "log-level": file.LogLevel,
 		} {
 			if v != "" {
@@ -226,8 +258,12 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		}
 	}
 
+	dev, devFile := getenv(agentEnv["device"]), getenv(agentEnv["device-file"])
+	if err := pickDevice(raw, dev != "", devFile != "", setting{dev, agentEnv["device"]}, setting{devFile, agentEnv["device-file"]}); err != nil {
+		return nil, err
+	}
 	for key, env := range agentEnv {
-		if key == "config" || key == "ca" {
+		if key == "config" || key == "ca" || key == "device" || key == "device-file" {
 			continue
 		}
 		v := getenv(env)
@@ -245,8 +281,11 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		raw["ca"] = setting{ca, "--ca"}
 	}
 
+	if err := pickDevice(raw, fl.set["device"], fl.set["device-file"], setting{fl.device, "--device"}, setting{fl.deviceFile, "--device-file"}); err != nil {
+		return nil, err
+	}
 	for key, v := range map[string]string{
-		"device": fl.device, "cert": fl.cert, "key": fl.key, "transport": fl.transport, "mqtt-addr": fl.mqttAddr, "hubs": fl.hubs,
+		"cert": fl.cert, "key": fl.key, "transport": fl.transport, "mqtt-addr": fl.mqttAddr, "hubs": fl.hubs,
 		"keepalive": fl.keepAlive.String(), "log-format": fl.logFormat, "log-level": fl.logLevel,
 	} {
 		if fl.set[key] {
@@ -265,7 +304,15 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		}
 	}
 
-	cfg.Device = raw["device"].value
+	if s, ok := raw["device-file"]; ok {
+		dev, err := readDeviceFile(s.value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.from, err)
+		}
+		cfg.Device, cfg.DeviceFrom = dev, s.from+" "+s.value
+	} else {
+		cfg.Device, cfg.DeviceFrom = raw["device"].value, raw["device"].from
+	}
 	cfg.CA = raw["ca"].value
 	cfg.Cert, cfg.Key = raw["cert"].value, raw["key"].value
 	if (cfg.Cert == "") != (cfg.Key == "") {
@@ -311,6 +358,36 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		return nil, fmt.Errorf("%s %q: want debug, info, warn or error", s.from, s.value)
 	}
 	return cfg, nil
+}
+
+// pickDevice sets the device's connection string of one source, which
+// gives it as itself (dev), in a file (file), or not at all; either
+// replaces what a weaker source gave in either form.
+func pickDevice(raw map[string]setting, hasDev, hasFile bool, dev, file setting) error {
+	switch {
+	case hasDev && hasFile:
+		return fmt.Errorf("%s and %s both give the device's connection string: keep one", dev.from, file.from)
+	case hasDev:
+		raw["device"] = dev
+		delete(raw, "device-file")
+	case hasFile:
+		raw["device-file"] = file
+		delete(raw, "device")
+	}
+	return nil
+}
+
+// readDeviceFile reads the device's connection string from path, a file
+// only its owner may read.
+func readDeviceFile(path string) (string, error) {
+	if path == "" {
+		return "", errors.New("no file named")
+	}
+	data, err := readKeyFile(path)
+	if err != nil {
+		return "", err
+	}
+	return connStrFrom(path, data)
 }
 
 // newLogger returns the slog logger the agent and the forwarder write to w.

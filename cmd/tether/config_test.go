@@ -75,7 +75,7 @@ func TestAgentConfigFile(t *testing.T) {
 	want := agentConfig{
 		Device: "HostName=file.example;DeviceId=dev1;SharedAccessKey=ZmlsZQ==", CA: "/etc/tether/ca.pem",
 		Transport: "tls", MQTTAddr: "file.example:8883", KeepAlive: 7 * time.Second,
-		LogFormat: "json", LogLevel: slog.LevelWarn, File: path,
+		LogFormat: "json", LogLevel: slog.LevelWarn, File: path, DeviceFrom: "device in " + path,
 	}
 	got := *cfg
 	got.Allow = nil

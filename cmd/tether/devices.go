@@ -19,21 +19,27 @@ import (
 )
 
 const devicesUsage = `usage:
-  tether devices add ID          register a device; prints its connection string
+  tether devices add ID [--out FILE [--force]]
+                                 register a device; prints its connection string,
+                                 or writes it to FILE, a new file of mode 0600
   tether devices add ID --x509-thumbprint HEX [--x509-thumbprint2 HEX]
                                  register a device that authenticates with its
                                  own certificate (SHA-256 fingerprint, colons ok)
   tether devices add ID --x509-ca
                                  register a device whose certificate is signed
                                  by a CA uploaded with 'tether certificates add'
-  tether devices list [--json]   list devices: id, status, connection state
-  tether devices show ID         show one device as JSON
+  tether devices list [--json [--show-keys]]
+                                 list devices: id, status, connection state
+  tether devices show ID [--show-keys]
+                                 show one device as JSON; its keys only with
+                                 --show-keys
   tether devices rm ID [--yes]   delete a device, once confirmed on the terminal
   tether devices disable ID      refuse the device: disconnected now, streams end
   tether devices enable ID       let a disabled device connect again
-  tether devices rotate-key ID [--secondary]
+  tether devices rotate-key ID [--secondary] [--out FILE [--force]]
                                  new primary (or secondary) key; prints the
-                                 connection string that uses it
+                                 connection string that uses it, or writes it
+                                 to FILE
 `
 
 func cmdDevices(ctx context.Context, g *globals, args []string) error {
@@ -43,8 +49,8 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := g.newFlagSet("devices "+sub, devicesUsage)
-	var asJSON, secondary, x509CA, yes *bool
-	var thumb1, thumb2 *string
+	var asJSON, secondary, x509CA, showKeys, force, yes *bool
+	var thumb1, thumb2, out *string
 	switch sub {
 	case "add":
 		thumb1 = fs.String("x509-thumbprint", "", "`HEX`: SHA-256 fingerprint of the device's own certificate (selfSigned; any case, colons allowed)")
@@ -56,6 +62,13 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		secondary = fs.Bool("secondary", false, "rotate the secondary key instead of the primary")
 	case "rm":
 		yes = fs.Bool("yes", false, "delete without asking (needed when stdin is not a terminal)")
+	}
+	switch sub {
+	case "add", "rotate-key":
+		out = fs.String("out", "", "write the connection string to `FILE`, created with mode 0600, instead of stdout; an existing FILE is an error")
+		force = fs.Bool("force", false, "with --out, replace FILE if it exists")
+	case "list", "show":
+		showKeys = fs.Bool("show-keys", false, "show each device's keys in the JSON (left out otherwise)")
 	}
 	if err := checkSub(g, "devices", sub, devicesUsage); err != nil {
 		return err
@@ -74,11 +87,21 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		}
 		return fmt.Errorf("devices %s needs exactly one device ID", sub)
 	}
+	if sub == "list" && *showKeys && !*asJSON {
+		return errors.New("--show-keys goes with --json: the table shows no keys")
+	}
 	c, err := newServiceClient(g)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	var keyOut *connStrOut
+	if out != nil {
+		if keyOut, err = newConnStrOut(g, *out, *force); err != nil {
+			return err
+		}
+		defer keyOut.close()
+	}
 
 	switch sub {
 	case "add":
@@ -111,8 +134,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		if cs == "" {
 			return fmt.Errorf("device %q was created but the hub returned no key for it", pos[0])
 		}
-		// Alone on stdout, so that `tether devices add x > dev.conn` works.
-		fmt.Fprintln(g.Stdout, cs)
+		return keyOut.put(pos[0], cs)
 	case "list":
 		ds, err := c.ListDevices(ctx)
 		if err != nil {
@@ -120,6 +142,11 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		}
 		slices.SortFunc(ds, func(a, b wire.Device) int { return strings.Compare(a.DeviceID, b.DeviceID) })
 		if *asJSON {
+			if !*showKeys {
+				for i := range ds {
+					hideKeys(&ds[i])
+				}
+			}
 			return writeJSON(g, ds, false)
 		}
 		tw := tabwriter.NewWriter(g.Stdout, 0, 8, 2, ' ', 0)
@@ -131,6 +158,9 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		d, err := c.GetDevice(ctx, pos[0])
 		if err != nil {
 			return explainHubError(err, c, pos[0])
+		}
+		if !*showKeys {
+			hideKeys(d)
 		}
 		if err := writeJSON(g, d, true); err != nil {
 			return err
@@ -161,7 +191,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		if *secondary {
 			cs.SharedAccessKey = d.Authentication.SymmetricKey.SecondaryKey
 		}
-		fmt.Fprintln(g.Stdout, cs)
+		return keyOut.put(pos[0], cs.String())
 	}
 	return nil
 }
@@ -204,18 +234,33 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 // newServiceClient builds the client every hub command uses from --hub and
-// --ca.
+// --ca, else the environment, else tether login's config file.
 func newServiceClient(g *globals) (*service.Client, error) {
+	if err := g.useLogin(); err != nil {
+		return nil, err
+	}
+	return serviceClient(g)
+}
+
+// serviceClient builds a client from g's Hub and CA as they are.
+func serviceClient(g *globals) (*service.Client, error) {
 	if strings.TrimSpace(g.Hub) == "" {
-		return nil, errors.New("no hub given: pass --hub CONNSTR or set TETHER_HUB to a service connection string (HostName=...;SharedAccessKeyName=...;SharedAccessKey=...)")
+		return nil, errors.New("no hub given: run tether login (see tether login --help), or pass --hub CONNSTR or set TETHER_HUB to a service connection string (HostName=...;SharedAccessKeyName=...;SharedAccessKey=...)")
 	}
 	conf, err := g.tlsConfig()
 	if err != nil {
+		if g.caFrom != "" {
+			return nil, fmt.Errorf("%s: %w", g.caFrom, err)
+		}
 		return nil, err
 	}
 	c, err := service.New(g.Hub, service.Options{TLSConfig: conf})
 	if err != nil {
-		return nil, fmt.Errorf("--hub: %w", err)
+		from := "--hub"
+		if g.hubFrom != "" {
+			from = g.hubFrom
+		}
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	return c, nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,8 @@ import (
 const (
 	secretHubKey = "T3duZXIta2V5LXRoYXQtbXVzdC1zdGF5LXNlY3JldA=="
 	secretDevKey = "RGV2aWNlLWtleS10aGF0LW11c3Qtc3RheS1zZWNyZXQ="
+	// secretFileKey is in tether login's config file.
+	secretFileKey = "TG9naW4tZmlsZS1rZXktdGhhdC1tdXN0LXN0YXktc2VjcmV0"
 )
 
 // setSecretEnv fills every variable tether reads, as a user's shell
@@ -32,7 +36,17 @@ func setSecretEnv(t *testing.T) []string {
 		t.Setenv(env, v)
 		secrets = append(secrets, v)
 	}
-	return secrets
+	// tether login's config file, a source of the hub and the CA too.
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	conf := "hub = \"HostName=hub.example;SharedAccessKeyName=iothubowner;SharedAccessKey=" + secretFileKey + "\"\nca = \"/private/ca-from-config-file\"\n"
+	if err := os.MkdirAll(filepath.Join(dir, "tether"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tether", "config.toml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return append(secrets, secretFileKey, "/private/ca-from-config-file")
 }
 
 // commandPaths are the command lines that reach each command and
@@ -108,9 +122,26 @@ func TestHelpShowsNoSecret(t *testing.T) {
 				t.Errorf("%q: help does not say where --hub comes from:\nstdout:\n%s\nstderr:\n%s", args, stdout, stderr)
 			}
 		}
-		// A value given before the command is no default either.
-		args := append([]string{"--hub", given}, append(slices.Clone(path), "--help")...)
+		// With the environment empty, the config file is where the hub
+		// comes from: help says so and shows nothing of it.
+		hub, ca := os.Getenv("TETHER_HUB"), os.Getenv("TETHER_CA")
+		t.Setenv("TETHER_HUB", "")
+		t.Setenv("TETHER_CA", "")
+		args := append(slices.Clone(path), "--help")
 		stdout, stderr, _ := runCLI(ctx, args...)
+		check(args, stdout, stderr)
+		want := "(default: $TETHER_HUB, else hub in " + cliConfigShown() + ")"
+		if path[0] == "agent" {
+			want = "(default: $TETHER_CA, else ca in the --config file)" // not tether login's
+		}
+		if !strings.Contains(stdout+stderr, want) {
+			t.Errorf("%q without TETHER_HUB: help does not say %q:\n%s%s", args, want, stdout, stderr)
+		}
+		t.Setenv("TETHER_HUB", hub)
+		t.Setenv("TETHER_CA", ca)
+		// A value given before the command is no default either.
+		args = append([]string{"--hub", given}, append(slices.Clone(path), "--help")...)
+		stdout, stderr, _ = runCLI(ctx, args...)
 		check(args, stdout, stderr)
 
 		typo, meant := typoOf(t, path)

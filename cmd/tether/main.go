@@ -41,7 +41,7 @@ Commands:
                           access policies; show prints one's connection string
   policies add NAME --rights RIGHT,...
                           add a policy with the least rights a program needs
-  agent                   run on a device: --device CONNSTR --allow NAME=HOST:PORT,
+  agent                   run on a device: --device-file FILE --allow NAME=HOST:PORT,
                           or --config FILE (TOML); see tether agent -h
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
@@ -54,6 +54,10 @@ Commands:
                           last hour's unless --since or -n says otherwise
   completion bash|zsh|fish
                           print a shell completion script
+  login CONNSTR|- [--ca FILE]
+                          keep the hub's connection string in tether's config file
+                          (mode 0600): no --hub or TETHER_HUB needed after it
+  logout                  remove the config file
   help [COMMAND]          this help, or a command's
 
 Global flags, also accepted after the command:
@@ -88,6 +92,8 @@ func init() {
 		{name: "streams", subs: []string{"list", "kill"}, run: cmdStreams},
 		{name: "logs", run: cmdLogs},
 		{name: "completion", words: completionShells, run: cmdCompletion},
+		{name: "login", run: cmdLogin},
+		{name: "logout", run: cmdLogout},
 		{name: "help", run: cmdHelp},
 	}
 	help := findCommand("help")
@@ -115,6 +121,10 @@ type globals struct {
 	Stdout io.Writer
 	Stderr io.Writer
 
+	// hubFrom and caFrom name the config file's key that gave Hub or CA,
+	// for errors about them; "" when a flag or the environment did.
+	hubFrom, caFrom string
+
 	// probe, when set, is handed the flag set of the command run instead
 	// of parsing it, and the command stops there (errProbe): that is how
 	// commandFlags learns each command's real flags.
@@ -126,11 +136,15 @@ type globals struct {
 // the flags' default: help prints defaults, and --hub holds a key.
 func (g *globals) addFlags(fs *flag.FlagSet) {
 	hub, ca := g.Hub, g.CA
-	fs.StringVar(&g.Hub, "hub", "", "the hub's service connection string (`CONNSTR`); prefer the environment variable to the flag, which other users see in ps")
+	fs.StringVar(&g.Hub, "hub", "", "the hub's service connection string (`CONNSTR`); prefer tether login or the environment variable to the flag, which other users see in ps")
 	fs.StringVar(&g.CA, "ca", "", "PEM `FILE` of CAs to trust for the hub; the system roots otherwise")
 	g.Hub, g.CA = hub, ca
 	cliflag.Env(fs, "hub", "TETHER_HUB")
 	cliflag.Env(fs, "ca", "TETHER_CA")
+	// Read by the commands that reach the hub, after parsing (useLogin).
+	conf := cliConfigShown()
+	cliflag.Fallback(fs, "hub", "hub in "+conf)
+	cliflag.Fallback(fs, "ca", "ca in "+conf)
 }
 
 // globalFlags are the names addFlags registers.

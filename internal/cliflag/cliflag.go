@@ -25,8 +25,9 @@ import (
 // envValue is a flag's value that an environment variable may set.
 type envValue struct {
 	flag.Value
-	env     string
-	fromEnv bool // the variable set it
+	env      string
+	fromEnv  bool   // the variable set it
+	fallback string // where the value comes from without flag or variable
 }
 
 // IsBoolFlag keeps "--tls" meaning "--tls=true" for a wrapped bool.
@@ -48,6 +49,24 @@ func Env(fs *flag.FlagSet, name, env string) {
 		return
 	}
 	f.Value = &envValue{Value: f.Value, env: env}
+}
+
+// Fallback says in the help of the flag name of fs where its value comes
+// from when neither the flag nor its variable gives it ("hub in
+// ~/.config/tether/config.toml"): the program looks there itself, after
+// parsing. It names the place, never what it holds; "" takes the note
+// away. It panics if fs has no such flag.
+func Fallback(fs *flag.FlagSet, name, where string) {
+	f := fs.Lookup(name)
+	if f == nil {
+		panic("cliflag: no flag " + name)
+	}
+	ev, ok := f.Value.(*envValue)
+	if !ok {
+		ev = &envValue{Value: f.Value}
+		f.Value = ev
+	}
+	ev.fallback = where
 }
 
 // EnvAll marks every flag of fs with the variable prefix + its name in
@@ -93,6 +112,9 @@ func ApplyEnv(fs *flag.FlagSet) error {
 	fs.VisitAll(func(f *flag.Flag) {
 		ev, ok := f.Value.(*envValue)
 		if !ok {
+			return
+		}
+		if ev.env == "" {
 			return
 		}
 		v, set := lookupEnv(ev.env)
@@ -244,19 +266,29 @@ func defaultNote(f *flag.Flag) string {
 		def = fmt.Sprintf("%q", shortDuration(f))
 	}
 	ev, ok := f.Value.(*envValue)
-	switch {
-	case ok:
+	if !ok {
+		if def != "" {
+			return "(default: " + def + ")"
+		}
+		return ""
+	}
+	var from []string
+	if ev.env != "" {
 		if _, set := lookupEnv(ev.env); set {
 			return "(default: $" + ev.env + ", set)"
 		}
-		if def != "" {
-			return "(default: $" + ev.env + ", else " + def + ")"
-		}
-		return "(default: $" + ev.env + ")"
-	case def != "":
-		return "(default: " + def + ")"
+		from = append(from, "$"+ev.env)
 	}
-	return ""
+	if ev.fallback != "" {
+		from = append(from, ev.fallback)
+	}
+	if def != "" {
+		from = append(from, def)
+	}
+	if len(from) == 0 {
+		return ""
+	}
+	return "(default: " + strings.Join(from, ", else ") + ")"
 }
 
 // shortDuration is a flag's default, a duration without its zero minutes

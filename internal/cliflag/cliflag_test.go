@@ -155,3 +155,41 @@ func TestExplain(t *testing.T) {
 		t.Errorf("-h: %v", err)
 	}
 }
+
+// TestFallback: help names the place a value comes from after the flag
+// and its variable, only while the variable is unset, and never what
+// that place holds; a flag with no variable gets the note too.
+func TestFallback(t *testing.T) {
+	fs, _, _, _, _ := testFlags()
+	fs.String("ca", "", "a CA `FILE`")
+	Fallback(fs, "key", "key in ~/.t.toml")
+	Fallback(fs, "ca", "ca in ~/.t.toml")
+	Fallback(fs, "max-streams", "max in ~/.t.toml")
+	var b strings.Builder
+	PrintFlags(&b, fs, []string{"key", "ca", "max-streams"})
+	for _, want := range []string{
+		"a key (default: $T_KEY, else key in ~/.t.toml)\n",
+		"a CA FILE (default: ca in ~/.t.toml)\n",
+		`(default: $T_MAX_STREAMS, else max in ~/.t.toml, else "10")`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("help lacks %q:\n%s", want, b.String())
+		}
+	}
+
+	t.Setenv("T_KEY", "s3cret-key")
+	if err := ApplyEnv(fs); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	PrintFlags(&b, fs, []string{"key"})
+	if want := "a key (default: $T_KEY, set)\n"; !strings.HasSuffix(b.String(), want) {
+		t.Errorf("with $T_KEY set, help is %q, want it to end %q", b.String(), want)
+	}
+	Fallback(fs, "ca", "")
+	b.Reset()
+	PrintFlags(&b, fs, []string{"ca"})
+	if strings.Contains(b.String(), "default") {
+		t.Errorf("the note taken away, help still has one: %q", b.String())
+	}
+}
