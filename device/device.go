@@ -583,12 +583,16 @@ func untrusted(err error) bool {
 func (c *Client) connackError(err connackError) error {
 	switch err {
 	case connackBadCredentials, connackNotAuthorized:
-		cred := "its key"
+		// The hub that refused is the one dialed, which with Options.Hubs
+		// is not the connection string's HostName. MQTT 3.1.1 gives no
+		// reason, and a hub that does not go by the name the token was
+		// signed for refuses it like a wrong key: say that name too.
 		if c.cs.X509 {
-			cred = "its certificate (subject CN = device ID, within its validity, its thumbprint or CA registered)"
+			return fmt.Errorf("%w: the hub at %s refused device %q (%v); check its certificate (subject CN = device ID, within its validity, its thumbprint or CA registered), and that it is registered and enabled",
+				ErrUnauthorized, c.addr, c.clientID, err)
 		}
-		return fmt.Errorf("%w: the hub at %s refused device %q (%v); check %s, and that it is registered and enabled",
-			ErrUnauthorized, c.cs.HostName, c.clientID, err, cred)
+		return fmt.Errorf("%w: the hub at %s refused device %q (%v); check its key, and that it is registered and enabled; its token was signed for %q (the connection string's HostName), a name the hub must go by (tetherd --hostname)",
+			ErrUnauthorized, c.addr, c.clientID, err, c.cs.HostName)
 	default:
 		return fmt.Errorf("device: the hub at %s refused the connection: %w", c.addr, err)
 	}
