@@ -40,6 +40,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tether-io/tether/internal/certerr"
 	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
@@ -298,7 +299,7 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 		c.mqttTLS.Certificates = []tls.Certificate{*opts.Certificate}
 	}
 	if cs.X509 && len(c.mqttTLS.Certificates) == 0 && c.mqttTLS.GetClientCertificate == nil {
-		return nil, errors.New("device: the connection string says x509=true but no client certificate is given (Options.Certificate; tether agent --cert FILE --key FILE)")
+		return nil, ErrNoCertificate
 	}
 
 	if err := c.setHubs(opts.Hubs, opts.TLSConfig); err != nil {
@@ -562,8 +563,8 @@ func (c *Client) dialBrokerReal(ctx context.Context) (net.Conn, error) {
 // dialError says plainly what went wrong, since the person reading it is
 // often setting up a device by hand: a certificate problem reads as one.
 func dialError(addr string, err error) error {
-	if untrusted(err) {
-		return fmt.Errorf("device: the hub's TLS certificate at %s is not trusted: %w", addr, err)
+	if f, ok := certerr.Find(err); ok {
+		return &hubCertError{addr: addr, f: f, err: err}
 	}
 	return fmt.Errorf("device: cannot reach the hub at %s: %w", addr, err)
 }

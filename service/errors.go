@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/tether-io/tether/internal/certerr"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -123,8 +124,8 @@ func (e *hubError) Error() string {
 	if errors.As(cause, &ue) {
 		cause = ue.Err
 	}
-	if isUntrusted(e.err) {
-		return fmt.Sprintf("connecting to hub %s: certificate not trusted (the CLI takes the hub's CA with --ca FILE; in code set Options.TLSConfig.RootCAs): %v", e.addr, cause)
+	if f, ok := certerr.Find(e.err); ok {
+		return fmt.Sprintf("connecting to hub %s: %s (%s)", e.addr, f, f.SDKFix())
 	}
 	return fmt.Sprintf("connecting to hub %s: %v", e.addr, cause)
 }

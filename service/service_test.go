@@ -492,7 +492,7 @@ func TestUntrustedCertificate(t *testing.T) {
 		t.Fatal("no error")
 	}
 	t.Log(err)
-	for _, want := range []string{"connecting to hub " + f.host, "certificate not trusted", "--ca"} {
+	for _, want := range []string{"connecting to hub " + f.host, "certificate not trusted", "Options.TLSConfig.RootCAs"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -132,11 +131,9 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	}
 	opts.TLSConfig = conf
 	if cfg.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
-		if err != nil {
-			return fmt.Errorf("--cert/--key: %w", err)
+		if opts.Certificate, err = loadAgentCert(cfg); err != nil {
+			return err
 		}
-		opts.Certificate = &cert
 	}
 
 	// A hub that is down, or a network not up yet, is waited for as the
@@ -149,11 +146,7 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		if ctx.Err() != nil {
 			return nil // stopped while connecting: not a failure
 		}
-		var cve *tls.CertificateVerificationError
-		if errors.As(err, &cve) {
-			return fmt.Errorf("%w\n(pass the hub's CA with --ca FILE or TETHER_CA)", err)
-		}
-		return err
+		return explainAgentDial(err, cfg)
 	}
 	log.Info("agent running", "allow", cfg.Allow.String(), "transport", cfg.Transport, "keepalive", cfg.KeepAlive.String())
 	if cfg.CA == "" {

@@ -293,7 +293,7 @@ func explainHubError(err error, c *service.Client, deviceID string) error {
 	case errors.Is(err, service.ErrUnauthorized):
 		return errors.New("unauthorized: check the connection string (and that its policy has the rights this command needs)")
 	case errors.As(err, &cve):
-		return fmt.Errorf("certificate not trusted: pass --ca FILE with the CA of hub %s (%v)", c.HostName(), cve.Err)
+		return explainCert(err, c.HostName())
 	case errors.As(err, &oe):
 		return fmt.Errorf("hub unreachable at %s: %v", c.HostName(), oe.Err)
 	case errors.As(err, &ue):

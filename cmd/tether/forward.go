@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tether-io/tether/internal/certerr"
 	"github.com/tether-io/tether/internal/cliflag"
 	"github.com/tether-io/tether/service"
 )
@@ -246,8 +247,12 @@ func (f *forwarder) explain(err error) error {
 	if errors.As(err, &ae) || errors.Is(err, service.ErrTimeout) {
 		return explainHubError(err, f.client, f.device)
 	}
+	if _, ok := certerr.Find(err); ok {
+		// The SDK's line says the fix in the SDK's terms.
+		return explainCert(err, f.client.HostName())
+	}
 	// Failures to reach the hub keep the SDK's own line, which names the
-	// address and, for a certificate, the fix.
+	// address.
 	return err
 }
 
