@@ -47,10 +47,14 @@ func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (n
 	}
 	if dial == nil && !c.twoRequests.Load() {
 		conn, err := c.openInOne(ctx, deviceID, streamName)
-		if !errors.Is(err, errNoOneRequest) {
+		switch {
+		case errors.Is(err, errNoOneRequest):
+			c.twoRequests.Store(true)
+		case errors.Is(err, errNotAnswered):
+			// This request falls back; the next one tries again.
+		default:
 			return conn, err
 		}
-		c.twoRequests.Store(true)
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.opts.ResponseTimeout+slack)
 	defer cancel()
@@ -93,6 +97,22 @@ func (c *Client) noAnswer(deviceID, streamName string) error {
 // errNoOneRequest means the hub does not know the one-request opening.
 var errNoOneRequest = errors.New("service: the hub has no one-request stream opening")
 
+// errNotAnswered means the one-request opening got an answer that need
+// not be the hub's (see passing): it proves nothing about the hub.
+var errNotAnswered = errors.New("service: the one-request stream opening was not answered by the hub")
+
+// passing reports whether an answer of this status, without the hub's
+// marker, may come from something between the client and the hub rather
+// than from the hub: a balancer or proxy whose hub is restarting or out of
+// reach (5xx), or that is shedding load (429) or timed out (408). Such an
+// answer says nothing of what the hub knows, so it must not switch the
+// client to two requests for good. A hub that lacks the one-request
+// opening (Azure's) answers the upgrade as any request it does not serve,
+// a 404 or a 405.
+func passing(status int) bool {
+	return status/100 == 5 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
+}
+
 // openInOne opens a stream with Tether's one-request opening
 // (docs/protocol.md): a WebSocket upgrade on the stream request's path,
 // which the hub answers 101 once the device accepted, the connection then
@@ -100,7 +120,8 @@ var errNoOneRequest = errors.New("service: the hub has no one-request stream ope
 // round trip fewer before the first byte, and less work for the hub. On a
 // pooled connection, a dead one is retried as the POST is (requestStream):
 // the hub it went to either never read it or is gone. It returns
-// errNoOneRequest when the hub answered as one without it.
+// errNoOneRequest when the hub answered as one without it, and
+// errNotAnswered when something in between may have answered instead.
 func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (net.Conn, error) {
 	tok, err := c.token()
 	if err != nil {
@@ -122,6 +143,9 @@ func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (ne
 	case errors.As(err, &herr):
 		if herr.Header.Get(wire.HeaderOneRequest) == "" {
 			// Whatever it said, it was not said to this request.
+			if passing(herr.StatusCode) {
+				return nil, errNotAnswered
+			}
 			return nil, errNoOneRequest
 		}
 		if herr.StatusCode/100 == 2 {
