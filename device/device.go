@@ -145,6 +145,9 @@ const (
 	// burst the hub admits at once is never rejected here for arriving
 	// faster than Accept is called.
 	requestQueue = 256
+	// rejectBacklog bounds the rejects of requests that found the queue
+	// full, waiting to go out on a connection whose hub does not read.
+	rejectBacklog = 64
 	// connectTimeout bounds one connection attempt: dial, TLS, WebSocket
 	// upgrade, CONNECT/CONNACK and SUBSCRIBE/SUBACK.
 	connectTimeout = 30 * time.Second
@@ -202,6 +205,9 @@ type session struct {
 	lost     chan struct{} // closed when the connection is lost
 	lostOnce sync.Once
 	lostErr  error // why; written before lost is closed
+	// later takes the rejects the reader must not wait to write
+	// (mqttOptions.later); rejectBacklog deep.
+	later chan string
 	// displacedBy is the new connection's address once the hub has said
 	// that it took this session over (displaced.go).
 	displacedBy atomic.Pointer[string]
@@ -346,8 +352,10 @@ func (c *Client) Connected() bool {
 }
 
 // Close rejects the requests still waiting for Accept, disconnects from
-// the hub, stops reconnecting and waits for the client's goroutines. It is
-// idempotent.
+// the hub, stops reconnecting and waits for the client's goroutines. While
+// the client is reconnecting there is no connection to answer on: the
+// requests, which came on the connection that was lost, are dropped, and
+// the hub answers their services itself. It is idempotent.
 func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.cancel()
@@ -369,6 +377,9 @@ func (c *Client) Close() error {
 // first reconnect.
 func (c *Client) keepUp(s *session) {
 	defer c.wg.Done()
+	// However it ends, Accept answers ErrClosed from now on: what is left
+	// in the queue is for nobody.
+	defer c.dropQueued()
 	attempt := 0
 	displacedLimit := max(c.maxB, maxDisplacedDelay)
 	var (
@@ -460,6 +471,24 @@ func (c *Client) rejectQueued(s *session) {
 	}
 }
 
+// dropQueued empties the queue of a closed client whose connection is
+// gone: those requests came on a connection the hub has lost (or, during
+// Close, has been told to end), and no other can answer them.
+func (c *Client) dropQueued() {
+	n := 0
+	for {
+		select {
+		case <-c.requests:
+			n++
+		default:
+			if n > 0 {
+				c.log.Info("closed with no connection to answer on: dropped the stream requests waiting for Accept", "count", n)
+			}
+			return
+		}
+	}
+}
+
 // connect makes one connection attempt: a fresh token, a fresh connection,
 // CONNECT and both subscriptions. ctx aborts the attempt, not the session.
 func (c *Client) connect(ctx context.Context) (*session, error) {
@@ -475,7 +504,7 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 			return nil, fmt.Errorf("device: signing a token: %w", err)
 		}
 	}
-	s := &session{lost: make(chan struct{})}
+	s := &session{lost: make(chan struct{}), later: make(chan string, rejectBacklog)}
 
 	nc, err := c.dialBroker(ctx)
 	if err != nil {
@@ -497,6 +526,7 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 		pingTimeout: min(10*time.Second, c.keepAlive),
 		onPublish:   s.onPublish(c),
 		onLost:      s.markLost,
+		later:       s.later,
 	})
 	if err != nil {
 		stop()
@@ -599,9 +629,12 @@ func (c *Client) connackError(err connackError) error {
 	}
 }
 
-// onMessage runs on the connection's reader goroutine, one message at a
-// time, so it must not block for long: it parses and queues.
-func (c *Client) onMessage(topic string) {
+// onMessage runs on the reader goroutine of session s's connection, one
+// message at a time, so it must not block: it parses and queues, and
+// leaves the reject of a request the queue has no room for to the
+// connection's keep-alive goroutine (s.later), since a hub that does not
+// read would hold the write, and with it every message after this one.
+func (c *Client) onMessage(s *session, topic string) {
 	// Topics are logged only up to the "?": the query holds the $auth token.
 	path, _, _ := strings.Cut(topic, "?")
 	if !strings.HasPrefix(topic, "$iothub/streams/POST/") {
@@ -617,11 +650,14 @@ func (c *Client) onMessage(topic string) {
 	select {
 	case c.requests <- r:
 		c.log.Debug("stream request", "name", r.Name, "rid", r.RID)
+		return
 	default:
+	}
+	select {
+	case s.later <- wire.ResponseTopic(wire.AnswerNotAllowed, r.RID):
 		c.log.Warn("too many stream requests waiting for Accept; rejecting", "name", r.Name, "rid", r.RID)
-		if err := r.Reject(); err != nil {
-			c.log.Warn("rejecting stream request", "name", r.Name, "rid", r.RID, "err", err)
-		}
+	default:
+		c.log.Warn("too many stream requests waiting for Accept, and too many rejects waiting to go out; dropping it: the hub answers its service when the request times out", "name", r.Name, "rid", r.RID)
 	}
 }
 

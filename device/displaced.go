@@ -58,7 +58,7 @@ func (s *session) onPublish(c *Client) func(topic string) {
 			s.displacedBy.Store(&by)
 			return
 		}
-		c.onMessage(topic)
+		c.onMessage(s, topic)
 	}
 }
 

@@ -81,7 +81,8 @@ type mqttConn struct {
 	keepAlive   time.Duration
 	pingTimeout time.Duration
 	onPublish   func(topic string)
-	onLost      func(error) // not called after disconnect
+	onLost      func(error)   // not called after disconnect
+	later       <-chan string // see mqttOptions
 
 	wmu sync.Mutex
 
@@ -101,6 +102,12 @@ type mqttOptions struct {
 	keepAlive, pingTimeout       time.Duration
 	onPublish                    func(topic string)
 	onLost                       func(error)
+	// later holds topics to publish (empty, QoS 0) that onPublish must not
+	// wait to write, since it runs on the reader: the keep-alive goroutine
+	// writes them, and disconnect what is left before its DISCONNECT. A
+	// peer that stops reading then stalls that goroutine, never the
+	// reader. The caller bounds it and sends without blocking.
+	later <-chan string
 }
 
 // mqttConnect sends CONNECT on conn and waits for the CONNACK, within ctx's
@@ -114,6 +121,7 @@ func mqttConnect(ctx context.Context, conn net.Conn, o mqttOptions) (*mqttConn, 
 		pingTimeout: o.pingTimeout,
 		onPublish:   o.onPublish,
 		onLost:      o.onLost,
+		later:       o.later,
 		suback:      make(chan []byte, 1),
 		done:        make(chan struct{}),
 	}
@@ -185,7 +193,12 @@ func (m *mqttConn) publish(ctx context.Context, topic string, timeout time.Durat
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
-	return m.write(appendPacket(nil, pktPublish, appendString(nil, topic)), timeout)
+	return m.write(publishPacket(nil, topic), timeout)
+}
+
+// publishPacket appends an empty QoS 0 PUBLISH to topic.
+func publishPacket(b []byte, topic string) []byte {
+	return appendPacket(b, pktPublish, appendString(nil, topic))
 }
 
 // write sends one packet. A write that fails or times out leaves the
@@ -215,10 +228,23 @@ func (m *mqttConn) write(p []byte, timeout time.Duration) error {
 func (m *mqttConn) disconnect(quiesce time.Duration) {
 	m.closing.Store(true)
 	if quiesce > 0 {
-		m.write([]byte{pktDisconnect, 0}, quiesce)
+		m.write(append(m.takeLater(), pktDisconnect, 0), quiesce)
 	}
 	m.stop(nil)
 	m.wg.Wait()
+}
+
+// takeLater returns what waits in later as PUBLISH packets, in order.
+func (m *mqttConn) takeLater() []byte {
+	var b []byte
+	for {
+		select {
+		case topic := <-m.later:
+			b = publishPacket(b, topic)
+		default:
+			return b
+		}
+	}
 }
 
 // stop ends the connection once; err, if the connection was not being
@@ -273,7 +299,8 @@ func (m *mqttConn) readLoop() {
 
 // keepAliveLoop pings once nothing was sent or received for keepAlive, and
 // ends the connection when a ping goes unanswered for pingTimeout: a link
-// that a NAT or balancer dropped without a FIN is noticed by no read.
+// that a NAT or balancer dropped without a FIN is noticed by no read. It
+// also writes what the reader left for later.
 func (m *mqttConn) keepAliveLoop() {
 	defer m.wg.Done()
 	t := time.NewTimer(m.keepAlive)
@@ -282,6 +309,11 @@ func (m *mqttConn) keepAliveLoop() {
 		select {
 		case <-m.done:
 			return
+		case topic := <-m.later:
+			if err := m.write(publishPacket(nil, topic), answerTimeout); err != nil {
+				return
+			}
+			continue
 		case <-t.C:
 		}
 		now := time.Now()
