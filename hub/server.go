@@ -98,6 +98,7 @@ type Server struct {
 	lame          lameDuck           // drain state (drain.go)
 	follow        followers          // stream-log followers, ended by Drain (streamlogs.go)
 	logs          *streamlog.Store
+	journal       *streamlog.Journal // streams open here (interrupted.go)
 	metrics       *metrics
 	authLog       *logLimiter // failed logins: a flood must not flood the log
 	lim           *limiter    // limits.go
@@ -174,7 +175,11 @@ func New(opts Options) (*Server, error) {
 	// requests from nodes starting together unanswered.
 	err = cluster.Retry(ctx, s.log, "opening the stream logs", func(ctx context.Context) error {
 		var err error
-		s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), streamlog.Options{Retention: opts.LogRetention, Replicas: opts.Replicas})
+		lopts := streamlog.Options{Retention: opts.LogRetention, Replicas: opts.Replicas}
+		s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), lopts)
+		if err == nil {
+			s.journal, err = streamlog.OpenJournal(ctx, opts.Cluster.JetStream(), opts.Cluster.Name(), lopts)
+		}
 		return err
 	})
 	if err != nil {
@@ -243,6 +248,7 @@ func New(opts Options) (*Server, error) {
 	s.metrics = newMetrics(s)
 	s.metrics.reg.MustRegister(s.lim.counted)
 	s.clearPreviousLife()
+	s.recordInterrupted()
 	s.mux = s.routes()
 	s.reusedMux = s.reusedRoutes()
 	return s, nil

@@ -28,6 +28,8 @@ type invocation struct {
 	key                    string // fingerprint of the policy key that asked (keys.go)
 	epoch                  uint64 // key changes seen before the policy was read (keys.go)
 
+	open *streamlog.Pending // its entry in the open-stream journal (interrupted.go)
+
 	mu       sync.Mutex // answer may race the relay's end of the stream
 	status   int
 	result   string
@@ -42,6 +44,7 @@ func (inv *invocation) answer(status int, result string) {
 
 // track remembers inv until the relay reports its stream done.
 func (s *Server) track(inv *invocation) {
+	s.journalBegin(inv)
 	s.invMu.Lock()
 	s.invocations[inv.streamID] = inv
 	s.invMu.Unlock()
@@ -125,7 +128,9 @@ func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
 	defer cancel()
 	if err := s.logs.Append(ctx, inv.deviceID, rec); err != nil {
 		s.log.Warn("writing a stream log record", "device", inv.deviceID, "err", err)
+		return // its journal entry stays: the next start records it
 	}
+	s.journalEnd(ctx, inv)
 }
 
 // maxLast bounds ?last=: a reader that wants more reads a window.

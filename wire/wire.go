@@ -384,6 +384,10 @@ const (
 	ResultOffline  = "offline"
 	ResultTimedOut = "timedOut"
 	ResultError    = "error"
+	// ResultInterrupted is Tether's own: the stream's home node stopped
+	// without ending it (killed, or its machine lost), and the record was
+	// written at that node's next start. Bytes and lifetime are unknown.
+	ResultInterrupted = "interrupted"
 )
 
 // Props decodes the record's properties.

@@ -23,6 +23,9 @@ const StreamName = "TETHER_STREAM_LOGS"
 // one device without scanning the others.
 const subjectPrefix = "tether.streamlog."
 
+// defaultRetention is Options.Retention's default.
+const defaultRetention = 7 * 24 * time.Hour
+
 // Options configure a Store.
 type Options struct {
 	// Retention is how long records are kept; default 7 days.
@@ -39,25 +42,35 @@ type Store struct {
 // Open creates the JetStream stream if it is missing, or updates its
 // retention if it changed.
 func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	_, err := createStream(ctx, js, StreamName, "Tether stream logs: one record per stream invocation", subjectPrefix, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{js: js}, nil
+}
+
+// createStream creates or updates a JetStream stream of this package:
+// the subjects under prefix, kept for opts' retention.
+func createStream(ctx context.Context, js jetstream.JetStream, name, desc, prefix string, opts Options) (jetstream.Stream, error) {
 	if opts.Retention <= 0 {
-		opts.Retention = 7 * 24 * time.Hour
+		opts.Retention = defaultRetention
 	}
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
 	}
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        StreamName,
-		Description: "Tether stream logs: one record per stream invocation",
-		Subjects:    []string{subjectPrefix + ">"},
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: desc,
+		Subjects:    []string{prefix + ">"},
 		MaxAge:      opts.Retention,
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
 		Discard:     jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("streamlog: creating stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("streamlog: creating stream %s: %w", name, err)
 	}
-	return &Store{js: js}, nil
+	return st, nil
 }
 
 // Append stores one record, keyed by its device.
