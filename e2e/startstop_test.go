@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tether-io/tether/service"
+	"github.com/tether-io/tether/wire"
 )
 
 // startNATS runs a NATS server with JetStream on loopback until the test
@@ -172,6 +174,21 @@ func TestQuickstartPastedAsOneBlock(t *testing.T) {
 	eventually(t, 30*time.Second, "an echo through the forwarded port", func() bool {
 		return echoThrough(fwdAddr, "hello through the Quickstart", 5*time.Second) == nil
 	})
+	// No key on a command line: not the owner's, not the device's.
+	data, _ := filepath.Glob(filepath.Join(home, "tmp.*", "hub"))
+	if len(data) != 1 {
+		t.Fatalf("the hub's data folder: %q", data)
+	}
+	owner, err := os.ReadFile(filepath.Join(data[0], "owner.connstr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	show, stderr, err := runCmd(t, []string{"TETHER_HUB=" + string(owner), "TETHER_CA=" + filepath.Join(data[0], "ca.pem")}, tether, "devices", "show", "dev1", "--show-keys")
+	var d wire.Device
+	if err != nil || json.Unmarshal([]byte(show), &d) != nil || d.Authentication.SymmetricKey == nil {
+		t.Fatalf("devices show dev1: %v\n%s%s", err, show, stderr)
+	}
+	noKeyInGroup(t, cmd.Process.Pid, keyOf(t, string(owner)), d.Authentication.SymmetricKey.PrimaryKey)
 
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
 		t.Fatal(err)

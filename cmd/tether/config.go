@@ -378,16 +378,26 @@ func pickDevice(raw map[string]setting, hasDev, hasFile bool, dev, file setting)
 }
 
 // readDeviceFile reads the device's connection string from path, a file
-// only its owner may read.
+// only its owner may read when the string holds a key (a certificate
+// device's holds none, and its file may be anyone's to read).
 func readDeviceFile(path string) (string, error) {
 	if path == "" {
 		return "", errors.New("no file named")
 	}
-	data, err := readKeyFile(path)
+	data, perm, err := readSmallFile(path)
 	if err != nil {
 		return "", err
 	}
-	return connStrFrom(path, data)
+	cs, err := connStrFrom(path, data)
+	if err != nil {
+		return "", err
+	}
+	if holdsKey(cs) {
+		if err := checkPrivate(path, perm); err != nil {
+			return "", err
+		}
+	}
+	return cs, nil
 }
 
 // newLogger returns the slog logger the agent and the forwarder write to w.

@@ -27,33 +27,41 @@ import (
 const maxKeyFile = 64 << 10
 
 // readKeyFile reads path, a file that holds a key. It refuses one that
-// its group or other users can get at, with the file's mode and the fix;
-// the check is on the file opened, so that it cannot be swapped between
-// check and read.
+// its group or other users can get at, with the file's mode and the fix.
 func readKeyFile(path string) ([]byte, error) {
+	data, perm, err := readSmallFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPrivate(path, perm); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// readSmallFile reads path and says its mode, from the file opened, so
+// that a check of the mode is a check of what was read.
+func readSmallFile(path string) ([]byte, fs.FileMode, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err // fs.ErrNotExist stays in the chain
+		return nil, 0, err // fs.ErrNotExist stays in the chain
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if st.IsDir() {
-		return nil, fmt.Errorf("%s is a folder, not a file", path)
-	}
-	if err := checkPrivate(path, st.Mode().Perm()); err != nil {
-		return nil, err
+		return nil, 0, fmt.Errorf("%s is a folder, not a file", path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if len(b) > maxKeyFile {
-		return nil, fmt.Errorf("%s is over %d KiB: not a connection string or a config file", path, maxKeyFile>>10)
+		return nil, 0, fmt.Errorf("%s is over %d KiB: not a connection string or a config file", path, maxKeyFile>>10)
 	}
-	return b, nil
+	return b, st.Mode().Perm(), nil
 }
 
 // checkPrivate refuses the mode perm of path, a file that holds a key,

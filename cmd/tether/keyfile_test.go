@@ -128,6 +128,13 @@ func TestDeviceFileSettings(t *testing.T) {
 		}
 	}
 
+	// A certificate device's string holds no key: its file may be read
+	// by anyone.
+	x509 := "HostName=h;DeviceId=cam1;x509=true"
+	if cfg, err := resolve(t, []string{"--device-file", writeKeyFile(t, x509+"\n", 0o644)}, "", nil); err != nil || cfg.Device != x509 {
+		t.Errorf("a certificate device's file of mode 0644: %v", err)
+	}
+
 	// systemd's copy in its credentials folder may show 0440 (an ACL for
 	// the service's user): it is the service's alone, and accepted there
 	// only.
@@ -288,5 +295,47 @@ func TestDevicesShowHidesKeys(t *testing.T) {
 	}
 	if _, _, err := tether(t, ctx, append(hub, "devices", "list", "--show-keys")...); err == nil || !strings.Contains(err.Error(), "--json") {
 		t.Errorf("list --show-keys without --json: %v", err)
+	}
+}
+
+// TestDeployedAgentReadsItsCredential: deploy/'s agent unit hands the
+// device's connection string over as systemd's credential, which the
+// agent reads through TETHER_DEVICE_FILE next to deploy/agent.toml, and
+// keeps it out of the environment.
+func TestDeployedAgentReadsItsCredential(t *testing.T) {
+	unit, err := os.ReadFile("../../deploy/tether-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	var creds []string
+	for line := range strings.Lines(string(unit)) {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "EnvironmentFile="):
+			t.Errorf("the unit reads an environment file (%s): the key belongs in its credential", line)
+		case strings.HasPrefix(line, "LoadCredential="):
+			creds = append(creds, strings.TrimPrefix(line, "LoadCredential="))
+		case strings.HasPrefix(line, "Environment="):
+			k, v, _ := strings.Cut(strings.TrimPrefix(line, "Environment="), "=")
+			env[k] = v
+		}
+	}
+	if len(creds) != 1 || !strings.HasPrefix(creds[0], "device.connstr:/etc/tether/") || env["TETHER_DEVICE_FILE"] != "%d/device.connstr" {
+		t.Fatalf("the unit's credential %q and TETHER_DEVICE_FILE %q do not match", creds, env["TETHER_DEVICE_FILE"])
+	}
+
+	// What systemd does: a copy in the credentials folder (%d), readable
+	// by the service's user through an ACL, which shows as 0440.
+	dir := t.TempDir()
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	const cs = "HostName=hub.example.com;DeviceId=dev1;SharedAccessKey=ZGV2"
+	if err := os.WriteFile(filepath.Join(dir, "device.connstr"), []byte(cs+"\n"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	file := strings.ReplaceAll(env["TETHER_DEVICE_FILE"], "%d", dir)
+	cfg, err := resolve(t, []string{"--config", "../../deploy/agent.toml"}, "", map[string]string{"TETHER_DEVICE_FILE": file})
+	if err != nil || cfg.Device != cs || len(cfg.Allow) == 0 {
+		t.Errorf("the deployed agent's settings: %+v, %v", cfg, err)
 	}
 }

@@ -318,14 +318,16 @@ func printWelcome(w io.Writer, c *config, httpAddr net.Addr, mqttLn net.Listener
 	}
 	fmt.Fprintf(w, "  Owner connection string:            %s\n", ownerPath)
 	fmt.Fprintf(w, "\nNext:\n")
+	// No key on a command line, where every local user sees it in ps:
+	// the owner's goes to tether login on stdin, the device's to a file.
 	ca := ""
 	if c.tls && c.tlsCert == "" {
-		ca = " TETHER_CA=" + shellQuote(filepath.Join(c.data, certs.CAFile))
+		ca = " --ca " + shellQuote(filepath.Join(c.data, certs.CAFile))
 	}
-	fmt.Fprintf(w, "  export TETHER_HUB=\"$(cat %s)\"%s\n", shellQuote(ownerPath), ca)
-	fmt.Fprintf(w, "  DEV=$(tether devices add dev1)\n")
-	fmt.Fprintf(w, "  tether agent --device \"$DEV\" --allow ssh=127.0.0.1:22      # on the device\n")
-	fmt.Fprintf(w, "  tether forward dev1 ssh --listen 127.0.0.1:2222            # where you are\n")
+	fmt.Fprintf(w, "  tether login%s - < %s\n", ca, shellQuote(ownerPath))
+	fmt.Fprintf(w, "  tether devices add dev1 --out dev1.connstr\n")
+	fmt.Fprintf(w, "  tether agent --device-file dev1.connstr%s --allow ssh=127.0.0.1:22   # on the device\n", ca)
+	fmt.Fprintf(w, "  tether forward dev1 ssh --listen 127.0.0.1:2222   # where you are\n")
 }
 
 // splitNames parses --hostname: comma-separated, trimmed, no duplicates.
