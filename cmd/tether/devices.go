@@ -20,8 +20,8 @@ import (
 
 const devicesUsage = `usage:
   tether devices add ID [--out FILE [--force]]
-                                 register a device; prints its connection string,
-                                 or writes it to FILE, a new file of mode 0600
+                                 register a device; prints its connection
+                                 string, or writes it to FILE (new, mode 0600)
   tether devices add ID --x509-thumbprint HEX [--x509-thumbprint2 HEX]
                                  register a device that authenticates with its
                                  own certificate (SHA-256 fingerprint, colons ok)

@@ -119,10 +119,12 @@ func loginUsage() string {
 	return `usage: tether login CONNSTR|- [--ca FILE]
 
 Keeps the hub's connection string, and the CA to trust for it, in tether's
-config file, ` + cliConfigShown() + ` (mode 0600), so that every command
-reaches the hub without --hub or TETHER_HUB, ssh's ProxyCommand
-'tether pipe %h ssh' included, from any shell. A flag or an environment
-variable still wins over the file.
+config file (mode 0600), so that every command reaches the hub without
+--hub or TETHER_HUB, ssh's ProxyCommand 'tether pipe %h ssh' included,
+from any shell. A flag or an environment variable still wins over the
+file, which is
+
+  ` + cliConfigShown() + `
 
 With - the connection string is read from stdin, so that it shows neither
 in ps nor in the shell's history:

@@ -25,9 +25,12 @@ tether is Tether's client: it manages the hub's device registry, runs the
 agent on a device and forwards local TCP ports to devices through streams.
 
 Commands:
-  devices add ID          register a device; prints its connection string
+  devices add ID [--out FILE]
+                          register a device; prints its connection string, or
+                          writes it to FILE (mode 0600)
   devices list [--json]   list devices: id, status, connection state
-  devices show ID         show one device as JSON
+  devices show ID [--show-keys]
+                          show one device as JSON, its keys only if asked
   devices rm ID           delete a device
   devices disable ID      refuse the device: it is disconnected, its streams end
   devices enable ID       let a disabled device connect again
@@ -41,8 +44,9 @@ Commands:
                           access policies; show prints one's connection string
   policies add NAME --rights RIGHT,...
                           add a policy with the least rights a program needs
-  agent                   run on a device: --device-file FILE --allow NAME=HOST:PORT,
-                          or --config FILE (TOML); see tether agent -h
+  agent                   run on a device: --device-file FILE
+                          --allow NAME=HOST:PORT, or --config FILE (TOML);
+                          see tether agent -h
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
   endpoints               show the hub's streaming endpoints
@@ -55,7 +59,7 @@ Commands:
   completion bash|zsh|fish
                           print a shell completion script
   login CONNSTR|- [--ca FILE]
-                          keep the hub's connection string in tether's config file
+                          keep the hub's connection string in a config file
                           (mode 0600): no --hub or TETHER_HUB needed after it
   logout                  remove the config file
   help [COMMAND]          this help, or a command's
