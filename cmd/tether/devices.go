@@ -90,6 +90,9 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 	if sub == "list" && *showKeys && !*asJSON {
 		return errors.New("--show-keys goes with --json: the table shows no keys")
 	}
+	if force != nil && *force && *out == "" {
+		return errors.New("--force goes with --out FILE: it lets FILE be replaced")
+	}
 	c, err := newServiceClient(g)
 	if err != nil {
 		return err

@@ -223,6 +223,10 @@ func TestDevicesAddOut(t *testing.T) {
 	if _, err := os.Stat(other); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused add left %s: %v", other, err)
 	}
+	// --force alone means nothing: refused before the hub is asked.
+	if _, _, err := tether(t, ctx, append(hub, "devices", "add", "dev3", "--force")...); err == nil || !strings.Contains(err.Error(), "--force goes with --out") || h.devices["dev3"] {
+		t.Errorf("--force without --out: err = %v, dev3 created: %v", err, h.devices["dev3"])
+	}
 	// A folder that does not exist: refused before the hub is asked.
 	if _, _, err := tether(t, ctx, append(hub, "devices", "add", "dev3", "--out", filepath.Join(other, "x"))...); err == nil || !strings.Contains(err.Error(), "--out") || h.devices["dev3"] {
 		t.Errorf("--out into no folder: err = %v, dev3 created: %v", err, h.devices["dev3"])
