@@ -91,7 +91,7 @@ func TestHalfCloseThroughCLI(t *testing.T) {
 		}{
 			{[]string{"pipe", "ghost", "hc"}, h.env, `device "ghost" not found`},
 			{[]string{"pipe", "dev2", "hc"}, h.env, `device "dev2" is not connected`},
-			{[]string{"pipe", "dev1", "nope"}, h.env, `device "dev1" rejected stream "nope"`},
+			{[]string{"pipe", "dev1", "nope"}, h.env, `device "dev1" refused stream "nope": not in the agent's --allow list`},
 			{[]string{"pipe", "dev1", "hc"}, append(h.env[:1:1], "TETHER_CA="), "certificate not trusted"},
 		} {
 			r := runTool(t, time.Minute, tc.env, strings.NewReader(""), h.tether, tc.args...)
