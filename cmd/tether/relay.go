@@ -212,25 +212,10 @@ type cutError struct {
 
 func (e *cutError) Error() string {
 	return fmt.Sprintf("the stream was cut: %s; %s went %s, %s %s", strings.TrimPrefix(e.err.Error(), "stream cut: "),
-		byteCount(e.up), e.toStream, byteCount(e.down), e.fromStream)
+		humanBytes(e.up), e.toStream, humanBytes(e.down), e.fromStream)
 }
 
 func (e *cutError) Unwrap() error { return e.err }
-
-// byteCount is n bytes for a person: 512 B, 7.9 MB.
-func byteCount(n int64) string {
-	if n < 1000 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	for _, unit := range []string{"kB", "MB", "GB"} {
-		f /= 1000
-		if f < 1000 {
-			return fmt.Sprintf("%.1f %s", f, unit)
-		}
-	}
-	return fmt.Sprintf("%.1f TB", f/1000)
-}
 
 // localReader and localWriter keep local's own error, which io.Copy
 // mixes with the stream's.
