@@ -30,7 +30,8 @@ var errAnswered = errors.New("device: stream request already answered")
 // Accept answers 200 and joins the stream's bridge, returning the stream as
 // a net.Conn to the service. The answer and the dial run at the same time,
 // since the hub pairs the two sides in either order: the tunnel is ready one
-// TLS handshake sooner.
+// TLS handshake sooner. The stream's Read returns io.EOF only when the
+// stream ended cleanly, and a *CloseError when it was cut.
 func (r *Request) Accept(ctx context.Context) (net.Conn, error) {
 	if !r.answered.CompareAndSwap(false, true) {
 		return nil, errAnswered

@@ -37,7 +37,8 @@ func seconds(d time.Duration) string {
 // ErrDeviceOffline, ErrRejected, ErrTimeout, ErrUnauthorized or
 // ErrThrottled when the hub or the device said no; a rejection is a
 // *RejectError, which wraps ErrNotAllowed or ErrTargetUnreachable too
-// when the hub says why.
+// when the hub says why. The stream's Read returns io.EOF only when the
+// stream ended cleanly, and a *CloseError when it was cut.
 func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (net.Conn, error) {
 	if deviceID == "" {
 		return nil, errNoID
