@@ -1,11 +1,3 @@
-// Package wire holds the parts of the device-streams protocol that the hub
-// and both SDKs must agree on byte for byte: header names, MQTT topics, the
-// streaming URL, the registry's device document and the error body. Keeping
-// them in one package that imports nothing of Tether's lets the SDKs share
-// them without linking hub code.
-//
-// docs/protocol.md describes the protocol in prose; ../shared/WIRE.md is the
-// compatibility reference it follows.
 package wire
 
 import (
@@ -18,25 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 )
-
-// HTTP headers of the stream-creation call (service → hub → service).
-const (
-	HeaderConnectTimeout  = "iothub-streaming-connect-timeout-in-seconds"
-	HeaderResponseTimeout = "iothub-streaming-response-timeout-in-seconds"
-	HeaderIsAccepted      = "iothub-streaming-is-accepted"
-	HeaderURL             = "iothub-streaming-url"
-	HeaderAuthToken       = "iothub-streaming-auth-token"
-	HeaderErrorCode       = "iothub-errorcode"
-)
-
-// HeaderOneRequest marks every answer of Tether's one-request stream
-// opening (a WebSocket upgrade on the stream request's path, see
-// docs/protocol.md), so that a client tells them from the answer of a hub
-// that has no such thing (Azure's) and falls back to the POST.
-const HeaderOneRequest = "tether-stream-one-request"
-
-// APIVersion is the api-version Tether's SDKs send; the hub accepts any.
-const APIVersion = "2020-09-30"
 
 // Error codes of the Azure error body and the iothub-errorcode header.
 const (
@@ -177,14 +150,6 @@ type Endpoints struct {
 	StreamingEndpoints []string `json:"streamingEndpoints"`
 }
 
-// MQTT topics of the device control channel.
-const (
-	TopicRequestFilter  = "$iothub/streams/POST/#"
-	TopicResponseFilter = "$iothub/streams/res/#"
-	topicRequestPrefix  = "$iothub/streams/POST/"
-	topicResponsePrefix = "$iothub/streams/res/"
-)
-
 // StreamRequest is what the hub sends a device: a stream's name and where
 // and how to join it.
 type StreamRequest struct {
@@ -235,15 +200,15 @@ func ValidateStreamName(name string) error {
 //
 // Only $url is escaped; RID and Token must not contain = & / % + ? #.
 func (r StreamRequest) Topic() string {
-	return topicRequestPrefix + r.Name + "/?$rid=" + r.RID + "&$url=" + url.QueryEscape(r.URL) + "&$auth=" + r.Token
+	return TopicRequestPrefix + r.Name + "/?$rid=" + r.RID + "&$url=" + url.QueryEscape(r.URL) + "&$auth=" + r.Token
 }
 
 // ParseStreamRequest parses a request topic.
 func ParseStreamRequest(topic string) (StreamRequest, error) {
 	var r StreamRequest
-	rest, ok := strings.CutPrefix(topic, topicRequestPrefix)
+	rest, ok := strings.CutPrefix(topic, TopicRequestPrefix)
 	if !ok {
-		return r, fmt.Errorf("%w: %q does not start with %s", ErrTopic, topic, topicRequestPrefix)
+		return r, fmt.Errorf("%w: %q does not start with %s", ErrTopic, topic, TopicRequestPrefix)
 	}
 	name, query, ok := strings.Cut(rest, "/?")
 	if !ok || name == "" || strings.Contains(name, "/") {
@@ -274,14 +239,14 @@ func ParseStreamRequest(topic string) (StreamRequest, error) {
 // ResponseTopic is the topic of a device's answer: status 200 accepts, 400
 // rejects.
 func ResponseTopic(status int, rid string) string {
-	return topicResponsePrefix + strconv.Itoa(status) + "/?$rid=" + rid
+	return TopicResponsePrefix + strconv.Itoa(status) + "/?$rid=" + rid
 }
 
 // ParseResponse parses an answer topic.
 func ParseResponse(topic string) (status int, rid string, err error) {
-	rest, ok := strings.CutPrefix(topic, topicResponsePrefix)
+	rest, ok := strings.CutPrefix(topic, TopicResponsePrefix)
 	if !ok {
-		return 0, "", fmt.Errorf("%w: %q does not start with %s", ErrTopic, topic, topicResponsePrefix)
+		return 0, "", fmt.Errorf("%w: %q does not start with %s", ErrTopic, topic, TopicResponsePrefix)
 	}
 	code, query, ok := strings.Cut(rest, "/?")
 	if !ok {
@@ -309,13 +274,13 @@ func ParseResponse(topic string) (status int, rid string, err error) {
 // use (letters, digits, "-", "_", ".") need no escaping, so their URLs
 // are as Azure's.
 func BridgePath(hub, deviceID, streamName, streamID string) string {
-	return "/bridges/" + url.PathEscape(hub) + "/" + url.PathEscape(deviceID) + "/" + url.PathEscape(streamName) + "/" + url.PathEscape(streamID)
+	return PathBridges + url.PathEscape(hub) + "/" + url.PathEscape(deviceID) + "/" + url.PathEscape(streamName) + "/" + url.PathEscape(streamID)
 }
 
 // ParseBridgePath splits an escaped bridge path (URL.EscapedPath) into its
 // parts.
 func ParseBridgePath(escapedPath string) (hub, deviceID, streamName, streamID string, err error) {
-	rest, ok := strings.CutPrefix(escapedPath, "/bridges/")
+	rest, ok := strings.CutPrefix(escapedPath, PathBridges)
 	parts := strings.Split(rest, "/")
 	if !ok || len(parts) != 4 {
 		return "", "", "", "", fmt.Errorf("wire: %q is not /bridges/{hub}/{device}/{stream}/{id}", escapedPath)

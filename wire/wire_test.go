@@ -80,3 +80,44 @@ func FuzzParseTopics(f *testing.F) {
 		_, _, _, _, _ = ParseBridgePath(s)
 	})
 }
+
+// TestProtocolNames pins the names Azure's clients and older Tether ends
+// send and expect: a constant changed by mistake would change the wire
+// for every package at once, and no test comparing one package with
+// another would see it.
+func TestProtocolNames(t *testing.T) {
+	for _, tc := range []struct{ got, want string }{
+		{PathMQTTWebSocket, "/$iothub/websocket"},
+		{PathBridges, "/bridges/"},
+		{SubprotocolMQTT, "mqtt"},
+		{SubprotocolStream, "tether-stream.v1"},
+		{SubprotocolStreamReuse, "tether-stream.v2"},
+		{TopicRequestFilter, "$iothub/streams/POST/#"},
+		{TopicResponseFilter, "$iothub/streams/res/#"},
+		{TopicRequestPrefix, "$iothub/streams/POST/"},
+		{TopicResponsePrefix, "$iothub/streams/res/"},
+		{TopicTakenOver, "$tether/session/taken-over"},
+		{HeaderConnectTimeout, "iothub-streaming-connect-timeout-in-seconds"},
+		{HeaderResponseTimeout, "iothub-streaming-response-timeout-in-seconds"},
+		{HeaderIsAccepted, "iothub-streaming-is-accepted"},
+		{HeaderURL, "iothub-streaming-url"},
+		{HeaderAuthToken, "iothub-streaming-auth-token"},
+		{HeaderErrorCode, "iothub-errorcode"},
+		{HeaderOneRequest, "tether-stream-one-request"},
+		{HeaderDeviceStatus, "tether-stream-device-status"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%q, want %q", tc.got, tc.want)
+		}
+	}
+	if got, want := BridgePath("h", "dev 1", "ssh", "id"), "/bridges/h/dev%201/ssh/id"; got != want {
+		t.Errorf("BridgePath = %q, want %q", got, want)
+	}
+	if got, want := ResponseTopic(AnswerAccept, "7"), "$iothub/streams/res/200/?$rid=7"; got != want {
+		t.Errorf("ResponseTopic = %q, want %q", got, want)
+	}
+	r := StreamRequest{Name: "ssh", RID: "1", URL: "wss://h/bridges/h/d/ssh/i", Token: "t"}
+	if got, want := r.Topic(), "$iothub/streams/POST/ssh/?$rid=1&$url=wss%3A%2F%2Fh%2Fbridges%2Fh%2Fd%2Fssh%2Fi&$auth=t"; got != want {
+		t.Errorf("Topic = %q, want %q", got, want)
+	}
+}
