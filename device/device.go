@@ -280,7 +280,7 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 
 	switch c.transport {
 	case WebSocket:
-		c.addr = "wss://" + cs.HostName + "/$iothub/websocket"
+		c.addr = "wss://" + cs.HostName + wire.PathMQTTWebSocket
 	case TLS:
 		c.addr = opts.MQTTAddress
 		if c.addr == "" {
@@ -637,7 +637,7 @@ func (c *Client) connackError(err connackError) error {
 func (c *Client) onMessage(s *session, topic string) {
 	// Topics are logged only up to the "?": the query holds the $auth token.
 	path, _, _ := strings.Cut(topic, "?")
-	if !strings.HasPrefix(topic, "$iothub/streams/POST/") {
+	if !strings.HasPrefix(topic, wire.TopicRequestPrefix) {
 		c.log.Debug("ignoring message", "topic", path)
 		return
 	}

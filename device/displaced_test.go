@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // After each displacement in a row the wait doubles, from MaxBackoff up
@@ -62,7 +64,7 @@ func TestTakeoverNoticeMarksSession(t *testing.T) {
 	if _, ok := s.displaced(); ok {
 		t.Fatal("a new session reports a displacement")
 	}
-	on("$tether/session/taken-over?by=203.0.113.7%3A51234")
+	on(wire.TakenOverTopic("203.0.113.7:51234"))
 	by, ok := s.displaced()
 	if !ok || by != "203.0.113.7:51234" {
 		t.Fatalf("displaced() = %q, %v; want 203.0.113.7:51234, true", by, ok)

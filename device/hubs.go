@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // hubTarget is one entry of Options.Hubs: where MQTT goes and the TLS
@@ -44,7 +46,7 @@ func (c *Client) setHubs(hubs []string, base *tls.Config) error {
 		}
 		hp := net.JoinHostPort(host, port)
 		if c.transport == WebSocket {
-			t.addr = "wss://" + hp + "/$iothub/websocket"
+			t.addr = "wss://" + hp + wire.PathMQTTWebSocket
 		} else {
 			t.addr = hp
 		}

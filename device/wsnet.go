@@ -12,17 +12,19 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // dialWebSocket opens MQTT over WebSocket (subprotocol "mqtt"), the way the
 // Azure SDKs reach a hub through port 443 when 8883 is blocked.
 func dialWebSocket(ctx context.Context, url string, d ws.Dialer) (net.Conn, error) {
-	d.Protocols = []string{"mqtt"}
+	d.Protocols = []string{wire.SubprotocolMQTT}
 	conn, br, hs, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	if hs.Protocol != "mqtt" {
+	if hs.Protocol != wire.SubprotocolMQTT {
 		conn.Close()
 		return nil, errors.New("the hub did not agree to the mqtt WebSocket subprotocol")
 	}

@@ -3,7 +3,7 @@
 // authenticates devices by SAS token as the hub does, over TLS and over
 // WebSocket, and a streaming endpoint stand-in. Only tests import it; it is
 // not the hub and shares no code with it, so it checks the wire protocol
-// (WIRE.md §3-5) independently.
+// (docs/protocol.md) independently.
 package devicetest
 
 import (
@@ -37,6 +37,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/wire"
 )
 
 // DeviceID is the device every connection string of this package names.
@@ -179,7 +180,7 @@ func StartHub(t testing.TB, key, tlsAddr, httpAddr string) *Hub {
 		t.Fatalf("https listener on %s: %v", httpAddr, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/$iothub/websocket", h.serveWS)
+	mux.HandleFunc(wire.PathMQTTWebSocket, h.serveWS)
 	h.ts = httptest.NewUnstartedServer(mux)
 	h.ts.Listener.Close()
 	h.ts.Listener = hl
@@ -194,11 +195,11 @@ func StartHub(t testing.TB, key, tlsAddr, httpAddr string) *Hub {
 func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	h.handlers.Add(1)
 	defer h.handlers.Done()
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"mqtt"}})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wire.SubprotocolMQTT}})
 	if err != nil {
 		return
 	}
-	if c.Subprotocol() != "mqtt" {
+	if c.Subprotocol() != wire.SubprotocolMQTT {
 		c.Close(websocket.StatusPolicyViolation, "mqtt subprotocol required")
 		return
 	}
@@ -302,13 +303,13 @@ func (a *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 
 func (a *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
-		return strings.HasPrefix(topic, "$iothub/streams/res/")
+		return strings.HasPrefix(topic, wire.TopicResponsePrefix)
 	}
-	return strings.HasPrefix(topic, "$iothub/streams/POST/") || strings.HasPrefix(topic, "$iothub/streams/res/")
+	return strings.HasPrefix(topic, wire.TopicRequestPrefix) || strings.HasPrefix(topic, wire.TopicResponsePrefix)
 }
 
 func (a *authHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, "$iothub/streams/res/") {
+	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, wire.TopicResponsePrefix) {
 		return pk, nil
 	}
 	a.h.Answers <- pk.TopicName
