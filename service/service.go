@@ -1,7 +1,7 @@
 // Package service is Tether's service SDK: it opens device streams and
 // manages the device registry of a hub, speaking the Azure IoT Hub REST
-// and streaming protocol (see ../shared/WIRE.md §2, §5 and §6), so it
-// works against Azure's hub as well as Tether's.
+// and streaming protocol (docs/protocol.md; its names are in package wire),
+// so it works against Azure's hub as well as Tether's.
 //
 // A stream is a net.Conn:
 //

@@ -572,7 +572,7 @@ func TestOpenStreamJoins(t *testing.T) {
 	f := newFakeHub(t)
 	c := f.client(t, Options{})
 	f.handle(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/bridges/") {
+		if strings.HasPrefix(r.URL.Path, wire.PathBridges) {
 			if r.Header.Get("Authorization") != "Bearer tok-123" {
 				http.Error(w, "bad token", http.StatusUnauthorized)
 				return

@@ -132,7 +132,8 @@ func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (ne
 	h.Set("Authorization", tok)
 	h.Set(wire.HeaderConnectTimeout, seconds(c.opts.ConnectTimeout))
 	h.Set(wire.HeaderResponseTimeout, seconds(c.opts.ResponseTimeout))
-	// The device ID is escaped; the stream name goes as is (WIRE.md §2).
+	// The device ID is escaped; the stream name goes as is, as Azure's
+	// clients send it: a stream name holds no "/".
 	u := "ws" + strings.TrimPrefix(c.base, "http") + "/twins/" + url.PathEscape(deviceID) + "/streams/" + streamName + "?api-version=" + wire.APIVersion
 	rctx, cancel := context.WithTimeout(ctx, c.opts.ResponseTimeout+slack)
 	defer cancel()
@@ -179,7 +180,8 @@ func (c *Client) openInOne(ctx context.Context, deviceID, streamName string) (ne
 // the caller's deadline are not retried.
 func (c *Client) requestStream(ctx context.Context, deviceID, streamName string) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		// The device ID is escaped; the stream name goes as is (WIRE.md §2).
+		// The device ID is escaped; the stream name goes as is, as Azure's
+		// clients send it: a stream name holds no "/".
 		req, err := c.newRequest(ctx, "POST", "/twins/"+url.PathEscape(deviceID)+"/streams/"+streamName, nil)
 		if err != nil {
 			return nil, err

@@ -135,7 +135,7 @@ func (h *testHub) device(id string) wire.Device {
 }
 
 func (h *testHub) serve(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, "/bridges/") {
+	if strings.HasPrefix(r.URL.Path, wire.PathBridges) {
 		echoStream(w, r)
 		return
 	}
