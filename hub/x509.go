@@ -3,14 +3,10 @@ package hub
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"strings"
 	"time"
 
-	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -19,7 +15,8 @@ import (
 // devices with keys and services, which present none, are unaffected; the
 // TLS handshake has still proved that the client holds the certificate's
 // private key (CertificateVerify). What the certificate is worth is decided
-// here, per device, once the CONNECT names one.
+// here, per device, once the CONNECT names one. The CAs it chains to are
+// uploaded through /certificates (certificates.go).
 
 // checkDeviceCert decides a CONNECT of a device registered as selfSigned
 // or certificateAuthority, by the certificate chain it presented (leaf
@@ -81,107 +78,4 @@ func verifyDeviceCert(ctx context.Context, dev wire.Device, certs []*x509.Certif
 		return nil
 	}
 	return fmt.Errorf("authentication type %q takes no certificate", dev.Authentication.Type)
-}
-
-// certificateBody is the body of PUT /certificates/{name}: the PEM at the
-// top, or under properties as Azure's management API nests it.
-type certificateBody struct {
-	Certificate string `json:"certificate"`
-	Properties  struct {
-		Certificate string `json:"certificate"`
-	} `json:"properties"`
-}
-
-func (s *Server) handlePutCertificate(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authService(r, registry.RegistryWrite); err != nil {
-		unauthorized(w)
-		return
-	}
-	body, ok := s.readBody(w, r)
-	if !ok {
-		return
-	}
-	var in certificateBody
-	if err := json.Unmarshal(body, &in); err != nil {
-		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "malformed certificate document: "+err.Error())
-		return
-	}
-	pem := in.Certificate
-	if pem == "" {
-		pem = in.Properties.Certificate
-	}
-	if strings.TrimSpace(pem) == "" {
-		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, `no certificate: send {"certificate": "-----BEGIN CERTIFICATE-----..."}`)
-		return
-	}
-	ctx, cancel := ctxTimeout(r.Context())
-	defer cancel()
-	c, err := s.reg.PutCertificate(ctx, r.PathValue("name"), pem)
-	if err != nil {
-		s.certificateError(w, r.PathValue("name"), err)
-		return
-	}
-	s.log.Info("CA certificate uploaded", "name", c.Name, "subject", c.Subject, "thumbprint", c.Thumbprint)
-	writeJSON(w, c)
-}
-
-func (s *Server) handleGetCertificate(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authService(r, registry.RegistryRead); err != nil {
-		unauthorized(w)
-		return
-	}
-	ctx, cancel := ctxTimeout(r.Context())
-	defer cancel()
-	c, err := s.reg.Certificate(ctx, r.PathValue("name"))
-	if err != nil {
-		s.certificateError(w, r.PathValue("name"), err)
-		return
-	}
-	writeJSON(w, c)
-}
-
-func (s *Server) handleListCertificates(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authService(r, registry.RegistryRead); err != nil {
-		unauthorized(w)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
-	list, err := s.reg.Certificates(ctx)
-	if err != nil {
-		s.certificateError(w, "", err)
-		return
-	}
-	writeJSON(w, list)
-}
-
-func (s *Server) handleDeleteCertificate(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.authService(r, registry.RegistryWrite); err != nil {
-		unauthorized(w)
-		return
-	}
-	ctx, cancel := ctxTimeout(r.Context())
-	defer cancel()
-	name := r.PathValue("name")
-	if err := s.reg.DeleteCertificate(ctx, name); err != nil {
-		s.certificateError(w, name, err)
-		return
-	}
-	// Sessions it let in stay up (a CA vouches at CONNECT, where a
-	// withdrawn key ends its sessions: keys.go); their next connection is
-	// refused.
-	s.log.Info("CA certificate deleted", "name", name)
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) certificateError(w http.ResponseWriter, name string, err error) {
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		writeError(w, http.StatusNotFound, wire.CodeCertificateNotFound, fmt.Sprintf("Certificate %s not found", name))
-	case errors.Is(err, registry.ErrInvalid):
-		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, err.Error())
-	default:
-		s.log.Error("registry", "certificate", name, "err", err)
-		writeError(w, http.StatusInternalServerError, wire.CodeServerError, "registry unavailable")
-	}
 }
