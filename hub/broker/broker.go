@@ -8,7 +8,7 @@
 // HandleWebSocket), as derpserver does.
 //
 // Two rules keep one device from reading another's stream tokens, since
-// every device subscribes to the same filter ($iothub/streams/POST/#):
+// every device subscribes to the same filter (wire.TopicRequestFilter):
 // requests are written to the one device's connection and never published
 // through the broker, and nothing a device publishes is ever delivered to
 // anyone (answers are consumed, everything else is refused). Last-will
@@ -156,6 +156,18 @@ const (
 var errWriteTimeout = errors.New("broker: writing to the device timed out")
 
 // Broker is the embedded MQTT server. Create one with New.
+//
+// Lock order, outermost first: a client id's callback stripe (cb), then
+// the hub's Server.mu, then mu. OnConnect and OnDisconnect run under the
+// stripe, and they and OnTakeover take Server.mu; the hub, holding
+// Server.mu, calls Disconnect, Credential and Remote, which take mu. mu is
+// a leaf: under it the broker calls only DisconnectStale's stale, which
+// must not call the broker, and reads a client's state; it stops
+// connections and runs callbacks after letting it go. mochi calls the
+// hooks holding none of its locks. Disconnect, DisconnectStale and
+// TakeOver close a connection, which may write a goodbye (a WebSocket
+// close frame, TLS close_notify) within a deadline; a WebSocket's write
+// lock (wsConn.wmu) is only tried there, never waited for.
 type Broker struct {
 	opts           Options
 	log            *slog.Logger
@@ -266,7 +278,9 @@ func New(opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("broker: adding hook: %w", err)
 	}
 	// Stub listeners, so that mochi's Close disconnects the clients of
-	// both ways in (notes §4). Close ends every connection itself first.
+	// both ways in: it closes its clients listener by listener, and only
+	// those of a listener it knows. Close ends every connection itself
+	// first.
 	for _, id := range []string{listenerTLS, listenerWS} {
 		if err := b.srv.AddListener(stubListener{id: id}); err != nil {
 			cancel()
@@ -481,8 +495,9 @@ func (b *Broker) RequestStream(ctx context.Context, clientID string, req wire.St
 
 	req.RID = rid
 	// QoS 0, to this one client only, never through the broker's
-	// subscriptions (notes §1). The write runs apart so a stalled device
-	// cannot hold the caller past ctx.
+	// subscriptions: every device subscribes to the same filter, and a
+	// publish would hand this request's token to all of them. The write
+	// runs apart so a stalled device cannot hold the caller past ctx.
 	written := make(chan error, 1)
 	go func() {
 		defer b.wg.Done()
@@ -527,8 +542,8 @@ func (b *Broker) write(s *session, pk packets.Packet) error {
 }
 
 // validRequest rejects requests whose topic a device would split in the
-// wrong places (WIRE.md §3): the name is one topic level free of MQTT
-// wildcards, and every property must be exactly key=value.
+// wrong places (see wire.StreamRequest.Topic): the name is one topic level
+// free of MQTT wildcards, and every property must be exactly key=value.
 func validRequest(r wire.StreamRequest) error {
 	if err := wire.ValidateStreamName(r.Name); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)

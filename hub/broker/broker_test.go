@@ -513,7 +513,7 @@ func TestClose(t *testing.T) {
 		t.Fatal("ServeConn after Close left the conn open")
 	}
 	rec := httptest.NewRecorder()
-	h.b.HandleWebSocket(rec, httptest.NewRequest("GET", "/$iothub/websocket", nil))
+	h.b.HandleWebSocket(rec, httptest.NewRequest("GET", wire.PathMQTTWebSocket, nil))
 	if rec.Code != http.StatusServiceUnavailable {
 		t.Fatalf("HandleWebSocket after Close: %d", rec.Code)
 	}
@@ -557,7 +557,7 @@ func TestWebSocketNeedsMQTTSubprotocol(t *testing.T) {
 	h := startHub(t)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, h.wsSrv.URL+"/$iothub/websocket", &websocket.DialOptions{HTTPClient: h.wsSrv.Client()})
+	c, _, err := websocket.Dial(ctx, h.wsSrv.URL+wire.PathMQTTWebSocket, &websocket.DialOptions{HTTPClient: h.wsSrv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +577,7 @@ func TestWebSocketSubprotocolAnyCase(t *testing.T) {
 		t.Run(proto, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), wait)
 			defer cancel()
-			c, _, err := websocket.Dial(ctx, h.wsSrv.URL+"/$iothub/websocket", &websocket.DialOptions{
+			c, _, err := websocket.Dial(ctx, h.wsSrv.URL+wire.PathMQTTWebSocket, &websocket.DialOptions{
 				HTTPClient: h.wsSrv.Client(), Subprotocols: []string{"xmpp", proto},
 			})
 			if err != nil {
@@ -672,7 +672,7 @@ func TestDeviceNotReadingIsDropped(t *testing.T) {
 	sub := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
 		PacketID:    1,
-		Filters:     packets.Subscriptions{{Filter: "$iothub/streams/POST/#"}},
+		Filters:     packets.Subscriptions{{Filter: wire.TopicRequestFilter}},
 	}
 	var buf bytes.Buffer
 	if err := sub.SubscribeEncode(&buf); err != nil {

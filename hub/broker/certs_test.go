@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // TestPeerCertificates: the client certificate of the TLS handshake
@@ -46,7 +48,7 @@ func TestPeerCertificates(t *testing.T) {
 	go b.Serve(ln)
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/$iothub/websocket", b.HandleWebSocket)
+	mux.HandleFunc(wire.PathMQTTWebSocket, b.HandleWebSocket)
 	ws := httptest.NewUnstartedServer(mux)
 	ws.TLS = serverTLS.Clone()
 	ws.StartTLS()
@@ -60,9 +62,9 @@ func TestPeerCertificates(t *testing.T) {
 		cert    bool
 	}{
 		{"tls-cert", "tls://" + ln.Addr().String(), pool, true},
-		{"ws-cert", "wss://" + strings.TrimPrefix(ws.URL, "https://") + "/$iothub/websocket", wsPool, true},
+		{"ws-cert", "wss://" + strings.TrimPrefix(ws.URL, "https://") + wire.PathMQTTWebSocket, wsPool, true},
 		{"tls-none", "tls://" + ln.Addr().String(), pool, false},
-		{"ws-none", "wss://" + strings.TrimPrefix(ws.URL, "https://") + "/$iothub/websocket", wsPool, false},
+		{"ws-none", "wss://" + strings.TrimPrefix(ws.URL, "https://") + wire.PathMQTTWebSocket, wsPool, false},
 	} {
 		conf := &tls.Config{RootCAs: c.roots}
 		if c.cert {

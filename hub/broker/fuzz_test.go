@@ -39,8 +39,8 @@ func FuzzClientTopic(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, topic string, write bool) {
 		if h.OnACLCheck(cl, topic, write) {
-			ok := strings.HasPrefix(topic, responsePrefix) ||
-				!write && strings.HasPrefix(topic, requestPrefix)
+			ok := strings.HasPrefix(topic, wire.TopicResponsePrefix) ||
+				!write && strings.HasPrefix(topic, wire.TopicRequestPrefix)
 			if !ok {
 				t.Fatalf("ACL admitted %q (write %v)", topic, write)
 			}

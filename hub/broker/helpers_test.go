@@ -20,6 +20,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // wait bounds every wait on an event, so a broken test fails instead of
@@ -152,9 +154,9 @@ func startHub(t *testing.T) *hub {
 	h.tlsCfg = &tls.Config{RootCAs: pool}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("/$iothub/websocket", b.HandleWebSocket)
+	mux.HandleFunc(wire.PathMQTTWebSocket, b.HandleWebSocket)
 	h.wsSrv = httptest.NewTLSServer(mux)
-	h.wsURL = "wss://" + strings.TrimPrefix(h.wsSrv.URL, "https://") + "/$iothub/websocket"
+	h.wsURL = "wss://" + strings.TrimPrefix(h.wsSrv.URL, "https://") + wire.PathMQTTWebSocket
 	wsPool := x509.NewCertPool()
 	wsPool.AddCert(h.wsSrv.Certificate())
 	h.wsCfg = &tls.Config{RootCAs: wsPool}
@@ -249,8 +251,8 @@ func (h *hub) tryDial(t *testing.T, id string, o dialOpts) (*device, error) {
 	}
 	t.Cleanup(func() { d.c.Disconnect(0) })
 	if !o.noSubs {
-		d.subscribe(t, "$iothub/streams/POST/#", d.reqs)
-		d.subscribe(t, "$iothub/streams/res/#", d.res)
+		d.subscribe(t, wire.TopicRequestFilter, d.reqs)
+		d.subscribe(t, wire.TopicResponseFilter, d.res)
 	}
 	return d, nil
 }

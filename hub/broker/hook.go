@@ -9,13 +9,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-)
 
-// Topic prefixes a device may use. The filters wire.TopicRequestFilter and
-// wire.TopicResponseFilter are these followed by "#".
-const (
-	requestPrefix  = "$iothub/streams/POST/"
-	responsePrefix = "$iothub/streams/res/"
+	"github.com/tether-io/tether/wire"
 )
 
 // hook is the broker's whole policy inside mochi: who may connect, what
@@ -107,9 +102,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 
 func allowed(topic string, write bool) bool {
 	if write {
-		return strings.HasPrefix(topic, responsePrefix)
+		return strings.HasPrefix(topic, wire.TopicResponsePrefix)
 	}
-	return strings.HasPrefix(topic, requestPrefix) || strings.HasPrefix(topic, responsePrefix)
+	return strings.HasPrefix(topic, wire.TopicRequestPrefix) || strings.HasPrefix(topic, wire.TopicResponsePrefix)
 }
 
 func (h *hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
@@ -140,7 +135,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	if s := sessionOf(cl); s != nil && strings.HasPrefix(pk.TopicName, responsePrefix) {
+	if s := sessionOf(cl); s != nil && strings.HasPrefix(pk.TopicName, wire.TopicResponsePrefix) {
 		h.b.answer(s, pk.TopicName)
 	}
 	return pk, packets.CodeSuccessIgnore
