@@ -174,7 +174,7 @@ func (s *Server) refuseWhileDraining(w http.ResponseWriter, r *http.Request) boo
 	case p == "/readyz":
 		http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 		return true
-	case p == "/$iothub/websocket":
+	case p == wire.PathMQTTWebSocket:
 		w.Header().Set("Retry-After", "1")
 		msg := "this hub node is shutting down; connect to another node"
 		if s.opts.Cluster.Alone() {

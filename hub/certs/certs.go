@@ -31,7 +31,7 @@ import (
 )
 
 // Certificates made on first start: ECDSA P-256, the cheapest handshake
-// (../shared/RELAY-NOTES.md measured RSA-2048 at twice the cost).
+// (RSA-2048 costs the server more than twice the CPU; docs/benchmarks.md).
 const (
 	// CAFile is the CA certificate users pass to clients with --ca.
 	CAFile      = "ca.pem"

@@ -2,7 +2,7 @@
 // write system call. tls.Conn.Write of a 256 KiB frame writes each 16 KiB
 // record on its own; on a relay, where syscalls are most of the CPU, one
 // write per frame measured +20–34% throughput and −20% CPU
-// (../shared/RELAY-NOTES.md). A Conn sits beneath the tls.Conn and passes
+// (docs/benchmarks.md). A Conn sits beneath the tls.Conn and passes
 // writes straight through, except inside Batch, where it gathers them and
 // sends them together when the batch ends.
 package batchconn
