@@ -81,7 +81,7 @@ func TestDrainRefusalSaysWhereToGo(t *testing.T) {
 			}
 
 			c := &http.Client{Transport: &http.Transport{TLSClientConfig: h.TLS}, Timeout: 10 * time.Second}
-			resp, err := c.Get("https://" + h.Addr + "/$iothub/websocket")
+			resp, err := c.Get("https://" + h.Addr + wire.PathMQTTWebSocket)
 			if err != nil {
 				t.Fatal(err)
 			}
