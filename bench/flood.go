@@ -189,7 +189,7 @@ func (f *Flood) attempt(ctx context.Context, conf *tls.Config, src net.IP, useWS
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return classify(err, OutClosedTLS), err
 		}
-		d := ws.Dialer{Protocols: []string{"mqtt"}, NetDial: func(context.Context, string, string) (net.Conn, error) { return tc, nil }}
+		d := ws.Dialer{Protocols: []string{wire.SubprotocolMQTT}, NetDial: func(context.Context, string, string) (net.Conn, error) { return tc, nil }}
 		// ws:// here: TLS is already on tc.
 		u.Scheme = "ws"
 		c, br, _, err := d.Dial(ctx, u.String())

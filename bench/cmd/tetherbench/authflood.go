@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/bench"
+	"github.com/tether-io/tether/wire"
 )
 
 // AuthFloodFig is the authflood load (issue 6): streams through the
@@ -66,7 +67,7 @@ func attackSources() []string {
 
 // floodProc starts benchflood against h for dur, writing its result to out.
 func (r *runner) floodProc(name string, h *hub, device string, dur time.Duration, out string) (*bench.Proc, error) {
-	return r.floodAt(name, h.mqttAddr, "wss://"+h.httpAddr+"/$iothub/websocket", device, dur, out)
+	return r.floodAt(name, h.mqttAddr, "wss://"+h.httpAddr+wire.PathMQTTWebSocket, device, dur, out)
 }
 
 // floodAt starts benchflood against an MQTT address and a WebSocket URL

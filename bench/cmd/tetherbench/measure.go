@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-io/tether/bench"
 	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/wire"
 )
 
 // Path names: the two baselines, Tether through `tether forward`, and
@@ -360,7 +361,7 @@ func (r *runner) deviceSim(h *hub) (*bench.DeviceSim, error) {
 	return &bench.DeviceSim{
 		Host:      "127.0.0.1",
 		MQTTAddr:  h.mqttAddr,
-		WSURL:     "wss://" + h.httpAddr + "/$iothub/websocket",
+		WSURL:     "wss://" + h.httpAddr + wire.PathMQTTWebSocket,
 		TLS:       h.tlsConf,
 		KeyName:   cs.SharedAccessKeyName,
 		Key:       cs.SharedAccessKey,
