@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/gobwas/ws"
 
+	"github.com/tether-io/tether/internal/wstest"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -175,6 +176,10 @@ func writePacket(w io.Writer, p packets.ControlPacket) error {
 	return err
 }
 
+// maxHubFrame bounds a frame from the hub: its MQTT packets to a device
+// are a few hundred bytes, so a frame near this is a broken hub.
+const maxHubFrame = 1 << 20
+
 // wsStream carries MQTT in masked binary WebSocket messages and reads the
 // hub's messages back as one byte stream.
 type wsStream struct {
@@ -194,7 +199,7 @@ func (s *wsStream) Write(p []byte) (int, error) {
 
 func (s *wsStream) Read(p []byte) (int, error) {
 	for len(s.buf) == 0 {
-		f, err := ws.ReadFrame(s.r)
+		f, err := wstest.ReadFrame(s.r, maxHubFrame)
 		if err != nil {
 			return 0, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/tether-io/tether/internal/wstest"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -322,7 +323,7 @@ func TestAzureCDeviceOverWebSocket(t *testing.T) {
 		src = io.MultiReader(br, conn)
 	}
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	f, err := ws.ReadFrame(src)
+	f, err := wstest.ReadFrame(src, ws.MaxControlFramePayloadSize)
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -230,5 +229,3 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		<-tick.C
 	}
 }
-
-var errNoAnswer = errors.New("no answer")

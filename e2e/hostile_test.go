@@ -30,6 +30,7 @@ import (
 	"github.com/tether-io/tether/device"
 	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/internal/wsconn"
+	"github.com/tether-io/tether/internal/wstest"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -752,7 +753,7 @@ func expectClose(t *testing.T, c net.Conn, br *bufio.Reader, code ws.StatusCode)
 		r = io.MultiReader(br, c)
 	}
 	c.SetReadDeadline(time.Now().Add(hostileWait))
-	f, err := ws.ReadFrame(r)
+	f, err := wstest.ReadFrame(r, ws.MaxControlFramePayloadSize)
 	if err != nil || f.Header.OpCode != ws.OpClose {
 		t.Fatalf("got %+v, %v; want a close frame", f.Header, err)
 	}

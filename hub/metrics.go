@@ -14,14 +14,13 @@ import (
 // metrics are the hub's Prometheus metrics, on a registry of its own so
 // that two hubs in one process (tests) never collide.
 type metrics struct {
-	reg          *prometheus.Registry
-	streams      *prometheus.CounterVec
-	setup        prometheus.Histogram
-	bytes        *prometheus.CounterVec
-	mqttConns    prometheus.Counter
-	deviceAuth   prometheus.Counter
-	serviceAuth  prometheus.Counter
-	devicesTotal prometheus.Gauge
+	reg         *prometheus.Registry
+	streams     *prometheus.CounterVec
+	setup       prometheus.Histogram
+	bytes       *prometheus.CounterVec
+	mqttConns   prometheus.Counter
+	deviceAuth  prometheus.Counter
+	serviceAuth prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {

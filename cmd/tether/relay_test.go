@@ -18,6 +18,7 @@ import (
 
 	hubrelay "github.com/tether-io/tether/hub/relay"
 	"github.com/tether-io/tether/internal/wsconn"
+	"github.com/tether-io/tether/internal/wstest"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -199,7 +200,7 @@ func TestRelayHalfCloseTowardAzure(t *testing.T) {
 
 	var data []byte
 	for {
-		f, err := ws.ReadFrame(devR)
+		f, err := wstest.ReadFrame(devR, 1<<20)
 		if err != nil {
 			t.Fatalf("device read: %v", err)
 		}

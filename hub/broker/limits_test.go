@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/tether-io/tether/internal/limit"
 	"io"
 	"net"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tether-io/tether/internal/limit"
 )
 
 // rawConnect serves one connection over a pipe, sends a CONNECT for

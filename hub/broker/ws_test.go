@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/internal/wstest"
 )
 
 // TestWSConnFrames: bytes net/http read ahead come first, a ping is
@@ -28,7 +30,7 @@ func TestWSConnFrames(t *testing.T) {
 				return err
 			}
 			var err error
-			if pong, err = ws.ReadFrame(cli); err != nil {
+			if pong, err = wstest.ReadFrame(cli, ws.MaxControlFramePayloadSize); err != nil {
 				return err
 			}
 			first := ws.MaskFrame(ws.NewFrame(ws.OpBinary, false, []byte("cd")))
@@ -38,7 +40,7 @@ func TestWSConnFrames(t *testing.T) {
 					return err
 				}
 			}
-			closing, err = ws.ReadFrame(cli)
+			closing, err = wstest.ReadFrame(cli, ws.MaxControlFramePayloadSize)
 			return err
 		}()
 	}()
@@ -84,7 +86,7 @@ func TestWSConnWriteOneFrame(t *testing.T) {
 	defer c.Close()
 	payload := bytes.Repeat([]byte{7}, 300) // a 16-bit length
 	go func() { _, _ = c.Write(payload) }()
-	f, err := ws.ReadFrame(cli)
+	f, err := wstest.ReadFrame(cli, int64(len(payload)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,10 +127,9 @@ func TestMessageTooBig(t *testing.T) {
 			}
 		}},
 		{"fragments", func(t *testing.T, c interface{ Write([]byte) (int, error) }) {
-			w := c.(interface{ Write([]byte) (int, error) })
 			for i, op := range []ws.OpCode{ws.OpBinary, ws.OpContinuation, ws.OpContinuation} {
 				f := ws.MaskFrame(ws.NewFrame(op, i == 2, make([]byte, 400)))
-				if err := ws.WriteFrame(w, f); err != nil {
+				if err := ws.WriteFrame(c, f); err != nil {
 					t.Fatal(err)
 				}
 			}
