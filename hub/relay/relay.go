@@ -21,7 +21,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
-	"github.com/tether-io/tether/internal/batchconn"
 	"io"
 	"log/slog"
 	"net"
@@ -33,6 +32,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tether-io/tether/internal/batchconn"
 	"github.com/tether-io/tether/wire"
 )
 

@@ -27,7 +27,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/tether-io/tether/internal/batchconn"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -41,6 +40,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/tether-io/tether/internal/batchconn"
 	"github.com/tether-io/tether/wire"
 )
 
