@@ -313,7 +313,7 @@ func TestAzureCDeviceOverWebSocket(t *testing.T) {
 	// Another subprotocol only: 101 (the handshake is done before the
 	// check), then close 1008, and a log line that says why.
 	wd := ws.Dialer{TLSConfig: h.TLS, Protocols: []string{"xmpp"}}
-	conn, br, _, err := wd.Dial(context.Background(), "wss://"+h.Addr+"/$iothub/websocket")
+	conn, br, _, err := wd.Dial(context.Background(), "wss://"+h.Addr+wire.PathMQTTWebSocket)
 	if err != nil {
 		t.Fatalf("dial offering xmpp: %v", err)
 	}

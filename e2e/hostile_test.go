@@ -112,8 +112,8 @@ func TestGarbageOnEveryPort(t *testing.T) {
 	}
 
 	t.Run("mqtt-websocket", func(t *testing.T) {
-		d := ws.Dialer{TLSConfig: h.TLS, Protocols: []string{"mqtt"}}
-		c, _, _, err := d.Dial(context.Background(), "wss://"+h.Addr+"/$iothub/websocket")
+		d := ws.Dialer{TLSConfig: h.TLS, Protocols: []string{wire.SubprotocolMQTT}}
+		c, _, _, err := d.Dial(context.Background(), "wss://"+h.Addr+wire.PathMQTTWebSocket)
 		if err != nil {
 			t.Fatal(err)
 		}

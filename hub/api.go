@@ -50,8 +50,8 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.HandleFunc("DELETE /streams/{id}", s.handleKillStream)
-	mux.Handle("/bridges/", s.relay)
-	mux.HandleFunc("/$iothub/websocket", s.broker.HandleWebSocket)
+	mux.Handle(wire.PathBridges, s.relay)
+	mux.HandleFunc(wire.PathMQTTWebSocket, s.broker.HandleWebSocket)
 	return mux
 }
 
@@ -63,7 +63,7 @@ func (s *Server) reusedRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /twins/{id}/streams/{name}", s.handleOpenStream)
 	mux.HandleFunc("GET /twins/{id}/modules/{module}/streams/{name}", s.handleOpenStream)
-	mux.Handle("/bridges/", s.relay)
+	mux.Handle(wire.PathBridges, s.relay)
 	return mux
 }
 
