@@ -91,7 +91,7 @@ func (s *DeviceSim) connect(ctx context.Context, id string, i int, useWS bool) (
 	if useWS {
 		d := ws.Dialer{
 			TLSConfig: s.TLS,
-			Protocols: []string{"mqtt"},
+			Protocols: []string{wire.SubprotocolMQTT},
 			NetDial:   nd.DialContext,
 		}
 		var br *bufio.Reader
