@@ -1,0 +1,249 @@
+package wsconn
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+
+	"github.com/gobwas/ws"
+)
+
+const (
+	// maxFrame is the largest frame Write sends. 256 KiB is the top of the
+	// range RELAY-NOTES measured as best, and being a multiple of 16 KiB it
+	// fills whole TLS records.
+	maxFrame = 256 << 10
+	// maxHeader is the size of a masked client header with a 64-bit length.
+	maxHeader = ws.MaxHeaderSize
+	// maxChunk is the payload of a full frame: header + payload == maxFrame.
+	maxChunk = maxFrame - maxHeader
+)
+
+// ErrWriteClosed is returned by Write after CloseWrite. It wraps
+// net.ErrClosed: like a closed conn, it is the caller's own doing.
+var ErrWriteClosed = fmt.Errorf("wsconn: write after CloseWrite: %w", net.ErrClosed)
+
+// writeControl sends one control frame. A close frame is sent at most once.
+func (c *Conn) writeControl(op ws.OpCode, payload []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent || c.wbroken {
+		return net.ErrClosed
+	}
+	if op == ws.OpClose {
+		c.closeSent = true
+		// Sent or not, nothing more will pass either way.
+		defer c.markDone()
+	}
+	n := putHeader(c.cbuf[:], op, true, len(payload))
+	copy(c.cbuf[n:], payload)
+	ws.Cipher(c.cbuf[n:n+len(payload)], c.maskOf(n), 0)
+	return c.writeRaw(c.cbuf[:n+len(payload)])
+}
+
+// writeErr is the error of a data write that cannot go out. The caller
+// holds wmu.
+func (c *Conn) writeErr() error {
+	switch {
+	case c.closeSent || c.wbroken:
+		return net.ErrClosed
+	case c.eofSent:
+		return ErrWriteClosed
+	}
+	return nil
+}
+
+// maskOf returns the mask putHeader just wrote, which ends at n.
+func (c *Conn) maskOf(n int) (m [4]byte) {
+	copy(m[:], c.cbuf[n-4:n])
+	return m
+}
+
+// Write sends p as one binary frame, or as frames of 256 KiB when it is
+// larger. It returns how many bytes of p went out in whole frames. A Write
+// of no bytes sends nothing: an empty frame is the end-of-stream marker.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeErr(); err != nil {
+		return 0, err
+	}
+	if need := min(len(p)+maxHeader, maxFrame); len(c.wbuf) < need {
+		// Sized to what is written, up to a full frame: a stream of small
+		// messages keeps a small buffer.
+		c.wbuf = make([]byte, need)
+	}
+	done := 0
+	for done < len(p) {
+		chunk := min(len(p)-done, maxChunk)
+		n := putHeader(c.wbuf, ws.OpBinary, true, chunk)
+		// Copy then mask: the caller's p must stay as it was.
+		copy(c.wbuf[n:], p[done:done+chunk])
+		var m [4]byte
+		copy(m[:], c.wbuf[n-4:n])
+		ws.Cipher(c.wbuf[n:n+chunk], m, 0)
+		if err := c.writeRaw(c.wbuf[:n+chunk]); err != nil {
+			return done, err
+		}
+		done += chunk
+	}
+	return done, nil
+}
+
+// smallChunk is the payload ReadFrom reads at first: a stream that only
+// ever carries small messages (a shell, a request and its answer) needs
+// no more.
+const smallChunk = 16<<10 - maxHeader
+
+// ReadFrom sends what it reads from src as binary frames, reading straight
+// into the frame buffer (header room in front) so a read becomes a frame
+// with one copy fewer than Write. io.Copy uses it.
+//
+// It reads into a 16 KiB buffer of its own, and into a pooled 256 KiB one
+// only while reads fill the small one (bulk data): most streams never need
+// the large one, and a stream blocked in src.Read between bursts holds 16
+// KiB rather than 256, which is what a thousand open streams cost.
+func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
+	// Buffers of its own: reading src must not hold the write lock, or
+	// pongs and Close would wait on src.
+	small := make([]byte, maxHeader+smallChunk)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			frameBufs.Put(big)
+		}
+	}()
+	var total int64
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf[maxHeader:])
+		if n > 0 {
+			h := headerSize(n)
+			start := maxHeader - h
+			putHeader(buf[start:], ws.OpBinary, true, n)
+			var m [4]byte
+			copy(m[:], buf[maxHeader-4:maxHeader])
+			ws.Cipher(buf[maxHeader:maxHeader+n], m, 0)
+			c.wmu.Lock()
+			werr := c.writeErr()
+			if werr == nil {
+				werr = c.writeRaw(buf[start : maxHeader+n])
+			}
+			c.wmu.Unlock()
+			if werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+		switch {
+		case big == nil && n == smallChunk:
+			big = frameBufs.Get().(*[]byte)
+		case big != nil && n <= smallChunk:
+			frameBufs.Put(big)
+			big = nil
+		}
+	}
+}
+
+// writeRaw writes one whole frame in one Write of the TLS conn and, with
+// the batching shim, one write syscall. The caller holds wmu.
+func (c *Conn) writeRaw(b []byte) error {
+	var (
+		n   int
+		err error
+	)
+	if c.batch != nil {
+		err = c.batch.Batch(func() error {
+			var werr error
+			n, werr = c.nc.Write(b)
+			return werr
+		})
+	} else {
+		n, err = c.nc.Write(b)
+	}
+	if err != nil && (n > 0 || c.batch != nil || !isTimeout(err)) {
+		// Part of a frame may be on the wire (TLS also breaks for good
+		// after a failed write), or the connection failed: nothing more
+		// may be framed after it. Only a timeout that wrote nothing
+		// leaves the stream as it was.
+		c.wbroken = true
+		if !c.closing.Load() {
+			c.setEnd(&CloseError{Code: CodeAbnormal, Err: err})
+		}
+		c.markDone()
+	}
+	return err
+}
+
+// headerSize is the size of a masked header for a payload of n bytes.
+func headerSize(n int) int {
+	switch {
+	case n < 126:
+		return 2 + 4
+	case n <= 0xffff:
+		return 4 + 4
+	default:
+		return 10 + 4
+	}
+}
+
+// putHeader writes a masked header with a fresh random mask at the start of
+// b and returns its size.
+func putHeader(b []byte, op ws.OpCode, fin bool, n int) int {
+	b[0] = byte(op)
+	if fin {
+		b[0] |= 0x80
+	}
+	var i int
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+		i = 2
+	case n <= 0xffff:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		i = 4
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+		i = 10
+	}
+	b[1] |= 0x80
+	// The mask only defeats cache poisoning by proxies (RFC 6455 §10.3);
+	// it need not be a secret, so math/rand is enough.
+	binary.LittleEndian.PutUint32(b[i:], rand.Uint32())
+	return i + 4
+}
+
+// CloseWrite ends this side's direction of the stream: with Subprotocol it
+// sends the end-of-stream marker once, after which Write fails with
+// ErrWriteClosed while Read goes on until the peer's own EOF. Without it
+// (the hub selected no subprotocol) it calls Close, since closing is the
+// only EOF a peer of the plain protocol understands.
+func (c *Conn) CloseWrite() error {
+	if !c.halfClose {
+		return c.Close()
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closeSent || c.wbroken {
+		return net.ErrClosed
+	}
+	if c.eofSent {
+		return nil
+	}
+	c.eofSent = true
+	n := putHeader(c.cbuf[:], ws.OpBinary, true, 0)
+	return c.writeRaw(c.cbuf[:n])
+}
