@@ -143,17 +143,7 @@ func (h *mochiHub) write(pk packets.Packet) {
 func connectMochi(t *testing.T, o mqttOptions, connack packets.Packet) (*mochiHub, packets.Packet, *mqttConn, error) {
 	t.Helper()
 	h, dev := newMochiHub(t)
-	type result struct {
-		m   *mqttConn
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		m, err := mqttConnect(ctx, dev, o)
-		done <- result{m, err}
-	}()
+	done := connectAsync(dev, o)
 	connect := h.read(packets.Connect)
 	connack.FixedHeader.Type = packets.Connack
 	h.write(connack)

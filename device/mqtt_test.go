@@ -42,27 +42,36 @@ func (b *fakeBroker) write(typ byte, body []byte) {
 	}
 }
 
+// connectResult is what mqttConnect returned.
+type connectResult struct {
+	m   *mqttConn
+	err error
+}
+
+// connectAsync runs mqttConnect on dev in the background, for a test that
+// plays the hub on the other end.
+func connectAsync(dev net.Conn, o mqttOptions) <-chan connectResult {
+	done := make(chan connectResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		m, err := mqttConnect(ctx, dev, o)
+		done <- connectResult{m, err}
+	}()
+	return done
+}
+
 // connectFake runs mqttConnect against the fake broker, which accepts.
 func connectFake(t *testing.T, keepAlive, pingTimeout time.Duration) (*fakeBroker, *mqttConn, chan string, chan error) {
 	t.Helper()
 	b, dev := newFakeBroker(t)
 	topics, lost := make(chan string, 10), make(chan error, 1)
-	type result struct {
-		m   *mqttConn
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		m, err := mqttConnect(ctx, dev, mqttOptions{
-			clientID: "dev1", username: "hub/dev1/?api-version=x", password: "tok",
-			keepAlive: keepAlive, pingTimeout: pingTimeout,
-			onPublish: func(topic string) { topics <- topic },
-			onLost:    func(err error) { lost <- err },
-		})
-		done <- result{m, err}
-	}()
+	done := connectAsync(dev, mqttOptions{
+		clientID: "dev1", username: "hub/dev1/?api-version=x", password: "tok",
+		keepAlive: keepAlive, pingTimeout: pingTimeout,
+		onPublish: func(topic string) { topics <- topic },
+		onLost:    func(err error) { lost <- err },
+	})
 	typ, body := b.read()
 	if typ != pktConnect {
 		t.Fatalf("first packet type %#x, want CONNECT", typ)
