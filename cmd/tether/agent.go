@@ -54,12 +54,16 @@ const targetDialTimeout = 10 * time.Second
 // allowList maps a stream name to the host:port it connects to.
 type allowList map[string]string
 
-func (a allowList) String() string {
+func (a allowList) String() string { return strings.Join(a.entries(), ",") }
+
+// entries are a's NAME=HOST:PORT strings by name, each as Set takes it, so
+// that --allow is laid over the other sources as the list they give.
+func (a allowList) entries() []string {
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(a)) {
 		parts = append(parts, name+"="+a[name])
 	}
-	return strings.Join(parts, ",")
+	return parts
 }
 
 func (a allowList) Set(v string) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"iter"
 	"log/slog"
 	"maps"
 	"os"
@@ -28,6 +29,8 @@ import (
 // in one place. The connection string comes as itself (device) or in a
 // file (device-file): two forms of one setting, so that a stronger source
 // giving either replaces both, and one source giving both is a mistake.
+// Each setting is listed once, in agentSettings; its variable and its key
+// in the file follow from its flag's name.
 
 // Agent defaults.
 const (
@@ -41,23 +44,6 @@ const (
 	// seconds.
 	maxKeepAlive = 65535 * time.Second
 )
-
-// agentEnv names the environment variable of each agent setting.
-var agentEnv = map[string]string{
-	"config":      "TETHER_CONFIG",
-	"device":      "TETHER_DEVICE",
-	"device-file": "TETHER_DEVICE_FILE",
-	"ca":          "TETHER_CA",
-	"cert":        "TETHER_CERT",
-	"key":         "TETHER_KEY",
-	"allow":       "TETHER_ALLOW",
-	"transport":   "TETHER_TRANSPORT",
-	"mqtt-addr":   "TETHER_MQTT_ADDR",
-	"hubs":        "TETHER_HUBS",
-	"keepalive":   "TETHER_KEEPALIVE",
-	"log-format":  "TETHER_LOG_FORMAT",
-	"log-level":   "TETHER_LOG_LEVEL",
-}
 
 // agentFile is the TOML file of tether agent --config. Keys are the flags'
 // names with _ for -; any other key is an error, so that a typo does not
@@ -114,10 +100,60 @@ func loadAgentFile(path string) (*agentFile, error) {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
 	var f agentFile
-	if err := decodeTOML(path, data, &f, "device, device_file, ca, cert, key, allow, transport, mqtt_addr, hubs, keepalive, log_format, log_level"); err != nil {
+	keys := agentSettingNames()
+	for i, name := range keys {
+		keys[i] = agentFileKey(name)
+	}
+	if err := decodeTOML(path, data, &f, strings.Join(keys, ", ")); err != nil {
 		return nil, err
 	}
 	return &f, nil
+}
+
+// agentFileKey is the config file's key of the agent setting whose flag
+// is name: the name with _ for -.
+func agentFileKey(name string) string { return strings.ReplaceAll(name, "-", "_") }
+
+// source reads the settings of f, the config file at path. A key left
+// out or empty gives nothing.
+func (f *agentFile) source(path string) agentSource {
+	return func(name string) (setting, bool) {
+		v, list := f.value(name)
+		return setting{value: v, list: list, from: agentFileKey(name) + " in " + path}, v != "" || len(list) > 0
+	}
+}
+
+// value is what f holds for the setting whose flag is name; allow, a
+// list, comes in list.
+func (f *agentFile) value(name string) (v string, list []string) {
+	switch name {
+	case "device":
+		return f.Device, nil
+	case "device-file":
+		return f.DeviceFile, nil
+	case "ca":
+		return f.CA, nil
+	case "cert":
+		return f.Cert, nil
+	case "key":
+		return f.Key, nil
+	case "allow":
+		return "", f.Allow
+	case "transport":
+		return f.Transport, nil
+	case "mqtt-addr":
+		return f.MQTTAddr, nil
+	case "hubs":
+		return string(f.Hubs), nil
+	case "keepalive":
+		return f.KeepAlive, nil
+	case "log-format":
+		return f.LogFormat, nil
+	case "log-level":
+		return f.LogLevel, nil
+	}
+	// A setting of agentSettings with no key here: the program's mistake.
+	panic("agent config file: no key for setting " + name)
 }
 
 // decodeTOML strictly decodes data, the config file path, into v: a key
@@ -174,30 +210,31 @@ type agentConfig struct {
 // agentFlags are the agent's flags as parsed; set names those given on
 // the command line.
 type agentFlags struct {
-	config, device, deviceFile, cert, key, transport, mqttAddr, logFormat, logLevel, hubs string
-	keepAlive                                                                             time.Duration
-	allow                                                                                 allowList
-	set                                                                                   map[string]bool
+	fs    *flag.FlagSet
+	allow allowList
+	set   map[string]bool
 }
 
 // addAgentFlags registers the agent's flags. Their defaults are shown in
 // the help but applied only when no other source gives the setting; the
 // help names each one's environment variable, never its value.
 func addAgentFlags(fs *flag.FlagSet) *agentFlags {
-	f := &agentFlags{allow: allowList{}}
-	fs.StringVar(&f.config, "config", "", "`FILE`: TOML file of settings; flags and environment variables win over it")
-	fs.StringVar(&f.device, "device", "", "device connection string (`CONNSTR`); prefer --device-file or the environment variable to the flag, which other users see in ps")
-	fs.StringVar(&f.deviceFile, "device-file", "", "`FILE` holding the device connection string, as tether devices add --out writes it; refused if others may read it (mode 0600)")
-	fs.StringVar(&f.cert, "cert", "", "`FILE`: PEM certificate of an X.509 device (CN = its ID), with --key")
-	fs.StringVar(&f.key, "key", "", "`FILE`: PEM private key of --cert")
+	f := &agentFlags{fs: fs, allow: allowList{}}
+	fs.String("config", "", "`FILE`: TOML file of settings; flags and environment variables win over it")
+	fs.String("device", "", "device connection string (`CONNSTR`); prefer --device-file or the environment variable to the flag, which other users see in ps")
+	fs.String("device-file", "", "`FILE` holding the device connection string, as tether devices add --out writes it; refused if others may read it (mode 0600)")
+	fs.String("cert", "", "`FILE`: PEM certificate of an X.509 device (CN = its ID), with --key")
+	fs.String("key", "", "`FILE`: PEM private key of --cert")
 	fs.Var(f.allow, "allow", "`NAME=HOST:PORT`: connect streams named NAME to HOST:PORT (repeatable; the environment variable is comma-separated)")
-	fs.StringVar(&f.transport, "transport", defaultTransport, "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS)")
-	fs.StringVar(&f.mqttAddr, "mqtt-addr", "", "`HOST:PORT` of MQTT over TLS; the hub's host, port 8883 when not given")
-	fs.StringVar(&f.hubs, "hubs", "", "`HOST:PORT,...`: hub nodes to connect to instead of the connection string's HostName, tried in random order on each (re)connect")
-	fs.DurationVar(&f.keepAlive, "keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds")
-	fs.StringVar(&f.logFormat, "log-format", defaultLogFormat, "log format on stderr: text or json")
-	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error")
-	for name, env := range agentEnv {
+	fs.String("transport", defaultTransport, "how to reach the hub: ws (MQTT over WebSocket, HTTPS port) or tls (MQTT over TLS)")
+	fs.String("mqtt-addr", "", "`HOST:PORT` of MQTT over TLS; the hub's host, port 8883 when not given")
+	fs.String("hubs", "", "`HOST:PORT,...`: hub nodes to connect to instead of the connection string's HostName, tried in random order on each (re)connect")
+	fs.Duration("keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds")
+	fs.String("log-format", defaultLogFormat, "log format on stderr: text or json")
+	fs.String("log-level", defaultLogLevel, "debug, info, warn or error")
+	// Every setting has its flag (Env panics on a name with none) and its
+	// variable.
+	for name, env := range agentEnvs() {
 		if name != "ca" { // a global flag, marked with the others
 			cliflag.Env(fs, name, env)
 		}
@@ -205,140 +242,231 @@ func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 	return f
 }
 
-// setting is one raw value and where it came from, for error messages.
-type setting struct{ value, from string }
+// setting is one raw value and where it came from, for error messages; a
+// zero setting is one that no source gave. allow, a list, is in list.
+type setting struct {
+	value string
+	list  []string
+	from  string
+}
+
+// agentSettings are the agent's settings as its sources give them, before
+// they are checked. Its fields are the one list of the settings: each
+// source is read through it, a setting by its flag's name, from which its
+// environment variable (agentEnvName) and its key in the config file
+// (agentFileKey) follow, so that a setting is read from every source or
+// from none.
+type agentSettings struct {
+	Device     setting // the connection string itself, or
+	DeviceFile setting // a file holding it: two forms of one setting (apply)
+	CA         setting
+	Cert, Key  setting
+	Allow      setting
+	Transport  setting
+	MQTTAddr   setting
+	Hubs       setting
+	KeepAlive  setting
+	LogFormat  setting
+	LogLevel   setting
+}
+
+// agentField is one setting of agentSettings and its flag's name.
+type agentField struct {
+	name string
+	v    *setting
+}
+
+// fields lists the settings of s, in the order the help lists the
+// config file's keys.
+func (s *agentSettings) fields() []agentField {
+	return []agentField{
+		{"device", &s.Device}, {"device-file", &s.DeviceFile}, {"ca", &s.CA}, {"cert", &s.Cert}, {"key", &s.Key},
+		{"allow", &s.Allow}, {"transport", &s.Transport}, {"mqtt-addr", &s.MQTTAddr}, {"hubs", &s.Hubs},
+		{"keepalive", &s.KeepAlive}, {"log-format", &s.LogFormat}, {"log-level", &s.LogLevel},
+	}
+}
+
+// agentSettingNames are the flag names of the agent's settings.
+func agentSettingNames() []string {
+	var names []string
+	for _, f := range new(agentSettings).fields() {
+		names = append(names, f.name)
+	}
+	return names
+}
+
+// agentSource is one place the agent's settings come from: what it gives
+// the setting whose flag is name, ok false when it gives none.
+type agentSource func(name string) (s setting, ok bool)
+
+// apply lays src over s: each setting src gives replaces what a weaker
+// source gave. The connection string comes as itself (device) or in a
+// file (device-file): either form replaces both, and a source giving
+// both is a mistake.
+func (s *agentSettings) apply(src agentSource) error {
+	dev, hasDev := src("device")
+	file, hasFile := src("device-file")
+	switch {
+	case hasDev && hasFile:
+		return fmt.Errorf("%s and %s both give the device's connection string: keep one", dev.from, file.from)
+	case hasDev:
+		s.Device, s.DeviceFile = dev, setting{}
+	case hasFile:
+		s.Device, s.DeviceFile = setting{}, file
+	}
+	for _, f := range s.fields() {
+		if f.v == &s.Device || f.v == &s.DeviceFile {
+			continue
+		}
+		if v, ok := src(f.name); ok {
+			*f.v = v
+		}
+	}
+	return nil
+}
+
+// defaults gives the flags' defaults: what the help shows as a setting's
+// default is what the agent runs with when no other source gives it.
+func (fl *agentFlags) defaults() agentSource {
+	return func(name string) (setting, bool) {
+		f := fl.fs.Lookup(name)
+		if f == nil || f.DefValue == "" {
+			return setting{}, false
+		}
+		return setting{value: f.DefValue, from: "default"}, true
+	}
+}
+
+// source gives the flags given on the command line; one given empty
+// still replaces what a weaker source gave. ca is the global --ca, which
+// already fell back to TETHER_CA.
+func (fl *agentFlags) source(ca string) agentSource {
+	return func(name string) (setting, bool) {
+		switch {
+		case name == "ca":
+			return setting{value: ca, from: "--ca"}, ca != ""
+		case !fl.set[name]:
+			return setting{}, false
+		case name == "allow":
+			return setting{list: fl.allow.entries(), from: "--allow"}, true
+		}
+		return setting{value: fl.fs.Lookup(name).Value.String(), from: "--" + name}, true
+	}
+}
+
+// agentEnvName is the environment variable of the agent setting whose
+// flag is name: TETHER_ and the name in capitals, with _ for -.
+func agentEnvName(name string) string { return cliflag.EnvName("TETHER_", name) }
+
+// agentEnvs yields the flag name and the environment variable of
+// --config and of every agent setting (ca's is the global --ca's).
+func agentEnvs() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for _, name := range append([]string{"config"}, agentSettingNames()...) {
+			if !yield(name, agentEnvName(name)) {
+				return
+			}
+		}
+	}
+}
+
+// envSource gives the environment variables getenv reads; an empty one
+// counts as unset. TETHER_ALLOW is comma-separated. TETHER_CA is left to
+// the global --ca (agentFlags.source).
+func envSource(getenv func(string) string) agentSource {
+	return func(name string) (setting, bool) {
+		env := agentEnvName(name)
+		v := getenv(env)
+		if v == "" || name == "ca" {
+			return setting{}, false
+		}
+		s := setting{value: v, from: env}
+		if name == "allow" {
+			s.list = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
+		}
+		return s, true
+	}
+}
 
 // resolveAgentConfig applies flags, environment, file and defaults, in that
 // order of precedence, and validates the result. ca is the global --ca or
 // TETHER_CA, already resolved by the flag parser; getenv reads the
 // environment.
 func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (*agentConfig, error) {
-	raw := map[string]setting{
-		"transport":  {defaultTransport, "default"},
-		"keepalive":  {defaultKeepAlive.String(), "default"},
-		"log-format": {defaultLogFormat, "default"},
-		"log-level":  {defaultLogLevel, "default"},
-	}
-	var allow []string
-	allowFrom := ""
-
 	cfg := &agentConfig{}
-	path, pathFrom := fl.config, "--config"
-	if !fl.set["config"] {
-		path, pathFrom = getenv(agentEnv["config"]), agentEnv["config"]
+	// The sources, weakest first: defaults, the file, the environment, the
+	// flags. The file is the one --config or TETHER_CONFIG names.
+	flags, env := fl.source(ca), envSource(getenv)
+	sources := []agentSource{fl.defaults()}
+	path, given := flags("config")
+	if !given {
+		path, _ = env("config")
 	}
-	if path != "" {
-		file, err := loadAgentFile(path)
+	if path.value != "" {
+		file, err := loadAgentFile(path.value)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("%s %s: no such file", pathFrom, path)
+				return nil, fmt.Errorf("%s %s: no such file", path.from, path.value)
 			}
 			return nil, err
 		}
-		cfg.File = path
-		from := func(key string) string { return key + " in " + path }
-		if err := pickDevice(raw, file.Device != "", file.DeviceFile != "", setting{file.Device, from("device")}, setting{file.DeviceFile, from("device_file")}); err != nil {
-			return nil, err
-		}
-		for key, v := range map[string]string{
-			"ca": file.CA, "cert": file.Cert, "key": file.Key, "transport": file.Transport, "mqtt-addr": file.MQTTAddr, "hubs": string(file.Hubs),
-			"keepalive": file.KeepAlive, "log-format": file.LogFormat, "log-level": file.LogLevel,
-		} {
-			if v != "" {
-				raw[key] = setting{v, from(strings.ReplaceAll(key, "-", "_"))}
-			}
-		}
-		if len(file.Allow) > 0 {
-			allow, allowFrom = file.Allow, from("allow")
-		}
+		cfg.File = path.value
 		if file.Device != "" {
-			if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			if st, err := os.Stat(path.value); err == nil && st.Mode().Perm()&0o077 != 0 {
 				cfg.FileExposed = true
 			}
 		}
+		sources = append(sources, file.source(path.value))
 	}
-
-	dev, devFile := getenv(agentEnv["device"]), getenv(agentEnv["device-file"])
-	if err := pickDevice(raw, dev != "", devFile != "", setting{dev, agentEnv["device"]}, setting{devFile, agentEnv["device-file"]}); err != nil {
-		return nil, err
-	}
-	for key, env := range agentEnv {
-		if key == "config" || key == "ca" || key == "device" || key == "device-file" {
-			continue
-		}
-		v := getenv(env)
-		if v == "" {
-			continue
-		}
-		if key == "allow" {
-			allow, allowFrom = strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }), env
-			continue
-		}
-		raw[key] = setting{v, env}
-	}
-	// --ca (global) already fell back to TETHER_CA: either beats the file.
-	if ca != "" {
-		raw["ca"] = setting{ca, "--ca"}
-	}
-
-	if err := pickDevice(raw, fl.set["device"], fl.set["device-file"], setting{fl.device, "--device"}, setting{fl.deviceFile, "--device-file"}); err != nil {
-		return nil, err
-	}
-	for key, v := range map[string]string{
-		"cert": fl.cert, "key": fl.key, "transport": fl.transport, "mqtt-addr": fl.mqttAddr, "hubs": fl.hubs,
-		"keepalive": fl.keepAlive.String(), "log-format": fl.logFormat, "log-level": fl.logLevel,
-	} {
-		if fl.set[key] {
-			raw[key] = setting{v, "--" + key}
+	var raw agentSettings
+	for _, src := range append(sources, env, flags) {
+		if err := raw.apply(src); err != nil {
+			return nil, err
 		}
 	}
 
 	cfg.Allow = allowList{}
-	if fl.set["allow"] {
-		cfg.Allow = fl.allow // checked as the flags were parsed
-	} else {
-		for _, e := range allow {
-			if err := cfg.Allow.Set(e); err != nil {
-				return nil, fmt.Errorf("%s: %w", allowFrom, err)
-			}
+	for _, e := range raw.Allow.list {
+		if err := cfg.Allow.Set(e); err != nil {
+			return nil, fmt.Errorf("%s: %w", raw.Allow.from, err)
 		}
 	}
 
-	if s, ok := raw["device-file"]; ok {
+	if s := raw.DeviceFile; s.from != "" {
 		dev, err := readDeviceFile(s.value)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.from, err)
 		}
 		cfg.Device, cfg.DeviceFrom = dev, s.from+" "+s.value
 	} else {
-		cfg.Device, cfg.DeviceFrom = raw["device"].value, raw["device"].from
+		cfg.Device, cfg.DeviceFrom = raw.Device.value, raw.Device.from
 	}
-	cfg.CA = raw["ca"].value
-	cfg.Cert, cfg.Key = raw["cert"].value, raw["key"].value
+	cfg.CA = raw.CA.value
+	cfg.Cert, cfg.Key = raw.Cert.value, raw.Key.value
 	if (cfg.Cert == "") != (cfg.Key == "") {
 		return nil, errors.New("--cert and --key go together (env TETHER_CERT and TETHER_KEY, cert and key in the config file)")
 	}
-	cfg.MQTTAddr = raw["mqtt-addr"].value
-	switch s := raw["transport"]; s.value {
+	cfg.MQTTAddr = raw.MQTTAddr.value
+	switch s := raw.Transport; s.value {
 	case "ws", "tls":
 		cfg.Transport = s.value
 	default:
 		return nil, fmt.Errorf("%s %q: want ws or tls", s.from, s.value)
 	}
 	if cfg.MQTTAddr != "" && cfg.Transport != "tls" {
-		return nil, fmt.Errorf("%s is for --transport tls", raw["mqtt-addr"].from)
+		return nil, fmt.Errorf("%s is for --transport tls", raw.MQTTAddr.from)
 	}
-	if s := raw["hubs"]; s.value != "" {
+	if s := raw.Hubs; s.value != "" {
 		hubs, err := parseHubs(s.value)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.from, err)
 		}
 		if cfg.MQTTAddr != "" {
-			return nil, fmt.Errorf("%s and %s both say where to connect: with --transport tls, list the MQTT addresses in hubs", s.from, raw["mqtt-addr"].from)
+			return nil, fmt.Errorf("%s and %s both say where to connect: with --transport tls, list the MQTT addresses in hubs", s.from, raw.MQTTAddr.from)
 		}
 		cfg.Hubs = hubs
 	}
-	s := raw["keepalive"]
+	s := raw.KeepAlive
 	d, err := time.ParseDuration(s.value)
 	switch {
 	case err != nil:
@@ -348,33 +476,16 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 		return nil, fmt.Errorf("%s %v: want whole seconds from 1s to %v", s.from, d, maxKeepAlive)
 	}
 	cfg.KeepAlive = d
-	s = raw["log-format"]
+	s = raw.LogFormat
 	if s.value != "text" && s.value != "json" {
 		return nil, fmt.Errorf("%s %q: want text or json", s.from, s.value)
 	}
 	cfg.LogFormat = s.value
-	s = raw["log-level"]
+	s = raw.LogLevel
 	if err := cfg.LogLevel.UnmarshalText([]byte(s.value)); err != nil {
 		return nil, fmt.Errorf("%s %q: want debug, info, warn or error", s.from, s.value)
 	}
 	return cfg, nil
-}
-
-// pickDevice sets the device's connection string of one source, which
-// gives it as itself (dev), in a file (file), or not at all; either
-// replaces what a weaker source gave in either form.
-func pickDevice(raw map[string]setting, hasDev, hasFile bool, dev, file setting) error {
-	switch {
-	case hasDev && hasFile:
-		return fmt.Errorf("%s and %s both give the device's connection string: keep one", dev.from, file.from)
-	case hasDev:
-		raw["device"] = dev
-		delete(raw, "device-file")
-	case hasFile:
-		raw["device-file"] = file
-		delete(raw, "device")
-	}
-	return nil
 }
 
 // readDeviceFile reads the device's connection string from path, a file

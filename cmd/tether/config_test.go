@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/device/devicetest"
+	"github.com/tether-io/tether/internal/cliflag"
 )
 
 // writeConfig writes an agent config file, mode 0600, and returns its path.
@@ -288,5 +290,79 @@ func TestForwardLogger(t *testing.T) {
 		if _, _, err := forwardLogger(&b, tc.format, tc.level, nil, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s/%s: err = %v, want one naming %s", tc.format, tc.level, err, tc.want)
 		}
+	}
+}
+
+// TestAgentSettingsEverySource: each setting of the agent is read from
+// the config file, from the environment and from the flags, under the
+// names its help and its error messages give, and each source beats the
+// one before it. ca's flag and variable are the global --ca's, resolved
+// before the agent's sources are read: the environment gives none.
+func TestAgentSettingsEverySource(t *testing.T) {
+	for _, name := range agentSettingNames() {
+		t.Run(name, func(t *testing.T) {
+			key, envName := agentFileKey(name), agentEnvName(name)
+			fileLine, fileValue, flagValue := fmt.Sprintf("%s = %q\n", key, "from-file"), "from-file", "from-flag"
+			switch name {
+			case "allow":
+				fileLine, fileValue, flagValue = `allow = ["a=127.0.0.1:1"]`+"\n", "a=127.0.0.1:1", "f=127.0.0.1:1"
+			case "keepalive":
+				flagValue = "7s"
+			}
+			path := writeConfig(t, fileLine)
+			file, err := loadAgentFile(path)
+			if err != nil {
+				t.Fatalf("the config file has no key %s: %v", key, err)
+			}
+
+			fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			fl := addAgentFlags(fs)
+			ca, wantEnv := "", envName
+			var args []string
+			if name == "ca" {
+				ca, wantEnv = flagValue, "" // TETHER_CA is the global --ca's
+			} else {
+				args = []string{"--" + name, flagValue}
+				if v := cliflag.EnvOf(fs, name); v != envName {
+					t.Errorf("--%s's help names %q, want %s", name, v, envName)
+				}
+			}
+			if err := fs.Parse(args); err != nil {
+				t.Fatal(err)
+			}
+			fl.set = map[string]bool{}
+			fs.Visit(func(f *flag.Flag) { fl.set[f.Name] = true })
+
+			var s agentSettings
+			for _, c := range []struct {
+				src         agentSource
+				from, value string
+			}{
+				{file.source(path), key + " in " + path, fileValue},
+				{envSource(func(k string) string { return map[string]string{envName: "from-env"}[k] }), wantEnv, "from-env"},
+				{fl.source(ca), "--" + name, flagValue},
+			} {
+				got, ok := c.src(name)
+				value := got.value
+				if name == "allow" {
+					value = strings.Join(got.list, ",")
+				}
+				switch {
+				case c.from == "" && ok:
+					t.Errorf("gives %+v, want nothing", got)
+				case c.from != "" && (!ok || got.from != c.from || value != c.value):
+					t.Errorf("gives %+v (%v), want %q from %s", got, ok, c.value, c.from)
+				}
+				if err := s.apply(c.src); err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range s.fields() {
+					if f.name == name && ok && f.v.from != c.from {
+						t.Errorf("after %s, the setting comes from %q", c.from, f.v.from)
+					}
+				}
+			}
+		})
 	}
 }

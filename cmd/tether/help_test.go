@@ -28,7 +28,7 @@ func setSecretEnv(t *testing.T) []string {
 	t.Setenv("TETHER_HUB", hub)
 	t.Setenv("TETHER_DEVICE", dev)
 	secrets := []string{secretHubKey, secretDevKey}
-	for name, env := range agentEnv {
+	for name, env := range agentEnvs() {
 		if name == "device" {
 			continue
 		}
