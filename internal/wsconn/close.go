@@ -1,7 +1,6 @@
 package wsconn
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -93,7 +92,7 @@ func (c *Conn) Close() error {
 		// that stopped reading, which holds the write lock.
 		c.nc.SetWriteDeadline(time.Now().Add(closeTimeout))
 		var body [2]byte
-		binary.BigEndian.PutUint16(body[:], uint16(ws.StatusNormalClosure))
+		ws.PutCloseFrameBody(body[:], ws.StatusNormalClosure, "")
 		_ = c.writeControl(ws.OpClose, body[:])
 		if c.pool != nil && c.reuse && c.awaitClose() {
 			c.release()
@@ -177,13 +176,13 @@ func (c *Conn) awaitClose() bool {
 	if !c.peerEOF.Load() && c.rmu.TryLock() {
 		c.nc.SetReadDeadline(deadline)
 		for c.rerr == nil {
-			if c.hn >= 0 {
+			if !c.inPayload {
 				if c.readHeader() != nil {
 					break
 				}
 				continue
 			}
-			if c.op.IsControl() {
+			if c.h.OpCode.IsControl() {
 				c.readControl()
 				continue
 			}
@@ -191,7 +190,7 @@ func (c *Conn) awaitClose() bool {
 				c.setReadErr(err)
 				break
 			}
-			c.left, c.hn = 0, 0
+			c.left, c.inPayload = 0, false
 		}
 		c.rmu.Unlock()
 	}

@@ -1,13 +1,13 @@
 package wsconn
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
-	"strconv"
 	"sync"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 // ErrProtocol is returned by Read when the server breaks RFC 6455.
@@ -66,15 +66,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
-		if c.hn < 0 { // inside a payload
-			if c.op.IsControl() {
+		if c.inPayload {
+			if c.h.OpCode.IsControl() {
 				if err := c.readControl(); err != nil {
 					return 0, err
 				}
 				continue
 			}
 			if c.left == 0 {
-				c.hn = 0
+				c.inPayload = false
 				continue
 			}
 			n := len(p)
@@ -85,8 +85,8 @@ func (c *Conn) Read(p []byte) (int, error) {
 			// in one piece from its sender, and reading it whole lets a
 			// relay pass it on in one write instead of one per TLS record.
 			n, err := io.ReadFull(c.r, p[:n])
-			if c.masked {
-				ws.Cipher(p[:n], c.mask, c.off)
+			if c.h.Masked {
+				ws.Cipher(p[:n], c.h.Mask, c.off)
 			}
 			c.off += n
 			c.left -= int64(n)
@@ -103,7 +103,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if c.isMarker() {
-			c.hn = 0
+			c.inPayload = false
 			c.peerEOF.Store(true)
 			// Someone must keep reading: to answer pings, and to see the
 			// close frame that ends the stream, so that Done closes even
@@ -163,7 +163,7 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // isMarker reports whether the header just read is the end-of-stream
 // marker: an empty binary frame with FIN, on a tether-stream.v1 conn.
 func (c *Conn) isMarker() bool {
-	return c.halfClose && c.op == ws.OpBinary && c.fin && c.left == 0
+	return c.halfClose && wsframe.IsMarker(c.h)
 }
 
 // watch reads what follows the peer's end-of-stream marker until the
@@ -172,8 +172,8 @@ func (c *Conn) isMarker() bool {
 // which Read no longer touches once peerEOF is set.
 func (c *Conn) watch() {
 	for {
-		if c.hn < 0 {
-			if !c.op.IsControl() {
+		if c.inPayload {
+			if !c.h.OpCode.IsControl() {
 				c.protocolError("data frame after the end-of-stream marker")
 				return
 			}
@@ -190,81 +190,32 @@ func (c *Conn) watch() {
 	}
 }
 
-// readHeader reads and parses the next frame header. On success c.hn is -1
-// and c.op, c.left, c.mask describe the payload that follows.
+// readHeader reads and checks the next frame header. On success
+// c.inPayload is set and c.h and c.left describe the payload that follows.
 func (c *Conn) readHeader() error {
-	need := 2
-	if c.hn >= 2 {
-		need = headerLen(c.hbuf[0], c.hbuf[1])
-	}
-	for c.hn < need {
-		n, err := c.r.Read(c.hbuf[c.hn:need])
-		c.hn += n
-		if c.hn >= 2 {
-			need = headerLen(c.hbuf[0], c.hbuf[1])
-		}
-		if c.hn >= need {
-			break
-		}
-		if err != nil {
-			if !isTimeout(err) {
-				// Even between frames: a stream ends with a close frame,
-				// so a connection that just ends was cut.
-				err = c.lost(err)
-				c.setReadErr(err)
-			}
-			return err
-		}
-	}
-	b0, b1 := c.hbuf[0], c.hbuf[1]
-	fin := b0&0x80 != 0
-	c.fin = fin
-	c.op = ws.OpCode(b0 & 0x0f)
-	c.masked = b1&0x80 != 0
-	rest := c.hbuf[2:need]
-	switch l := b1 & 0x7f; l {
-	case 126:
-		c.left = int64(binary.BigEndian.Uint16(rest))
-		rest = rest[2:]
-	case 127:
-		v := binary.BigEndian.Uint64(rest)
-		if v>>63 != 0 {
-			return c.protocolError("frame length has its top bit set")
-		}
-		c.left = int64(v)
-		rest = rest[8:]
-	default:
-		c.left = int64(l)
-	}
-	if c.masked {
-		copy(c.mask[:], rest)
-	}
-	c.off = 0
-	c.hn = -1
+	h, err := c.hr.Read(c.r)
 	switch {
-	case b0&0x70 != 0:
-		return c.protocolError("reserved bits set without an extension")
-	case c.op.IsReserved():
-		return c.protocolError("reserved opcode " + strconv.Itoa(int(c.op)))
-	case c.op.IsControl() && (!fin || c.left > ws.MaxControlFramePayloadSize):
-		return c.protocolError("fragmented or oversized control frame")
+	case err == ws.ErrHeaderLengthMSB:
+		return c.protocolError("frame length has its top bit set")
+	case err != nil:
+		if !isTimeout(err) {
+			// Even between frames: a stream ends with a close frame,
+			// so a connection that just ends was cut.
+			err = c.lost(err)
+			c.setReadErr(err)
+		}
+		return err
+	}
+	c.h, c.left, c.off, c.inPayload = h, h.Length, 0, true
+	if err := wsframe.Check(h, false); err != nil {
+		what := err.Error()
+		if err == wsframe.ErrReservedBits {
+			// This end negotiates no extension, the bits' only use: say so.
+			what += " without an extension"
+		}
+		return c.protocolError(what)
 	}
 	return nil
-}
-
-// headerLen is the full length of a header given its first two bytes.
-func headerLen(b0, b1 byte) int {
-	n := 2
-	switch b1 & 0x7f {
-	case 126:
-		n += 2
-	case 127:
-		n += 8
-	}
-	if b1&0x80 != 0 {
-		n += 4
-	}
-	return n
 }
 
 // readControl reads the rest of a control frame's payload and acts on it.
@@ -285,18 +236,18 @@ func (c *Conn) readControl() error {
 		}
 	}
 	payload := c.ctrl[:c.off]
-	if c.masked {
-		ws.Cipher(payload, c.mask, 0)
+	if c.h.Masked {
+		ws.Cipher(payload, c.h.Mask, 0)
 	}
-	c.hn = 0
-	switch c.op {
+	c.inPayload = false
+	switch c.h.OpCode {
 	case ws.OpPing:
 		// A pong that fails to go out is not Read's error: the next read
 		// or write meets the broken connection anyway.
 		_ = c.writeControl(ws.OpPong, payload)
 	case ws.OpClose:
-		if len(payload) == 1 {
-			return c.protocolError("close frame with a one-byte body")
+		if err := wsframe.CheckClose(payload); err != nil {
+			return c.protocolError(err.Error())
 		}
 		// Echo the code back, as RFC 6455 §5.5.1 asks, then report EOF
 		// or the cut; Close ends the TCP connection. The end is recorded
@@ -309,10 +260,7 @@ func (c *Conn) readControl() error {
 		} else {
 			c.setEnd(nil)
 		}
-		if len(payload) >= 2 {
-			payload = payload[:2]
-		}
-		_ = c.writeControl(ws.OpClose, payload)
+		_ = c.writeControl(ws.OpClose, wsframe.CloseEcho(payload))
 		c.gotClose.Store(true)
 		c.setReadErr(end)
 		return end
@@ -330,9 +278,9 @@ func closeCode(code ws.StatusCode) int {
 
 func (c *Conn) protocolError(what string) error {
 	c.setReadErr(&CloseError{Code: int(ws.StatusProtocolError), Reason: what, Err: ErrProtocol})
-	var body [2 + 32]byte
-	binary.BigEndian.PutUint16(body[:], uint16(ws.StatusProtocolError))
-	n := copy(body[2:], "protocol error")
-	_ = c.writeControl(ws.OpClose, body[:2+n])
+	const reason = "protocol error"
+	var body [2 + len(reason)]byte
+	ws.PutCloseFrameBody(body[:], ws.StatusProtocolError, reason)
+	_ = c.writeControl(ws.OpClose, body[:])
 	return c.rerr
 }

@@ -1,13 +1,13 @@
 package wsconn
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 const (
@@ -16,7 +16,7 @@ const (
 	// fills whole TLS records.
 	maxFrame = 256 << 10
 	// maxHeader is the size of a masked client header with a 64-bit length.
-	maxHeader = ws.MaxHeaderSize
+	maxHeader = wsframe.MaxHeaderSize
 	// maxChunk is the payload of a full frame: header + payload == maxFrame.
 	maxChunk = maxFrame - maxHeader
 )
@@ -37,10 +37,7 @@ func (c *Conn) writeControl(op ws.OpCode, payload []byte) error {
 		// Sent or not, nothing more will pass either way.
 		defer c.markDone()
 	}
-	n := putHeader(c.cbuf[:], op, true, len(payload))
-	copy(c.cbuf[n:], payload)
-	ws.Cipher(c.cbuf[n:n+len(payload)], c.maskOf(n), 0)
-	return c.writeRaw(c.cbuf[:n+len(payload)])
+	return c.writeRaw(wsframe.AppendMaskedFrame(c.cbuf[:0], op, payload))
 }
 
 // writeErr is the error of a data write that cannot go out. The caller
@@ -53,12 +50,6 @@ func (c *Conn) writeErr() error {
 		return ErrWriteClosed
 	}
 	return nil
-}
-
-// maskOf returns the mask putHeader just wrote, which ends at n.
-func (c *Conn) maskOf(n int) (m [4]byte) {
-	copy(m[:], c.cbuf[n-4:n])
-	return m
 }
 
 // Write sends p as one binary frame, or as frames of 256 KiB when it is
@@ -78,13 +69,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
 		chunk := min(len(p)-done, maxChunk)
-		n := putHeader(c.wbuf, ws.OpBinary, true, chunk)
-		// Copy then mask: the caller's p must stay as it was.
-		copy(c.wbuf[n:], p[done:done+chunk])
-		var m [4]byte
-		copy(m[:], c.wbuf[n-4:n])
-		ws.Cipher(c.wbuf[n:n+chunk], m, 0)
-		if err := c.writeRaw(c.wbuf[:n+chunk]); err != nil {
+		// A copy is masked: the caller's p must stay as it was.
+		frame := wsframe.AppendMaskedFrame(c.wbuf[:0], ws.OpBinary, p[done:done+chunk])
+		if err := c.writeRaw(frame); err != nil {
 			return done, err
 		}
 		done += chunk
@@ -123,12 +110,9 @@ func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
 		}
 		n, rerr := src.Read(buf[maxHeader:])
 		if n > 0 {
-			h := headerSize(n)
-			start := maxHeader - h
-			putHeader(buf[start:], ws.OpBinary, true, n)
-			var m [4]byte
-			copy(m[:], buf[maxHeader-4:maxHeader])
-			ws.Cipher(buf[maxHeader:maxHeader+n], m, 0)
+			start := maxHeader - wsframe.HeaderSize(n, true)
+			_, mask := wsframe.PutMaskedHeader(buf[start:], ws.OpBinary, true, n)
+			ws.Cipher(buf[maxHeader:maxHeader+n], mask, 0)
 			c.wmu.Lock()
 			werr := c.writeErr()
 			if werr == nil {
@@ -186,46 +170,6 @@ func (c *Conn) writeRaw(b []byte) error {
 	return err
 }
 
-// headerSize is the size of a masked header for a payload of n bytes.
-func headerSize(n int) int {
-	switch {
-	case n < 126:
-		return 2 + 4
-	case n <= 0xffff:
-		return 4 + 4
-	default:
-		return 10 + 4
-	}
-}
-
-// putHeader writes a masked header with a fresh random mask at the start of
-// b and returns its size.
-func putHeader(b []byte, op ws.OpCode, fin bool, n int) int {
-	b[0] = byte(op)
-	if fin {
-		b[0] |= 0x80
-	}
-	var i int
-	switch {
-	case n < 126:
-		b[1] = byte(n)
-		i = 2
-	case n <= 0xffff:
-		b[1] = 126
-		binary.BigEndian.PutUint16(b[2:], uint16(n))
-		i = 4
-	default:
-		b[1] = 127
-		binary.BigEndian.PutUint64(b[2:], uint64(n))
-		i = 10
-	}
-	b[1] |= 0x80
-	// The mask only defeats cache poisoning by proxies (RFC 6455 §10.3);
-	// it need not be a secret, so math/rand is enough.
-	binary.LittleEndian.PutUint32(b[i:], rand.Uint32())
-	return i + 4
-}
-
 // CloseWrite ends this side's direction of the stream: with Subprotocol it
 // sends the end-of-stream marker once, after which Write fails with
 // ErrWriteClosed while Read goes on until the peer's own EOF. Without it
@@ -244,6 +188,5 @@ func (c *Conn) CloseWrite() error {
 		return nil
 	}
 	c.eofSent = true
-	n := putHeader(c.cbuf[:], ws.OpBinary, true, 0)
-	return c.writeRaw(c.cbuf[:n])
+	return c.writeRaw(wsframe.AppendMaskedFrame(c.cbuf[:0], ws.OpBinary, nil))
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tether-io/tether/internal/batchconn"
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 // Subprotocol is the WebSocket subprotocol Dial offers. A hub selecting it
@@ -78,17 +79,14 @@ type Conn struct {
 	rmu  sync.Mutex
 	r    *bufio.Reader
 	rerr error // sticky: io.EOF after a close frame, or a broken stream
-	fin  bool  // FIN bit of the current frame
 	// The read state survives across Read calls so that a read deadline
 	// firing in the middle of a header or a control frame loses nothing.
-	hbuf   [maxHeader]byte
-	hn     int   // header bytes read so far
-	left   int64 // payload bytes left in the current frame
-	op     ws.OpCode
-	mask   [4]byte
-	masked bool
-	off    int // bytes of the current payload already unmasked
-	ctrl   [ws.MaxControlFramePayloadSize]byte
+	hr        wsframe.HeaderReader // the next header, as far as it came
+	inPayload bool                 // h was read; its payload is next
+	h         ws.Header            // the current frame's header
+	left      int64                // payload bytes left in the current frame
+	off       int                  // bytes of the current payload already unmasked
+	ctrl      [ws.MaxControlFramePayloadSize]byte
 
 	wmu       sync.Mutex
 	wbuf      []byte // one outgoing frame, reused
