@@ -12,8 +12,8 @@ import (
 
 const (
 	// maxFrame is the largest frame Write sends. 256 KiB is the top of the
-	// range RELAY-NOTES measured as best, and being a multiple of 16 KiB it
-	// fills whole TLS records.
+	// range measured as best (docs/benchmarks.md), and being a multiple of
+	// 16 KiB it fills whole TLS records.
 	maxFrame = 256 << 10
 	// maxHeader is the size of a masked client header with a 64-bit length.
 	maxHeader = wsframe.MaxHeaderSize

@@ -32,19 +32,20 @@ import (
 
 	"github.com/tether-io/tether/internal/batchconn"
 	"github.com/tether-io/tether/internal/wsframe"
+	"github.com/tether-io/tether/wire"
 )
 
 // Subprotocol is the WebSocket subprotocol Dial offers. A hub selecting it
 // promises to relay the end-of-stream marker (an empty binary frame with
 // FIN) from a peer that speaks it too, and never to relay an empty binary
 // frame with another meaning.
-const Subprotocol = "tether-stream.v1"
+const Subprotocol = wire.SubprotocolStream
 
 // SubprotocolReuse is Subprotocol plus connection reuse, which a Pool
 // offers: once a stream ended with a close frame each way, the connection
 // is HTTP/1.1 again and carries the pool's next upgrade request, so many
 // streams pay for one TLS handshake.
-const SubprotocolReuse = "tether-stream.v2"
+const SubprotocolReuse = wire.SubprotocolStreamReuse
 
 // Conn is one side of a stream. Read and Write may be called concurrently
 // with each other; concurrent Reads (or Writes) are serialised.
