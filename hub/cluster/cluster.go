@@ -165,6 +165,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			where = "embedded NATS cluster " + opts.ClusterName
 		}
 		connOpts = append(connOpts, nats.InProcessServer(srv))
+		// No network to wait for here, but the handshake runs on the
+		// server's goroutines, which a busy machine can hold back past
+		// nats' default of 2 s: the start's own bound applies instead.
+		if d, ok := ctx.Deadline(); ok {
+			connOpts = append(connOpts, nats.Timeout(max(time.Until(d), nats.DefaultTimeout)))
+		}
 		if token != "" {
 			connOpts = append(connOpts, nats.Token(token))
 		}
