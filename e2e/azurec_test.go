@@ -273,6 +273,7 @@ func (d *azureCDevice) serveOneStream() (wire.StreamRequest, error) {
 // close handshake. Offering no MQTT subprotocol at all is still refused,
 // and the refusal is logged with what was offered.
 func TestAzureCDeviceOverWebSocket(t *testing.T) {
+	t.Parallel()
 	var log syncBuffer
 	h := startHub(t, hubOptions{logTo: &log})
 	d := dialAzureC(t, h.Addr, h.TLS, h.addDevice(t, "cdev"))

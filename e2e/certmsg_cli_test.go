@@ -13,6 +13,7 @@ import (
 // not hold (with the names it does), the agent's certificate file, never
 // an SDK's Options field.
 func TestCertificateMessagesCLI(t *testing.T) {
+	t.Parallel()
 	h := startProcHub(t) // its certificate holds 127.0.0.1 only
 	owner, err := sas.ParseConnectionString(strings.TrimPrefix(h.env[0], "TETHER_HUB="))
 	if err != nil {
@@ -36,7 +37,7 @@ func TestCertificateMessagesCLI(t *testing.T) {
 	cert, key := writeCertFiles(t, validCert(t, "cam9", nil))
 	expCert, expKey := writeCertFiles(t, deviceCert(t, "cam1", nil, time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)))
 	x509Dev := "HostName=" + addr + ";DeviceId=cam1;x509=true"
-	allow := []string{"--allow", "ssh=" + freePort(t)}
+	allow := []string{"--allow", "ssh=" + deadAddr(t)}
 
 	for _, tc := range []struct {
 		what string

@@ -17,6 +17,7 @@ import (
 // so, with the names it holds, rather than call it a CA problem; and they
 // name their own Options, never a CLI flag.
 func TestCertificateNameSDK(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{}) // its certificate holds 127.0.0.1 only
 	devStr := h.addDevice(t, "dev1")
 	port := h.Addr[strings.LastIndexByte(h.Addr, ':'):]

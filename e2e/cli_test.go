@@ -60,7 +60,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback address nobody listens on right now.
+// freePort returns a loopback address nobody listens on right now, for a
+// program that must be told its port: tetherd's --listen, whose port is in
+// the public URL and the connection strings it writes before it serves,
+// sshd, nginx. Another listener may take the port before the program
+// binds it, so whatever can listen on port 0 and say where does that
+// instead (tetherd's --mqtt-listen, tether forward, listeners in this
+// process).
 func freePort(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -69,6 +75,30 @@ func freePort(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// deadAddr returns a loopback address that refuses connections until the
+// test ends. The client end of a connection holds its port, and nothing
+// listens behind it, so no listener of another test can be given that
+// port meanwhile, as it can a port freePort found free.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.LocalAddr().String()
 }
 
 // proc is a binary running in the background with its output captured.
@@ -134,15 +164,15 @@ func startProc(t *testing.T, env []string, name string, args ...string) *proc {
 	return p
 }
 
-// waitLine waits for an output line containing s.
-func (p *proc) waitLine(t *testing.T, s string, d time.Duration) {
+// waitLine waits for an output line containing s and returns it.
+func (p *proc) waitLine(t *testing.T, s string, d time.Duration) string {
 	t.Helper()
 	timeout := time.After(d)
 	for {
 		select {
 		case line := <-p.out.lines:
 			if strings.Contains(line, s) {
-				return
+				return line
 			}
 		case err := <-p.done:
 			p.done <- err
@@ -151,6 +181,24 @@ func (p *proc) waitLine(t *testing.T, s string, d time.Duration) {
 			t.Fatalf("no line with %q within %v", s, d)
 		}
 	}
+}
+
+// forwardingRE finds where tether forward listens in its "forwarding" line,
+// plain ("forwarding 127.0.0.1:PORT → dev1/echo") or logged
+// ("msg=forwarding listen=127.0.0.1:PORT ...").
+var forwardingRE = regexp.MustCompile(`forwarding\b.*?(127\.0\.0\.1:[0-9]+)`)
+
+// forwarding waits until tether forward, started with --listen
+// 127.0.0.1:0, says it is forwarding, and returns the address it listens
+// on.
+func (p *proc) forwarding(t *testing.T, d time.Duration) string {
+	t.Helper()
+	line := p.waitLine(t, "forwarding", d)
+	m := forwardingRE.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no loopback address in tether forward's line %q", line)
+	}
+	return m[1]
 }
 
 // stop sends SIGTERM and returns the exit error.
@@ -244,12 +292,13 @@ func waitHealthy(t *testing.T, dir, addr string, hub *proc) {
 // data folder, add a device, run the agent and a forwarder, and push data
 // through the forwarded port.
 func TestCommandsAsAUserRunsThem(t *testing.T) {
+	t.Parallel()
 	tetherd, tether := buildBinaries(t)
 	dir := filepath.Join(t.TempDir(), "data") // does not exist yet
-	httpAddr, mqttAddr, fwdAddr := freePort(t), freePort(t), freePort(t)
+	httpAddr := freePort(t)
 	echoAddr := startEcho(t)
 
-	hub := startProc(t, nil, tetherd, "--data", dir, "--listen", httpAddr, "--mqtt-listen", mqttAddr, "--hostname", "127.0.0.1")
+	hub := startProc(t, nil, tetherd, "--data", dir, "--listen", httpAddr, "--mqtt-listen", "127.0.0.1:0", "--hostname", "127.0.0.1")
 	waitHealthy(t, dir, httpAddr, hub)
 	for _, f := range []string{"owner.connstr", "ca-key.pem", "server-key.pem"} {
 		st, err := os.Stat(filepath.Join(dir, f))
@@ -279,8 +328,8 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 	}
 
 	agent := startProc(t, env, tether, "agent", "--device", devStr, "--allow", "echo="+echoAddr)
-	fwd := startProc(t, env, tether, "forward", "dev1", "echo", "--listen", fwdAddr)
-	fwd.waitLine(t, "forwarding", 30*time.Second)
+	fwd := startProc(t, env, tether, "forward", "dev1", "echo", "--listen", "127.0.0.1:0")
+	fwdAddr := fwd.forwarding(t, 30*time.Second)
 	waitConnected(t, env, tether, "dev1")
 
 	// Bytes written to the forwarded port come back unchanged.
@@ -307,7 +356,7 @@ func TestCommandsAsAUserRunsThem(t *testing.T) {
 	}{
 		{[]string{"devices", "add", "dev1"}, env, "exists"},
 		{[]string{"devices", "show", "ghost"}, env, "not found"},
-		{[]string{"forward", "ghost", "echo", "--listen", freePort(t)}, env, "not found"},
+		{[]string{"forward", "ghost", "echo", "--listen", "127.0.0.1:0"}, env, "not found"},
 		{[]string{"devices", "list"}, []string{"TETHER_HUB=" + strings.TrimSpace(string(owner)), "TETHER_CA="}, "certificate"},
 		{[]string{"devices", "list"}, []string{"TETHER_HUB=nonsense", "TETHER_CA=" + filepath.Join(dir, "ca.pem")}, "connection string"},
 		{[]string{"devices", "list"}, []string{"TETHER_HUB=", "TETHER_CA="}, "connection string"},

@@ -360,6 +360,7 @@ func openStream(svc *service.Client, d time.Duration) (net.Conn, error) {
 // homed on another; then it kills the agent's node and the stream's home
 // in turn.
 func TestClusterEmbedded(t *testing.T) {
+	t.Parallel()
 	tetherd, tether := buildBinaries(t)
 	nodes := newClusterNodes(t, 3, "")
 	start := time.Now()
@@ -510,10 +511,11 @@ func TestClusterEmbedded(t *testing.T) {
 // (started here, in-process) and opens a stream through the node the
 // device is not connected to.
 func TestClusterExternalNATS(t *testing.T) {
+	t.Parallel()
 	tetherd, tether := buildBinaries(t)
 	natsURL := startNATS(t)
 	// A list, its first seed dead: --nats takes several URLs.
-	dead := freePort(t)
+	dead := deadAddr(t)
 	nodes := newClusterNodes(t, 2, "nats://"+dead+","+natsURL)
 	startClusterNodes(t, tetherd, nodes)
 
@@ -558,6 +560,7 @@ func TestClusterExternalNATS(t *testing.T) {
 // works or fails with a clear error, none hangs, every node exits 0, and
 // the device is reachable after each step.
 func TestClusterRollingRestart(t *testing.T) {
+	t.Parallel()
 	tetherd, tether := buildBinaries(t)
 	nodes := newClusterNodes(t, 3, "")
 	startClusterNodes(t, tetherd, nodes)

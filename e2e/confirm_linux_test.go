@@ -70,6 +70,7 @@ func rmOnTerminal(t *testing.T, env []string, tether, id, answer string) (string
 // on yes; without one it refuses at once unless told --yes, rather than
 // wait for an answer no one can give.
 func TestDevicesRmConfirms(t *testing.T) {
+	t.Parallel()
 	_, tether := buildBinaries(t)
 	h := startHub(t, hubOptions{})
 	env := cliEnv(h)

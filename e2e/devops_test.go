@@ -31,6 +31,7 @@ func (h *testHub) dialQuick(t *testing.T, connStr string) (*device.Client, error
 }
 
 func TestDisableEnable(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	devStr := h.addDevice(t, "dev1")
 	dc, err := h.dialQuick(t, devStr)
@@ -91,6 +92,7 @@ func TestDisableEnable(t *testing.T) {
 }
 
 func TestRotateKey(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	oldStr := h.addDevice(t, "dev1")
 	dc, err := h.dialQuick(t, oldStr)

@@ -85,6 +85,7 @@ func startBalancer(t *testing.T, h *testHub) *balancer {
 // opening (an answer without its marker that is no balancer's) switches a
 // client to two requests for good (TestOpenStreamFallsBackToPOST).
 func TestOneRequestAfterBalancerError(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	serveEcho(t, h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket))
 	b := startBalancer(t, h)

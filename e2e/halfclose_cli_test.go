@@ -36,6 +36,7 @@ func startHashServer(t *testing.T) string {
 // the device's service as EOF while the answer still comes back, through
 // `tether forward` and through `tether pipe`.
 func TestHalfCloseThroughCLI(t *testing.T) {
+	t.Parallel()
 	h := startProcHub(t)
 	h.startAgent(t, "dev1", "hc="+startHashServer(t))
 	input := randomBytes(t, 1<<20)

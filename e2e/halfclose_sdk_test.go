@@ -23,6 +23,7 @@ type halfConn interface {
 // service reads the answer whole, then EOF. The device ends its side by
 // closing, or by half-closing too, after which the hub ends the stream.
 func TestHalfCloseSDK(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	svc := h.service(t)

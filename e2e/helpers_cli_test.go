@@ -26,8 +26,8 @@ func startProcHub(t *testing.T) *procHub {
 	t.Helper()
 	tetherd, tether := buildBinaries(t)
 	dir := filepath.Join(t.TempDir(), "data")
-	httpAddr, mqttAddr := freePort(t), freePort(t)
-	hub := startProc(t, nil, tetherd, "--data", dir, "--listen", httpAddr, "--mqtt-listen", mqttAddr, "--hostname", "127.0.0.1")
+	httpAddr := freePort(t)
+	hub := startProc(t, nil, tetherd, "--data", dir, "--listen", httpAddr, "--mqtt-listen", "127.0.0.1:0", "--hostname", "127.0.0.1")
 	waitHealthy(t, dir, httpAddr, hub)
 	owner, err := os.ReadFile(filepath.Join(dir, "owner.connstr"))
 	if err != nil {
@@ -58,14 +58,12 @@ func (h *procHub) startAgent(t *testing.T, id string, allow ...string) *proc {
 	return agent
 }
 
-// startForward runs `tether forward device stream` on a free loopback port
-// and returns that address once it accepts.
+// startForward runs `tether forward device stream` on a loopback port of
+// its choosing and returns that address once it accepts.
 func (h *procHub) startForward(t *testing.T, device, stream string) string {
 	t.Helper()
-	addr := freePort(t)
-	fwd := startProc(t, h.env, h.tether, "forward", device, stream, "--listen", addr)
-	fwd.waitLine(t, "forwarding", 30*time.Second)
-	return addr
+	fwd := startProc(t, h.env, h.tether, "forward", device, stream, "--listen", "127.0.0.1:0")
+	return fwd.forwarding(t, 30*time.Second)
 }
 
 // toolResult is what a finished process left behind.

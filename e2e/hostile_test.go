@@ -71,6 +71,7 @@ func streamWorks(t *testing.T, h *testHub, deviceID, msg string) {
 // WebSocket endpoints. Each bad connection is cut (HTTPS answers 400
 // first); the device connected all along still gets its streams.
 func TestGarbageOnEveryPort(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
 	serveEcho(t, dc)
@@ -187,6 +188,7 @@ func TestGarbageOnEveryPort(t *testing.T) {
 // handshake limit ends, on both listeners, while a device connects and
 // streams at once.
 func TestSlowTLSHandshakeIsCut(t *testing.T) {
+	t.Parallel()
 	const limit = 500 * time.Millisecond
 	h := startHub(t, hubOptions{limits: hub.Limits{TLSHandshakeTimeout: limit}})
 	var slow []net.Conn
@@ -224,6 +226,7 @@ func cutAfter(t *testing.T, conns []net.Conn, start time.Time, limit time.Durati
 // registry body past it 413, and a WebSocket message past it ends its
 // stream with close 1009, while another stream goes on.
 func TestOversizeHeaderBodyMessage(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{limits: hub.Limits{MaxMessageBytes: 1 << 20}})
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.TLS}}
 
@@ -277,6 +280,7 @@ func TestOversizeHeaderBodyMessage(t *testing.T) {
 // rate gets 429 ThrottlingException with Retry-After, and an open stream
 // keeps working through it; past the per-device cap, too.
 func TestStreamRequestFlood(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{window: 2 * time.Second, limits: hub.Limits{StreamRatePerPolicy: 20}})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	serveEcho(t, dc)
@@ -350,6 +354,7 @@ func TestStreamRequestFlood(t *testing.T) {
 // TestStreamsPerDeviceCap: past its cap of open streams a device's next
 // stream gets 429; ending one makes room.
 func TestStreamsPerDeviceCap(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{limits: hub.Limits{StreamsPerDevice: 2}})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	serveEcho(t, dc)
@@ -455,6 +460,7 @@ func connectPacketAs(t *testing.T, connStr, clientType string) []byte {
 // second CONNECT, a reserved packet type, a malformed SUBSCRIBE) cut that
 // client only; another device keeps its session and its streams.
 func TestMalformedMQTTDisconnectsOnlyThatClient(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
 	serveEcho(t, dc)
@@ -516,6 +522,7 @@ func connackFrom(t *testing.T, h *testHub, ip, clientID, password string) byte {
 // CONNACK 3) even with a good token, for a while, while other addresses
 // are served; unknown devices and wrong keys get the same answer.
 func TestAuthFailuresBackOff(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{limits: hub.Limits{AuthFailures: 3, AuthBackoffMax: 2 * time.Second}})
 	devStr := h.addDevice(t, "dev1")
 	cs, _ := sas.ParseConnectionString(devStr)
@@ -585,6 +592,7 @@ func TestAuthFailuresBackOff(t *testing.T) {
 // TestMQTTConnectionsPerSource: one address past its connection cap gets
 // CONNACK 3; another address connects.
 func TestMQTTConnectionsPerSource(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{limits: hub.Limits{MQTTConnsPerSource: 2}})
 	var held []net.Conn
 	for range 2 {
@@ -616,6 +624,7 @@ func TestMQTTConnectionsPerSource(t *testing.T) {
 // other streams, each with bytes of its own both ways, arrive whole and
 // unmixed meanwhile.
 func TestStalledReaderStallsOnlyItsStream(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	stalledDev := h.connectDevice(t, h.addDevice(t, "stalled"), device.WebSocket)
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
@@ -716,6 +725,7 @@ func TestStalledReaderStallsOnlyItsStream(t *testing.T) {
 // token as it is, or the device's key signing another device's resource.
 // Nor does a device token pass as a service token.
 func TestTokenForAnotherDevice(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	aStr := h.addDevice(t, "devA")
 	h.addDevice(t, "devB")
@@ -766,6 +776,7 @@ func expectClose(t *testing.T, c net.Conn, br *bufio.Reader, code ws.StatusCode)
 // then sends a request's header a piece at a time (slowloris) is cut when
 // the header limit ends, while REST calls and streams go on meanwhile.
 func TestSlowHTTPHeaderIsCut(t *testing.T) {
+	t.Parallel()
 	const limit = 500 * time.Millisecond
 	h := startHub(t, hubOptions{limits: hub.Limits{HeaderTimeout: limit}})
 	var slow []net.Conn

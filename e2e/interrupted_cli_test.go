@@ -73,15 +73,15 @@ func startCutTarget(t *testing.T) *cutTarget {
 // again on its data folder records each of those streams as interrupted,
 // and none that had ended.
 func TestHubKilledMidStream(t *testing.T) {
+	t.Parallel()
 	h := startResilienceHub(t)
 	devStr := h.addDevice(t, "dev1")
 	target := startCutTarget(t)
 	ca := strings.TrimPrefix(h.env[1], "TETHER_CA=")
 	startProc(t, []string{"TETHER_DEVICE=" + devStr, "TETHER_CA=" + ca}, h.tether,
 		"agent", "--allow", "bulk="+target.addr, "--allow", "echo="+startEcho(t))
-	fwdAddr := freePort(t)
-	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "bulk", "--listen", fwdAddr)
-	fwd.waitLine(t, "forwarding", 30*time.Second)
+	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "bulk", "--listen", "127.0.0.1:0")
+	fwdAddr := fwd.forwarding(t, 30*time.Second)
 	waitConnected(t, h.env, h.tether, "dev1")
 
 	// A stream that ended before the kill: its record is written, and it

@@ -93,6 +93,7 @@ func noKeyInGroup(t *testing.T, pgid int, keys ...string) {
 // key; devices show leaves keys out; a config file others can read is
 // refused; logout ends it.
 func TestKeysOffCommandLines(t *testing.T) {
+	t.Parallel()
 	h := startProcHub(t)
 	home := t.TempDir()
 	conf := filepath.Join(home, "config", "tether", "config.toml")
@@ -137,11 +138,11 @@ func TestKeysOffCommandLines(t *testing.T) {
 		t.Errorf("dev2 was created although its key had nowhere to go: %v %s", r.err, r.stderr)
 	}
 
-	echo, fwdAddr := startEcho(t), freePort(t)
+	echo := startEcho(t)
 	agent := startProc(t, env, h.tether, "agent", "--device-file", devFile, "--ca", filepath.Join(h.dir, "ca.pem"), "--allow", "echo="+echo)
-	fwd := startProc(t, env, h.tether, "forward", "dev1", "echo", "--listen", fwdAddr)
+	fwd := startProc(t, env, h.tether, "forward", "dev1", "echo", "--listen", "127.0.0.1:0")
 	waitConnected(t, env, h.tether, "dev1")
-	fwd.waitLine(t, "forwarding "+fwdAddr, 30*time.Second)
+	fwdAddr := fwd.forwarding(t, 30*time.Second)
 	if err := echoThrough(fwdAddr, "no key on any command line", 10*time.Second); err != nil {
 		t.Fatalf("echo through the forwarder: %v", err)
 	}

@@ -117,6 +117,7 @@ func tableRows(t *testing.T, out string) (header string, rows []map[string]strin
 // stream's id, which the agent's log names too; -n, --since and --json
 // select and print what they say.
 func TestLogsTableAndAgentStreamID(t *testing.T) {
+	t.Parallel()
 	_, tether := buildBinaries(t)
 	h := startHub(t, hubOptions{})
 	env := cliEnv(h)
@@ -225,6 +226,7 @@ func TestLogsTableAndAgentStreamID(t *testing.T) {
 // every record it has not printed yet, the ones written while it was
 // away included, and none twice.
 func TestLogsFollowSurvivesHubRestart(t *testing.T) {
+	t.Parallel()
 	h := startResilienceHub(t)
 	devStr := h.addDevice(t, "dev1")
 	startProc(t, append(slices.Clone(h.env), "TETHER_DEVICE="+devStr), h.tether, "agent", "--allow", "echo="+startEcho(t))
@@ -305,6 +307,7 @@ func TestLogsFollowSurvivesHubRestart(t *testing.T) {
 // ends one homed on another; both sides see it end, its record says who
 // ended it, and ending a stream takes ServiceConnect.
 func TestStreamsKill(t *testing.T) {
+	t.Parallel()
 	_, tether := buildBinaries(t)
 	natsURL := startNATS(t)
 	a := startHub(t, hubOptions{nats: natsURL})
@@ -408,6 +411,7 @@ func deadlinePassed(err error) bool {
 // TestForwardWarnsOffLoopback: a forwarder listening where others can
 // reach it says so; one on loopback does not.
 func TestForwardWarnsOffLoopback(t *testing.T) {
+	t.Parallel()
 	_, tether := buildBinaries(t)
 	h := startHub(t, hubOptions{})
 	h.addDevice(t, "dev1")

@@ -70,6 +70,7 @@ next:
 }
 
 func TestMetricsMove(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	ms := httptest.NewServer(h.Server.MetricsHandler())
 	defer ms.Close()

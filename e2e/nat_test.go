@@ -31,6 +31,7 @@ import (
 // and a good policy key from the same address go on working, and the
 // throttled device itself connects from another address.
 func TestFailingDeviceBehindNAT(t *testing.T) {
+	t.Parallel()
 	var log syncBuffer
 	// Three free failures keep the test short; the source's own rate is
 	// the default, which these few failures stay within, as an agent
@@ -106,6 +107,7 @@ func TestFailingDeviceBehindNAT(t *testing.T) {
 // CONNACK 3, then connections reset before any TLS handshake. Another
 // address connects meanwhile. Default limits.
 func TestRandomIdentityFloodIsCut(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	goodStr := h.addDevice(t, "good")
 	const attacker = "127.0.0.3"
@@ -154,6 +156,7 @@ func TestRandomIdentityFloodIsCut(t *testing.T) {
 // devices from one address all connect and stay connected, and all come
 // back after the hub restarts on the same data folder.
 func TestThousandDevicesBehindOneAddress(t *testing.T) {
+	t.Parallel()
 	const n, nat = 1000, "127.0.0.5"
 	h := startHub(t, hubOptions{})
 	ctx := context.Background()

@@ -71,6 +71,7 @@ http {
 // after another and several at once. A device that speaks as the Azure C
 // SDK does connects and streams through nginx too.
 func TestBehindNginx(t *testing.T) {
+	t.Parallel()
 	nginx := needTools(t, "nginx")["nginx"]
 	tetherd, tether := buildBinaries(t)
 

@@ -13,6 +13,7 @@ import (
 // the owner lists, shows, adds, rotates and removes policies, and each
 // connection string it hands out does what its rights allow and no more.
 func TestPolicyCommands(t *testing.T) {
+	t.Parallel()
 	h := startProcHub(t)
 	// run runs tether with the owner's environment, or with connStr as
 	// TETHER_HUB when one is given.

@@ -65,6 +65,7 @@ func policyDevice(t *testing.T, h *testHub, id, policy, key string) mqtt.Client 
 // policies through the service SDK and the REST routes, and shows that
 // each policy gets the rights it holds and no more.
 func TestPoliciesAPI(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	ctx := t.Context()
 	owner := h.service(t)
@@ -225,6 +226,7 @@ func TestPoliciesAPI(t *testing.T) {
 // device opened with it (DeviceConnect); the streams and the session
 // opened with its secondary key go on.
 func TestPolicyKeyRotationEndsWhatItOpened(t *testing.T) {
+	t.Parallel()
 	a, b := startTwoHubs(t)
 	ctx := t.Context()
 	owner := a.service(t)
@@ -300,6 +302,7 @@ func TestPolicyKeyRotationEndsWhatItOpened(t *testing.T) {
 // within seconds and keeps it out, while a session on the secondary key
 // (its module's) stays, until the secondary key is rotated in turn.
 func TestDeviceRotateKeyEndsOldKeySessions(t *testing.T) {
+	t.Parallel()
 	a, b := startTwoHubs(t)
 	ctx := t.Context()
 	owner := a.service(t)

@@ -11,8 +11,9 @@ import (
 // pipe and forward, run as a user runs them, name why the agent rejected
 // a stream: a name not in its --allow, or a target that refused.
 func TestRejectionCLI(t *testing.T) {
+	t.Parallel()
 	h := startProcHub(t)
-	h.startAgent(t, "dev1", "ssh="+freePort(t))
+	h.startAgent(t, "dev1", "ssh="+deadAddr(t))
 	const (
 		notAllowed = `device "dev1" refused stream "nope": not in the agent's --allow list`
 		refused    = `device "dev1" allows stream "ssh" but could not connect to its target: connection refused`
@@ -23,9 +24,8 @@ func TestRejectionCLI(t *testing.T) {
 			t.Errorf("pipe dev1 %s: %v, stdout %q, stderr %q; want a failure saying %q", stream, r.err, r.stdout, r.stderr, want)
 		}
 
-		addr := freePort(t)
-		fwd := startProc(t, h.env, h.tether, "forward", "dev1", stream, "--listen", addr)
-		fwd.waitLine(t, "forwarding", 30*time.Second)
+		fwd := startProc(t, h.env, h.tether, "forward", "dev1", stream, "--listen", "127.0.0.1:0")
+		addr := fwd.forwarding(t, 30*time.Second)
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

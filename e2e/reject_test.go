@@ -20,7 +20,7 @@ import (
 // and an allowed one whose target cannot be reached is rejected with the
 // dial's error.
 func serveRejections(t *testing.T, dc *device.Client) {
-	dead := freePort(t)
+	dead := deadAddr(t)
 	go func() {
 		for {
 			req, err := dc.Accept(context.Background())
@@ -59,6 +59,7 @@ func serveRejections(t *testing.T, dc *device.Client) {
 // The service tells a name the device does not serve from a target the
 // device cannot reach, through a real hub.
 func TestRejectionReasons(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	serveRejections(t, h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket))
 	svc := h.service(t)
@@ -87,6 +88,7 @@ func TestRejectionReasons(t *testing.T) {
 // is-accepted False, neither URL nor token) and the device's status in
 // Tether's own header only.
 func TestRejectionPOST(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	serveRejections(t, h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS))
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.TLS}, Timeout: 30 * time.Second}

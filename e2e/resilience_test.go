@@ -21,8 +21,7 @@ import (
 type resilienceHub struct {
 	tetherd, tether string
 	dir             string
-	httpAddr        string
-	mqttAddr        string
+	httpAddr        string // kept across restarts: connection strings name it
 	proc            *proc
 	env             []string // TETHER_HUB and TETHER_CA for the CLI
 }
@@ -33,7 +32,7 @@ func startResilienceHub(t *testing.T) *resilienceHub {
 	h := &resilienceHub{
 		tetherd: tetherd, tether: tether,
 		dir:      filepath.Join(t.TempDir(), "data"),
-		httpAddr: freePort(t), mqttAddr: freePort(t),
+		httpAddr: freePort(t),
 	}
 	h.start(t)
 	owner, err := os.ReadFile(filepath.Join(h.dir, "owner.connstr"))
@@ -47,7 +46,7 @@ func startResilienceHub(t *testing.T) *resilienceHub {
 // start runs tetherd on h's folder and ports and waits until it is healthy.
 func (h *resilienceHub) start(t *testing.T) {
 	t.Helper()
-	h.proc = startProc(t, nil, h.tetherd, "--data", h.dir, "--listen", h.httpAddr, "--mqtt-listen", h.mqttAddr, "--hostname", "127.0.0.1")
+	h.proc = startProc(t, nil, h.tetherd, "--data", h.dir, "--listen", h.httpAddr, "--mqtt-listen", "127.0.0.1:0", "--hostname", "127.0.0.1")
 	waitHealthy(t, h.dir, h.httpAddr, h.proc)
 }
 
@@ -133,9 +132,11 @@ func checkNoSecrets(t *testing.T, name, log, devStr string) {
 // and ports, and times how soon a connection through the forwarder (never
 // restarted, the device left alone) reaches the device again.
 func TestHubKilledAndRestarted(t *testing.T) {
+	// Not parallel: it bounds how long the agent takes to come back,
+	// which other tests sharing the CPUs would stretch.
 	h := startResilienceHub(t)
 	devStr := h.addDevice(t, "dev1")
-	echoAddr, fwdAddr := startEcho(t), freePort(t)
+	echoAddr := startEcho(t)
 
 	// The agent runs from a config file, as deploy/ sets it up.
 	conf := filepath.Join(t.TempDir(), "agent.toml")
@@ -144,8 +145,8 @@ func TestHubKilledAndRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent := startProc(t, []string{"TETHER_CA=", "TETHER_DEVICE="}, h.tether, "agent", "--config", conf)
-	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "echo", "--listen", fwdAddr, "--log-level", "debug")
-	fwd.waitLine(t, "forwarding", 30*time.Second)
+	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "echo", "--listen", "127.0.0.1:0", "--log-level", "debug")
+	fwdAddr := fwd.forwarding(t, 30*time.Second)
 	waitConnected(t, h.env, h.tether, "dev1")
 	if err := echoThrough(fwdAddr, "before", 10*time.Second); err != nil {
 		t.Fatalf("echo before the kill: %v", err)
@@ -307,6 +308,8 @@ func (p *blackHoleProxy) blackHole() []*proxyPair {
 // through the proxy; the hub must drop its side of the dead link; and a
 // stream through the forwarder must work again.
 func TestAgentNoticesBlackHole(t *testing.T) {
+	// Not parallel: it bounds how long the agent takes to notice,
+	// which other tests sharing the CPUs would stretch.
 	const keepAlive = 2 * time.Second
 	h := startResilienceHub(t)
 	devStr := h.addDevice(t, "dev1")
@@ -317,11 +320,11 @@ func TestAgentNoticesBlackHole(t *testing.T) {
 	if viaProxy == devStr {
 		t.Fatalf("connection string %q does not name the hub at %s", devStr, h.httpAddr)
 	}
-	echoAddr, fwdAddr := startEcho(t), freePort(t)
+	echoAddr := startEcho(t)
 	agent := startProc(t, h.env, h.tether, "agent", "--device", viaProxy, "--allow", "echo="+echoAddr,
 		"--keepalive", keepAlive.String(), "--log-level", "debug")
-	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "echo", "--listen", fwdAddr)
-	fwd.waitLine(t, "forwarding", 30*time.Second)
+	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "echo", "--listen", "127.0.0.1:0")
+	fwdAddr := fwd.forwarding(t, 30*time.Second)
 	waitConnected(t, h.env, h.tether, "dev1")
 	if err := echoThrough(fwdAddr, "before", 10*time.Second); err != nil {
 		t.Fatalf("echo before the black hole: %v", err)

@@ -117,6 +117,7 @@ type sshRoute struct {
 // behind `tether agent`, first through `tether pipe` as ProxyCommand, then
 // through a port of `tether forward`.
 func TestSSHThroughTether(t *testing.T) {
+	t.Parallel()
 	sshd := startSSHD(t)
 	h := startProcHub(t)
 	h.startAgent(t, "dev1", "ssh="+sshd.addr)

@@ -48,6 +48,7 @@ func startNATS(t *testing.T) string {
 // down and sends nobody to another node; a node that may have others (on
 // an external NATS) says to go to another node.
 func TestDrainRefusalSaysWhereToGo(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		nats   bool
@@ -121,6 +122,7 @@ func quickstart(t *testing.T) string {
 // tetherd starts a second late, as on a slow or busy machine: the block
 // must not depend on how fast the hub comes up.
 func TestQuickstartPastedAsOneBlock(t *testing.T) {
+	t.Parallel()
 	tools := needTools(t, "bash", "curl", "sleep")
 	tetherd, tether := buildBinaries(t)
 	home := t.TempDir()
@@ -141,10 +143,11 @@ func TestQuickstartPastedAsOneBlock(t *testing.T) {
 		t.Fatalf("the Quickstart no longer starts with %q:\n%s", build, script)
 	}
 	script = strings.TrimPrefix(script, build)
-	fwdAddr := freePort(t)
+	// The hub's HTTPS port is in the connection strings it writes, so it
+	// is chosen here; MQTT and the forwarder take one of their own.
 	for from, to := range map[string]string{
-		"127.0.0.1:18443": freePort(t), "127.0.0.1:18883": freePort(t),
-		"127.0.0.1:19400": fwdAddr, "127.0.0.1:9000": startEcho(t),
+		"127.0.0.1:18443": freePort(t), "127.0.0.1:18883": "127.0.0.1:0",
+		"127.0.0.1:19400": "127.0.0.1:0", "127.0.0.1:9000": startEcho(t),
 	} {
 		if !strings.Contains(script, from) {
 			t.Fatalf("the Quickstart no longer uses %s:\n%s", from, script)
@@ -170,7 +173,7 @@ func TestQuickstartPastedAsOneBlock(t *testing.T) {
 		}
 	})
 
-	p.waitLine(t, "forwarding "+fwdAddr+" → dev1/echo", 60*time.Second)
+	fwdAddr := p.forwarding(t, 60*time.Second)
 	eventually(t, 30*time.Second, "an echo through the forwarded port", func() bool {
 		return echoThrough(fwdAddr, "hello through the Quickstart", 5*time.Second) == nil
 	})
@@ -205,20 +208,21 @@ func TestQuickstartPastedAsOneBlock(t *testing.T) {
 // with no restart. A device the hub does not know still stops the agent at
 // once.
 func TestAgentAndForwardStartBeforeTheHub(t *testing.T) {
+	t.Parallel()
 	h := startResilienceHub(t)
 	devStr := h.addDevice(t, "dev1")
 	if err := h.proc.stop(t); err != nil {
 		t.Fatalf("tetherd exited with %v", err)
 	}
 
-	echo, fwdAddr := startEcho(t), freePort(t)
+	echo := startEcho(t)
 	agent := startProc(t, h.env, h.tether, "agent", "--device", devStr, "--allow", "echo="+echo)
-	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "echo", "--listen", fwdAddr)
+	fwd := startProc(t, h.env, h.tether, "forward", "dev1", "echo", "--listen", "127.0.0.1:0")
 	agent.waitLine(t, "cannot connect to the hub yet; retrying", 30*time.Second)
 	fwd.waitLine(t, "cannot reach the hub yet; retrying", 30*time.Second)
 
 	h.start(t)
-	fwd.waitLine(t, "forwarding "+fwdAddr, 60*time.Second)
+	fwdAddr := fwd.forwarding(t, 60*time.Second)
 	waitConnected(t, h.env, h.tether, "dev1")
 	eventually(t, 30*time.Second, "an echo through the forwarder", func() bool {
 		return echoThrough(fwdAddr, "the hub came up after us", 5*time.Second) == nil
@@ -238,6 +242,7 @@ func TestAgentAndForwardStartBeforeTheHub(t *testing.T) {
 // there, tetherd refuses to start, names the file and writes nothing; with
 // ca.pem back it serves the certificate it served before.
 func TestTetherdRefusesHalfTheCA(t *testing.T) {
+	t.Parallel()
 	h := startResilienceHub(t)
 	if err := h.proc.stop(t); err != nil {
 		t.Fatalf("tetherd exited with %v", err)
@@ -248,7 +253,7 @@ func TestTetherdRefusesHalfTheCA(t *testing.T) {
 	if err := os.Rename(caPath, caPath+".away"); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, err := runCmd(t, nil, h.tetherd, "--data", h.dir, "--listen", h.httpAddr, "--mqtt-listen", h.mqttAddr, "--hostname", "127.0.0.1")
+	_, stderr, err := runCmd(t, nil, h.tetherd, "--data", h.dir, "--listen", h.httpAddr, "--mqtt-listen", "127.0.0.1:0", "--hostname", "127.0.0.1")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || !strings.Contains(stderr, caPath+" is missing but "+keyPath+" is there") {
 		t.Fatalf("tetherd without ca.pem: %v\n%s", err, stderr)

@@ -28,6 +28,7 @@ import (
 // TestBulkBothWays pushes 64 MiB each way at once through one stream and
 // checks both arrive whole, over both device transports.
 func TestBulkBothWays(t *testing.T) {
+	t.Parallel()
 	for _, tr := range []struct {
 		name string
 		tr   device.Transport
@@ -101,6 +102,7 @@ func randomBytes(t *testing.T, n int) []byte {
 }
 
 func TestRejected(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	go func() {
@@ -116,6 +118,7 @@ func TestRejected(t *testing.T) {
 }
 
 func TestOfflineAndUnknownDevice(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	h.addDevice(t, "dev1")
 	svc := h.service(t)
@@ -171,6 +174,7 @@ func (h *testHub) rawCreateStream(t *testing.T, deviceID, name, token string) *h
 }
 
 func TestBadAndExpiredSAS(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	devStr := h.addDevice(t, "dev1")
 	h.connectDevice(t, devStr, device.WebSocket)
@@ -265,6 +269,7 @@ func (h *testHub) openRaw(t *testing.T, deviceID, name string) (url, token strin
 }
 
 func TestStreamTokens(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	a := h.connectDevice(t, h.addDevice(t, "devA"), device.WebSocket)
 	b := h.connectDevice(t, h.addDevice(t, "devB"), device.WebSocket)
@@ -323,6 +328,8 @@ func echoOnce(t *testing.T, c net.Conn, msg string) {
 // TestSideNeverArrives: the device accepts but never connects; the service
 // side is closed when the window ends, and told why.
 func TestSideNeverArrives(t *testing.T) {
+	// Not parallel: it bounds how long the hub takes to close a stream,
+	// which other tests sharing the CPUs would stretch.
 	h := startHub(t, hubOptions{window: 300 * time.Millisecond})
 	// The SDK always joins on Accept, so this device is a bare MQTT client
 	// that answers 200 and stops there.
@@ -352,6 +359,8 @@ func TestSideNeverArrives(t *testing.T) {
 // TestServiceNeverArrives: the service gets its answer but never joins;
 // the device side is closed when the window ends.
 func TestServiceNeverArrives(t *testing.T) {
+	// Not parallel: it bounds how long the hub takes to close a stream,
+	// which other tests sharing the CPUs would stretch.
 	h := startHub(t, hubOptions{window: 300 * time.Millisecond})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	devErr := make(chan error, 1)
@@ -419,6 +428,7 @@ func rawDeviceAnswering(t *testing.T, h *testHub, connStr string, status int) (s
 // TestResponseNeverEchoed: a device's res publish is consumed by the hub,
 // never delivered back to it (the C SDK breaks on the echo).
 func TestResponseNeverEchoed(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	cs, _ := sas.ParseConnectionString(h.addDevice(t, "dev1"))
 	tok, _ := cs.Token(time.Hour)
@@ -466,6 +476,8 @@ func TestResponseNeverEchoed(t *testing.T) {
 
 // TestCloseSeenPromptly: either side closing ends the other within 1 s.
 func TestCloseSeenPromptly(t *testing.T) {
+	// Not parallel: it bounds how long a close takes to cross,
+	// which other tests sharing the CPUs would stretch.
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	for _, closer := range []string{"service", "device"} {
@@ -515,6 +527,7 @@ func TestCloseSeenPromptly(t *testing.T) {
 }
 
 func TestManyConcurrentStreams(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	serveEcho(t, dc)
@@ -554,6 +567,7 @@ func TestManyConcurrentStreams(t *testing.T) {
 // TestRestartKeepsRegistry: devices and keys survive a hub restart, and a
 // device reconnects with its old connection string.
 func TestRestartKeepsRegistry(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	h := startHub(t, hubOptions{dir: dir})
 	devStr := h.addDevice(t, "dev1")
@@ -593,6 +607,7 @@ func TestRestartKeepsRegistry(t *testing.T) {
 // TestDeviceSeesOnlyItsOwnRequests: a second device never receives the
 // first one's stream request (and with it the stream token).
 func TestDeviceSeesOnlyItsOwnRequests(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	a := h.connectDevice(t, h.addDevice(t, "devA"), device.WebSocket)
 	b := h.connectDevice(t, h.addDevice(t, "devB"), device.TLS)
@@ -629,6 +644,7 @@ func TestDeviceSeesOnlyItsOwnRequests(t *testing.T) {
 // first ended (tether-stream.v2), so only the first pays a handshake; and
 // each still carries its own bytes.
 func TestStreamsReuseConnections(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
 	devAddrs := make(chan string, 8)
@@ -685,6 +701,7 @@ func TestStreamsReuseConnections(t *testing.T) {
 // outcome is the POST's answer, marked as the hub's; and the next opening
 // goes over the same connection once the stream ended.
 func TestOneRequestOpening(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
 	go func() {

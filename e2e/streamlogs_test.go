@@ -61,6 +61,7 @@ func recordsOf(t *testing.T, svc *service.Client, name string) []wire.StreamLogP
 // record with the right result and fields, and nothing secret is written
 // to the records or to the hub's log.
 func TestStreamLogRecords(t *testing.T) {
+	t.Parallel()
 	hubLog := &syncBuffer{}
 	h := startHub(t, hubOptions{logTo: hubLog})
 	devStr := h.addDevice(t, "dev1")
@@ -196,6 +197,7 @@ func TestStreamLogRecords(t *testing.T) {
 // TestLogsFollow: `tether logs --follow` prints a record for a stream
 // opened after it started.
 func TestLogsFollow(t *testing.T) {
+	t.Parallel()
 	_, tether := buildBinaries(t)
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)
@@ -236,6 +238,7 @@ func TestLogsFollow(t *testing.T) {
 // TestStreamsListing: `tether streams` shows an open stream, with its
 // bytes, and stops showing it after close.
 func TestStreamsListing(t *testing.T) {
+	t.Parallel()
 	_, tether := buildBinaries(t)
 	h := startHub(t, hubOptions{})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.WebSocket)

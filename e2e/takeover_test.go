@@ -118,6 +118,7 @@ func minFlapTime(n int, maxB time.Duration) time.Duration {
 // hint, and the two back off rather than knock each other off every few
 // seconds.
 func TestDuplicateDeviceKey(t *testing.T) {
+	t.Parallel()
 	var hubLog syncBuffer
 	h := startHub(t, hubOptions{logTo: &hubLog})
 	connStr := h.addDevice(t, "dev1")
@@ -374,6 +375,7 @@ func packetTypes(pks []packets.Packet) string {
 // address took over. An Azure client on paho and one as the Azure C SDK
 // speaks over WebSocket get no message at all.
 func TestTakeoverNotice(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	connStr := h.addDevice(t, "dev1")
 	disconnect := func(pks []packets.Packet) bool {
@@ -470,6 +472,7 @@ func TestTakeoverNotice(t *testing.T) {
 // takeover with both addresses and tells the displaced SDK client which
 // address took over.
 func TestTakeoverAcrossNodes(t *testing.T) {
+	t.Parallel()
 	natsURL := startNATS(t)
 	var log1, log2 syncBuffer
 	n1 := startHub(t, hubOptions{nats: natsURL, logTo: &log1})

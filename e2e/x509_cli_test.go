@@ -43,6 +43,7 @@ func writeCertFiles(t *testing.T, c tls.Certificate) (certFile, keyFile string) 
 // devices add --x509-thumbprint and --x509-ca, certificates add, list,
 // show and rm, and the agent with --cert and --key carrying a stream.
 func TestX509CLI(t *testing.T) {
+	t.Parallel()
 	h := startProcHub(t)
 	run := func(args ...string) string {
 		t.Helper()

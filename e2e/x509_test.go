@@ -194,6 +194,7 @@ func (h *testHub) rawConnect(t *testing.T, clientID, password string, cert *tls.
 }
 
 func TestX509SelfSigned(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	svc := h.service(t)
 	ctx := context.Background()
@@ -302,6 +303,7 @@ func TestX509SelfSigned(t *testing.T) {
 // with colons (openssl's form) straight from a device document, stores it
 // normalized, and the device connects.
 func TestX509ThumbprintNormalized(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	svc := h.service(t)
 	cert := validCert(t, "cam4", nil)
@@ -336,6 +338,7 @@ func TestX509ThumbprintNormalized(t *testing.T) {
 }
 
 func TestX509CertificateAuthority(t *testing.T) {
+	t.Parallel()
 	h := startHub(t, hubOptions{})
 	svc := h.service(t)
 	ctx := context.Background()
