@@ -38,8 +38,8 @@ type takeoverLog struct {
 	Counts []int `json:"counts"`
 }
 
-// add counts a takeover at now.
-func (l *takeoverLog) add(now time.Time, displaced, by string) {
+// add counts n takeovers at now, the last of them from displaced to by.
+func (l *takeoverLog) add(now time.Time, n int, displaced, by string) {
 	m := now.Unix() / 60
 	if len(l.Counts) != 60 {
 		l.Counts, l.Minute = make([]int, 60), m
@@ -53,7 +53,7 @@ func (l *takeoverLog) add(now time.Time, displaced, by string) {
 		l.Minute = m
 	}
 	// A clock that went back still counts in the newest minute.
-	l.Counts[l.Minute%60]++
+	l.Counts[l.Minute%60] += n
 	l.Last, l.Displaced, l.By = now, displaced, by
 }
 
@@ -102,15 +102,25 @@ func (r *Registry) SetConnected(ctx context.Context, id, session string, connect
 // takeovers of the last hour, this one included. A device without presence
 // (deleted meanwhile) is left alone, and counts 0.
 func (r *Registry) RecordTakeover(ctx context.Context, id, displaced, by string) (lastHour int, err error) {
+	return r.RecordTakeovers(ctx, id, 1, displaced, by)
+}
+
+// RecordTakeovers is RecordTakeover for n takeovers at once, the last of
+// them from displaced to by: those of a device that a hub node saw come
+// faster than it could write them.
+func (r *Registry) RecordTakeovers(ctx context.Context, id string, n int, displaced, by string) (lastHour int, err error) {
 	if err := ValidateID(id); err != nil {
 		return 0, err
+	}
+	if n < 1 {
+		return 0, fmt.Errorf("%w: %d takeovers", ErrInvalid, n)
 	}
 	now := r.now()
 	err = r.casPresence(ctx, id, func(p *presence) bool {
 		if p.Takeover == nil {
 			p.Takeover = &takeoverLog{}
 		}
-		p.Takeover.add(now, displaced, by)
+		p.Takeover.add(now, n, displaced, by)
 		lastHour = p.Takeover.lastHour(now)
 		return true
 	})
@@ -152,13 +162,12 @@ func (r *Registry) fillPresence(ctx context.Context, d *wire.Device) error {
 // Connected until they happen to reconnect. Each entry is cleared with
 // compare-and-set, so a session that reconnected meanwhile is kept.
 func (r *Registry) ClearSessions(ctx context.Context, stale func(session string) bool) (int, error) {
-	keys, err := r.presence.ListKeys(ctx)
+	keys, err := listKeys(ctx, r.presence)
 	if err != nil {
 		return 0, fmt.Errorf("registry: listing presence: %w", err)
 	}
-	defer keys.Stop()
 	n := 0
-	for key := range keys.Keys() {
+	for _, key := range keys {
 		e, err := r.presence.Get(ctx, key)
 		if err != nil {
 			continue // deleted meanwhile

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -137,24 +138,51 @@ func TestTakeovers(t *testing.T) {
 func TestTakeoverLogMinutes(t *testing.T) {
 	var l takeoverLog
 	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
-	l.add(at, "a", "b")
-	l.add(at.Add(59*time.Second), "a", "b")
+	l.add(at, 1, "a", "b")
+	l.add(at.Add(59*time.Second), 1, "a", "b")
 	if n := l.lastHour(at.Add(59 * time.Minute)); n != 2 {
 		t.Fatalf("59 minutes on: %d, want 2", n)
 	}
 	if n := l.lastHour(at.Add(60 * time.Minute)); n != 0 {
 		t.Fatalf("60 minutes on: %d, want 0", n)
 	}
-	l.add(at.Add(60*time.Minute), "a", "b") // the same slot, an hour later
+	l.add(at.Add(60*time.Minute), 1, "a", "b") // the same slot, an hour later
 	if n := l.lastHour(at.Add(60 * time.Minute)); n != 1 {
 		t.Fatalf("a takeover an hour after two: %d in the last hour, want 1", n)
 	}
-	l.add(at.Add(30*time.Minute), "a", "b") // the clock went back
+	l.add(at.Add(30*time.Minute), 1, "a", "b") // the clock went back
 	if n := l.lastHour(at.Add(60 * time.Minute)); n != 2 {
 		t.Fatalf("after a clock set back: %d, want 2", n)
 	}
-	l.add(at.Add(5*time.Hour), "a", "b")
+	l.add(at.Add(5*time.Hour), 1, "a", "b")
 	if n := l.lastHour(at.Add(5 * time.Hour)); n != 1 {
 		t.Fatalf("hours later: %d, want 1", n)
+	}
+}
+
+// Takeovers that came faster than a node could write them are counted at
+// once, every one of them, with the last one's two addresses.
+func TestRecordTakeoversAtOnce(t *testing.T) {
+	r := newRegistry(t)
+	ctx := t.Context()
+	mustPut(t, r, wire.Device{DeviceID: "dev"}, "")
+	if err := r.SetConnected(ctx, "dev", "n/1", true); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.RecordTakeover(ctx, "dev", "10.0.0.1:1", "10.0.0.2:2"); n != 1 || err != nil {
+		t.Fatalf("RecordTakeover = %d, %v; want 1", n, err)
+	}
+	if n, err := r.RecordTakeovers(ctx, "dev", 4, "10.0.0.3:3", "10.0.0.4:4"); n != 5 || err != nil {
+		t.Fatalf("RecordTakeovers of 4 = %d, %v; want 5 in the last hour", n, err)
+	}
+	d, err := r.Get(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk := d.Takeovers; tk == nil || tk.LastHour != 5 || tk.DisplacedRemote != "10.0.0.3:3" || tk.ByRemote != "10.0.0.4:4" {
+		t.Fatalf("takeovers: %+v", tk)
+	}
+	if _, err := r.RecordTakeovers(ctx, "dev", 0, "a", "b"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("RecordTakeovers of 0: %v, want ErrInvalid", err)
 	}
 }

@@ -11,6 +11,10 @@
 // Reads go to the bucket each time (JetStream direct get, no cache): a SAS
 // check must see a key rotation or a disabled device made on another node at
 // once, which a watcher-fed cache could only promise eventually.
+//
+// A read or write that meets a leader election of a bucket's stream (a
+// node was lost) waits for the new leader, 10 s at most, rather
+// than failing its caller (election.go).
 package registry
 
 import (
@@ -99,7 +103,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Registry,
 func (r *Registry) bucket(ctx context.Context, js jetstream.JetStream, name, desc string, replicas int) (jetstream.KeyValue, error) {
 	kv, err := js.KeyValue(ctx, name)
 	if err == nil {
-		return kv, nil
+		return elected(kv), nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("registry: open bucket %s: %w", name, err)
@@ -119,7 +123,7 @@ func (r *Registry) bucket(ctx context.Context, js jetstream.JetStream, name, des
 		return nil, fmt.Errorf("registry: create bucket %s: %w", name, err)
 	}
 	r.log.Info("created registry bucket", "bucket", name)
-	return kv, nil
+	return elected(kv), nil
 }
 
 // Get returns the device with id, its etag and its connection state.
@@ -473,23 +477,6 @@ func (r *Registry) List(ctx context.Context, top int) ([]wire.Device, error) {
 		out = append(out, d)
 	}
 	return out, nil
-}
-
-// listKeys returns every key of kv. A lister stops early, without an
-// error, when ctx ends; that must not pass for a complete list.
-func listKeys(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
-	l, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	for k := range l.Keys() {
-		keys = append(keys, k)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return keys, nil
 }
 
 // ValidateID checks a device id against Azure's rules: 1 to 128 ASCII
