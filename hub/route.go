@@ -105,58 +105,6 @@ func (s *Server) deviceDisconnected(clientID string) {
 	s.log.Info("device disconnected", "device", clientID)
 }
 
-// presenceUpdate is one change of a device's connection state.
-type presenceUpdate struct {
-	clientID, sessionID string
-	connected           bool
-	touch               bool      // activity only: lastActivityTime
-	takeover            *takeover // a takeover to count (takeover.go)
-}
-
-// markPresence queues a connection-state change for the registry. One
-// worker applies them in order, so a slow store never stalls MQTT sessions
-// and a disconnect is never written before the connect it follows. The
-// registry's compare-and-set keeps a late disconnect from hiding a newer
-// session on another node. Callers hold s.mu.
-func (s *Server) markPresence(clientID, sessionID string, connected bool) {
-	s.presence <- presenceUpdate{clientID: clientID, sessionID: sessionID, connected: connected}
-}
-
-func (s *Server) presenceWorker() {
-	defer s.wg.Done()
-	for u := range s.presence {
-		ctx, cancel := ctxTimeout(context.Background())
-		var err error
-		switch {
-		case u.takeover != nil:
-			err = s.recordTakeover(ctx, u.clientID, *u.takeover)
-		case u.touch:
-			err = s.reg.Touch(ctx, u.clientID, u.sessionID)
-		default:
-			err = s.reg.SetConnected(ctx, u.clientID, u.sessionID, u.connected)
-		}
-		if err != nil {
-			s.log.Warn("recording connection state", "device", u.clientID, "err", err)
-		}
-		cancel()
-	}
-}
-
-// touchEvery bounds how often a busy device's lastActivityTime is written.
-const touchEvery = 10 * time.Second
-
-// touched records that a device with a session here answered.
-func (s *Server) touched(clientID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sess := s.sessions[clientID]
-	if sess == nil || s.closed || time.Since(sess.touched) < touchEvery {
-		return
-	}
-	sess.touched = time.Now()
-	s.presence <- presenceUpdate{clientID: clientID, sessionID: sess.id, touch: true}
-}
-
 // routeLoop hands the stream requests of the devices with a session here
 // to onStreamRequest, in order of arrival.
 func (s *Server) routeLoop() {

@@ -84,7 +84,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by MQTT client id
-	presence chan presenceUpdate
+	presence *presenceQueue      // connection states on their way to the registry (presence.go)
 	// routeReqs carries the stream requests of every device session here:
 	// one channel shared by their subscriptions, read by one goroutine
 	// (routeLoop), where a callback subscription would hold a goroutine
@@ -159,7 +159,7 @@ func New(opts Options) (*Server, error) {
 		node:     opts.Cluster.Node(),
 		wsURL:    &ws,
 		sessions: make(map[string]*session),
-		presence: make(chan presenceUpdate, 4096),
+		presence: newPresenceQueue(opts.Registry),
 		// A request waits here only while routeLoop unmarshals the ones
 		// before it; past the capacity NATS drops it as a slow consumer.
 		routeReqs:     make(chan *nats.Msg, 4096),
@@ -216,7 +216,7 @@ func New(opts Options) (*Server, error) {
 	})
 	if err != nil {
 		s.relay.Close()
-		close(s.presence)
+		s.presence.close()
 		close(s.routeReqsDone)
 		s.wg.Wait()
 		return nil, fmt.Errorf("hub: starting the MQTT broker: %w", err)
@@ -330,7 +330,7 @@ func (s *Server) Close() error {
 		delete(s.sessions, id)
 		s.markPresence(id, sess.id, false)
 	}
-	close(s.presence)
+	s.presence.close()
 	close(s.routeReqsDone)
 	s.mu.Unlock()
 	s.wg.Wait()

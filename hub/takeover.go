@@ -90,29 +90,33 @@ type takeoverLine struct {
 }
 
 // sessionTakenOver is the broker's OnTakeover: it queues the takeover for
-// the presence worker, which counts it and logs it (recordTakeover), in
-// order with the new session's connect.
+// the presence worker (presence.go), which counts it and logs it
+// (recordTakeover) after the new session's connect.
 func (s *Server) sessionTakenOver(clientID, displaced, by string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	s.presence <- presenceUpdate{clientID: clientID, takeover: &takeover{displaced: displaced, by: by}}
+	s.presence.takenOver(clientID, takeover{displaced: displaced, by: by})
 }
 
-// recordTakeover counts a takeover in the registry and logs it, at info
-// the first time in an hour and as a warning (one a minute per device)
-// after that.
-func (s *Server) recordTakeover(ctx context.Context, clientID string, t takeover) error {
+// recordTakeover counts n takeovers, the last one t, in the registry and
+// logs them, at info the first time in an hour and as a warning (one a
+// minute per device) after that. n is more than one only when takeovers
+// came faster than the registry took them.
+func (s *Server) recordTakeover(ctx context.Context, store presenceStore, clientID string, t takeover, n int) error {
 	var (
 		lastHour int
 		err      error
 	)
 	if !strings.Contains(clientID, "/") { // a module has no presence of its own
-		lastHour, err = s.reg.RecordTakeover(ctx, clientID, t.displaced, t.by)
+		lastHour, err = store.RecordTakeovers(ctx, clientID, n, t.displaced, t.by)
 	}
 	args := []any{"device", clientID, "displaced", t.displaced, "by", t.by}
+	if n > 1 {
+		args = append(args, "takeovers", n)
+	}
 	if lastHour < 2 {
 		s.log.Info("session taken over", args...)
 		return err
