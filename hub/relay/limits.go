@@ -99,10 +99,7 @@ func (r *Relay) messageTooBig(msg *int64, h ws.Header) bool {
 func (pp *pipe) tooBig(src *peer, dir string) {
 	what := fmt.Sprintf("message larger than %d bytes", pp.r.maxMessage)
 	pp.r.limited(LimitMessageSize, dir+": "+what)
-	var frames [2][]byte
-	frames[src.side] = ws.NewCloseFrameBody(ws.StatusMessageTooBig, what)
-	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
-	pp.stop(src.side.String(), dir+": "+what, frames)
+	pp.endBy(src, ws.NewCloseFrameBody(ws.StatusMessageTooBig, what), dir+": "+what)
 }
 
 // touch records data on the stream, for the idle timeout.

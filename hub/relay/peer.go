@@ -12,6 +12,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tether-io/tether/internal/batchconn"
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 // peer is one side's hijacked conn.
@@ -74,17 +75,14 @@ func (p *peer) write(b []byte) error {
 func (p *peer) writeEOF() error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	n := putHeader(p.cbuf[:], ws.OpBinary, true, 0)
-	return p.write(p.cbuf[:n])
+	return p.write(wsframe.AppendFrame(p.cbuf[:0], ws.OpBinary, nil))
 }
 
 // writeControl sends one unmasked control frame.
 func (p *peer) writeControl(op ws.OpCode, payload []byte) error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	n := putHeader(p.cbuf[:], op, true, len(payload))
-	copy(p.cbuf[n:], payload)
-	return p.write(p.cbuf[:n+len(payload)])
+	return p.write(wsframe.AppendFrame(p.cbuf[:0], op, payload))
 }
 
 // closing shortens the write deadline so that a write blocked on a peer
@@ -103,9 +101,7 @@ func (p *peer) writeClose(payload []byte) {
 	// Again under wmu: a writer that gave up on seeing shut may have set
 	// its long deadline after closing set the short one.
 	p.conn.SetWriteDeadline(time.Now().Add(closeTimeout))
-	n := putHeader(p.cbuf[:], ws.OpClose, true, len(payload))
-	copy(p.cbuf[n:], payload)
-	if _, err := p.conn.Write(p.cbuf[:n+len(payload)]); err == nil {
+	if _, err := p.conn.Write(wsframe.AppendFrame(p.cbuf[:0], ws.OpClose, payload)); err == nil {
 		p.sentClose.Store(true)
 	}
 }

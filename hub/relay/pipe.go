@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 const (
@@ -128,7 +130,7 @@ func (pp *pipe) copy(src, dst *peer) int64 {
 func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 	dir := src.side.String() + "->" + dst.side.String()
 	var (
-		hbuf [ws.MaxHeaderSize]byte
+		hbuf [wsframe.MaxHeaderSize]byte
 		ctrl [ws.MaxControlFramePayloadSize]byte
 		eof  bool  // src sent its marker
 		msg  int64 // bytes of the data message in progress, for MaxMessage
@@ -137,21 +139,16 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 		if pp.stopped.Load() {
 			return relayed
 		}
-		h, err := ws.ReadHeaderBuffer(src.r, hbuf[:])
+		h, err := wsframe.ReadHeader(src.r, &hbuf)
 		if err != nil {
 			pp.readFailed(src, dir, err)
 			return relayed
 		}
+		if err := wsframe.Check(h, true); err != nil {
+			pp.protocolError(src, dir, err.Error())
+			return relayed
+		}
 		switch {
-		case h.Rsv != 0:
-			pp.protocolError(src, dir, "reserved bits set")
-			return relayed
-		case !h.Masked:
-			pp.protocolError(src, dir, "unmasked client frame")
-			return relayed
-		case h.OpCode.IsReserved():
-			pp.protocolError(src, dir, fmt.Sprintf("reserved opcode %d", h.OpCode))
-			return relayed
 		case h.OpCode.IsData() && eof:
 			pp.protocolError(src, dir, "data frame after the end-of-stream marker")
 			return relayed
@@ -159,14 +156,14 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 			src.bad.Store(true) // its payload is left unread
 			pp.tooBig(src, dir)
 			return relayed
-		case isMarker(h) && src.tether:
+		case wsframe.IsMarker(h) && src.tether:
 			pp.touch()
 			if !pp.halfClose(src, dst, dir) {
 				return relayed
 			}
 			eof = true
 			continue
-		case isMarker(h) && dst.tether:
+		case wsframe.IsMarker(h) && dst.tether:
 			// From a side without the subprotocol an empty frame is just no
 			// data; passed on, dst would read it as the end of the stream.
 			continue
@@ -177,9 +174,6 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 				return relayed
 			}
 			continue
-		case !h.Fin || h.Length > ws.MaxControlFramePayloadSize:
-			pp.protocolError(src, dir, "fragmented or oversized control frame")
-			return relayed
 		}
 		payload := ctrl[:h.Length]
 		if _, err := io.ReadFull(src.r, payload); err != nil {
@@ -195,8 +189,8 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 				return relayed
 			}
 		case ws.OpClose:
-			if len(payload) == 1 {
-				pp.protocolError(src, dir, "close frame with a one-byte body")
+			if err := wsframe.CheckClose(payload); err != nil {
+				pp.protocolError(src, dir, err.Error())
 				return relayed
 			}
 			src.gotClose.Store(true)
@@ -228,8 +222,8 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 		ws.Cipher(payload, h.Mask, off)
 		off += n
 		left -= int64(n)
-		start := hdrRoom - headerSize(n)
-		putHeader(buf[start:], op, h.Fin && left == 0, n)
+		start := hdrRoom - wsframe.HeaderSize(n, false)
+		wsframe.PutHeader(buf[start:], op, h.Fin && left == 0, n)
 		dst.wmu.Lock()
 		err := dst.write(buf[start : hdrRoom+n])
 		dst.wmu.Unlock()
@@ -247,12 +241,6 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 		}
 		op = ws.OpContinuation
 	}
-}
-
-// isMarker reports whether h is the end-of-stream marker's shape: an empty
-// binary frame with FIN (masked, as every client frame is).
-func isMarker(h ws.Header) bool {
-	return h.OpCode == ws.OpBinary && h.Fin && h.Length == 0
 }
 
 // halfClose handles src's end-of-stream marker. To a dst that knows the
@@ -301,23 +289,12 @@ func (pp *pipe) setHalf(src *peer) (both bool) {
 	return pp.eof[1-src.side]
 }
 
-func headerSize(n int) int {
-	switch {
-	case n < 126:
-		return 2
-	case n <= 0xffff:
-		return 4
-	default:
-		return 10
-	}
-}
-
 // closeFrom ends the stream on a close frame from src: the close goes on to
 // the other side as it came, and back to src as RFC 6455 §5.5.1 asks.
 func (pp *pipe) closeFrom(src *peer, payload []byte) {
 	var frames [2][]byte
 	frames[1-src.side] = payload
-	frames[src.side] = payload[:min(len(payload), 2)]
+	frames[src.side] = wsframe.CloseEcho(payload)
 	reason := "close frame"
 	if code, text := ws.ParseCloseFrameData(payload); !code.Empty() {
 		reason = fmt.Sprintf("close frame %d %q", code, text)
@@ -329,24 +306,27 @@ func (pp *pipe) closeFrom(src *peer, payload []byte) {
 // stream is already ending and its conn was closed.
 func (pp *pipe) readFailed(src *peer, dir string, err error) {
 	src.bad.Store(true)
-	var frames [2][]byte
-	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
-	pp.stop(src.side.String(), fmt.Sprintf("%s: read: %v", dir, err), frames)
+	pp.endBy(src, nil, fmt.Sprintf("%s: read: %v", dir, err))
 }
 
 // writeFailed ends the stream when writing to dst fails or times out.
 func (pp *pipe) writeFailed(dst *peer, dir string, err error) {
-	var frames [2][]byte
-	frames[1-dst.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
-	pp.stop(dst.side.String(), fmt.Sprintf("%s: write: %v", dir, err), frames)
+	pp.endBy(dst, nil, fmt.Sprintf("%s: write: %v", dir, err))
 }
 
 func (pp *pipe) protocolError(src *peer, dir, what string) {
 	src.bad.Store(true)
+	pp.endBy(src, ws.NewCloseFrameBody(ws.StatusProtocolError, what), fmt.Sprintf("%s: %v: %s", dir, errProtocol, what))
+}
+
+// endBy ends the stream because of side s, for reason: s is sent the
+// close frame body own (nil: none, s is gone or broken), the other side
+// 1001, as for any peer that went away.
+func (pp *pipe) endBy(s *peer, own []byte, reason string) {
 	var frames [2][]byte
-	frames[src.side] = ws.NewCloseFrameBody(ws.StatusProtocolError, what)
-	frames[1-src.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
-	pp.stop(src.side.String(), fmt.Sprintf("%s: %v: %s", dir, errProtocol, what), frames)
+	frames[s.side] = own
+	frames[1-s.side] = ws.NewCloseFrameBody(ws.StatusGoingAway, "peer disconnected")
+	pp.stop(s.side.String(), reason, frames)
 }
 
 // stop ends the stream once: it records why and sends each side its close

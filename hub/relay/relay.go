@@ -573,27 +573,3 @@ func (r *Relay) awaitClose(p *peer) {
 		p.close()
 	}()
 }
-
-// putHeader writes an unmasked (server to client) frame header at the
-// start of b and returns its size.
-func putHeader(b []byte, op ws.OpCode, fin bool, n int) int {
-	b[0] = byte(op)
-	if fin {
-		b[0] |= 0x80
-	}
-	switch {
-	case n < 126:
-		b[1] = byte(n)
-		return 2
-	case n <= 0xffff:
-		b[1] = 126
-		b[2], b[3] = byte(n>>8), byte(n)
-		return 4
-	default:
-		b[1] = 127
-		for i := range 8 {
-			b[2+i] = byte(uint64(n) >> (56 - 8*i))
-		}
-		return 10
-	}
-}

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tether-io/tether/internal/wsconn"
+	"github.com/tether-io/tether/internal/wsframe"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -776,7 +777,7 @@ func TestCopyNoAllocs(t *testing.T) {
 	rand.Read(payload)
 	var frame bytes.Buffer
 	ws.WriteFrame(&frame, ws.MaskFrame(ws.NewBinaryFrame(payload)))
-	hs := headerSize(len(payload))
+	hs := wsframe.HeaderSize(len(payload), false)
 	out := make([]byte, hs+len(payload))
 	relayOne := func() {
 		if _, err := svcEnd.Write(frame.Bytes()); err != nil {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 // maxIdleRequest bounds the header of a request read on a reused conn: it
@@ -24,7 +26,7 @@ const maxIdleRequest = 4096
 // is then at a frame boundary, ready for the next request. Any error, or
 // the read deadline set before, marks it bad.
 func (p *peer) drain() {
-	var hbuf [ws.MaxHeaderSize]byte
+	var hbuf [wsframe.MaxHeaderSize]byte
 	if p.skip > 0 {
 		if _, err := io.CopyN(io.Discard, p.r, p.skip); err != nil {
 			p.bad.Store(true)
@@ -33,9 +35,8 @@ func (p *peer) drain() {
 		p.skip = 0
 	}
 	for {
-		h, err := ws.ReadHeaderBuffer(p.r, hbuf[:])
-		if err != nil || h.Rsv != 0 || !h.Masked || h.OpCode.IsReserved() ||
-			(h.OpCode.IsControl() && (!h.Fin || h.Length > ws.MaxControlFramePayloadSize)) {
+		h, err := wsframe.ReadHeader(p.r, &hbuf)
+		if err != nil || wsframe.Check(h, true) != nil {
 			p.bad.Store(true)
 			return
 		}
