@@ -2,19 +2,19 @@ package broker
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/tether-io/tether/internal/wsframe"
 )
 
 // MQTT over WebSocket is served by wsConn rather than a general WebSocket
@@ -141,13 +141,13 @@ func (r rawReader) Read(p []byte) (int, error) { return r.c.readRaw(p) }
 // nextFrame reads frame headers, answering control frames, until one
 // starts data (left > 0) or the connection ends.
 func (c *wsConn) nextFrame() error {
-	h, err := ws.ReadHeader(rawReader{c})
+	var hbuf [wsframe.MaxHeaderSize]byte
+	h, err := wsframe.ReadHeader(rawReader{c}, &hbuf)
 	if err != nil {
 		return err
 	}
 	switch {
-	case h.Rsv != 0, !h.Masked, h.OpCode.IsReserved(),
-		h.OpCode.IsControl() && (!h.Fin || h.Length > ws.MaxControlFramePayloadSize),
+	case wsframe.Check(h, true) != nil,
 		h.OpCode == ws.OpContinuation && !c.inMsg,
 		h.OpCode.IsData() && h.OpCode != ws.OpContinuation && c.inMsg:
 		return c.fail(ws.StatusProtocolError, errWSProtocol)
@@ -201,23 +201,8 @@ func (c *wsConn) writeFrame(op ws.OpCode, p []byte) error {
 	if c.wclosed {
 		return net.ErrClosed
 	}
-	_, err := c.Conn.Write(appendFrame(nil, op, p))
+	_, err := c.Conn.Write(wsframe.AppendFrame(nil, op, p))
 	return err
-}
-
-// appendFrame appends a final, unmasked frame (a server's) to b.
-func appendFrame(b []byte, op ws.OpCode, p []byte) []byte {
-	b = slices.Grow(b, ws.MaxHeaderSize+len(p))
-	b = append(b, 0x80|byte(op))
-	switch n := len(p); {
-	case n < 126:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = binary.BigEndian.AppendUint16(append(b, 126), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint64(append(b, 127), uint64(n))
-	}
-	return append(b, p...)
 }
 
 // closeFrame sends a close frame, once, unless a write is stalled: Close
@@ -232,7 +217,7 @@ func (c *wsConn) closeFrame(code ws.StatusCode) {
 	}
 	c.wclosed = true
 	_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = c.Conn.Write(appendFrame(nil, ws.OpClose, ws.NewCloseFrameBody(code, "")))
+	_, _ = c.Conn.Write(wsframe.AppendFrame(nil, ws.OpClose, ws.NewCloseFrameBody(code, "")))
 }
 
 // Close says goodbye with a close frame (normal closure) and closes the
