@@ -69,7 +69,19 @@ type Options struct {
 }
 
 // Server is one hub node.
+//
+// Lock order, outermost first: the broker's callback stripe, then mu, then
+// the broker's own lock (broker.Broker writes down its side). The broker
+// calls deviceConnected and deviceDisconnected under the stripe, and they
+// take mu; under mu the hub asks the broker for a session's credential or
+// remote address, or drops a session (which may write the connection's
+// goodbye, within a deadline). Also taken under mu, and leaves: the
+// presence queue's lock, the NATS connection's (subscribing, unsubscribing
+// and publishing only buffer) and the logger's. invMu is a leaf, as are
+// the locks inside lame, follow, authLog and lim; none of the hub's locks
+// is held while calling the relay.
 type Server struct {
+	// Set once in New, before the Server is in use; read without a lock.
 	opts   Options
 	log    *slog.Logger
 	reg    *registry.Registry
@@ -81,10 +93,6 @@ type Server struct {
 	// reusedMux serves requests on reused stream connections (serveReused).
 	reusedMux *http.ServeMux
 	wsURL     *url.URL
-
-	mu       sync.Mutex
-	sessions map[string]*session // by MQTT client id
-	presence *presenceQueue      // connection states on their way to the registry (presence.go)
 	// routeReqs carries the stream requests of every device session here:
 	// one channel shared by their subscriptions, read by one goroutine
 	// (routeLoop), where a callback subscription would hold a goroutine
@@ -95,22 +103,31 @@ type Server struct {
 	ctlSub        *nats.Subscription // streams listing
 	killSub       *nats.Subscription // kills of streams (streams.go)
 	sessSub       *nats.Subscription // session claims of other nodes (takeover.go)
-	lame          lameDuck           // drain state (drain.go)
-	follow        followers          // stream-log followers, ended by Drain (streamlogs.go)
 	logs          *streamlog.Store
 	journal       *streamlog.Journal // streams open here (interrupted.go)
 	metrics       *metrics
-	authLog       *logLimiter // failed logins: a flood must not flood the log
-	lim           *limiter    // limits.go
-	keys          keyState    // what withdrawn credentials opened (keys.go)
 
-	takeoverLog map[string]takeoverLine // by client id, under mu (takeover.go)
+	// Each guards itself, with a lock of its own or atomics.
+	presence *presenceQueue // connection states on their way to the registry (presence.go)
+	lame     lameDuck       // drain state (drain.go)
+	follow   followers      // stream-log followers, ended by Drain (streamlogs.go)
+	authLog  *logLimiter    // failed logins: a flood must not flood the log
+	lim      *limiter       // limits.go
+	// keys is what withdrawn credentials opened (keys.go): its epoch is
+	// atomic, its stop set once in New, its modules guarded by mu.
+	keys keyState
+	wg   sync.WaitGroup
 
+	// Guarded by mu.
+	mu          sync.Mutex
+	sessions    map[string]*session     // by MQTT client id
+	seq         uint64                  // numbers this node's sessions
+	closed      bool                    // Close has begun
+	takeoverLog map[string]takeoverLine // by client id (takeover.go)
+
+	// Guarded by invMu.
 	invMu       sync.Mutex
 	invocations map[string]*invocation // by stream id, until the stream ends
-	seq         uint64
-	closed      bool
-	wg          sync.WaitGroup
 }
 
 // session is one device's MQTT session on this node and its NATS
