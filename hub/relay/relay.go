@@ -301,20 +301,23 @@ func (r *Relay) Open(deviceID, name string, window time.Duration) (*Stream, erro
 func (r *Relay) Cancel(id string) {
 	r.mu.Lock()
 	st := r.streams[id]
-	if st == nil || st.ended || st.pipe != nil || r.closed {
-		r.mu.Unlock()
-		return
-	}
-	r.wg.Add(1)
-	defer r.wg.Done()
-	waiting := r.endLocked(st)
 	r.mu.Unlock()
-	r.finishUnpaired(st, waiting, ClosedByHub, "canceled", ws.StatusInternalServerError, "stream canceled")
+	if st != nil {
+		r.endUnpaired(st, ClosedByHub, "canceled", ws.StatusInternalServerError, "stream canceled")
+	}
 }
 
 // expire ends a stream whose handshake window is over and is still
 // unpaired.
 func (r *Relay) expire(st *stream) {
+	r.endUnpaired(st, ClosedByWindow, "peer did not connect within the handshake window",
+		ws.StatusInternalServerError, "peer did not connect within the handshake window")
+}
+
+// endUnpaired ends st unless it paired or ended, or the relay closed, in
+// the meantime: its tokens stop working, and a side waiting is sent a
+// close frame with code and text. Close waits for it.
+func (r *Relay) endUnpaired(st *stream, by, reason string, code ws.StatusCode, text string) {
 	r.mu.Lock()
 	if st.ended || st.pipe != nil || r.closed {
 		r.mu.Unlock()
@@ -324,8 +327,7 @@ func (r *Relay) expire(st *stream) {
 	defer r.wg.Done()
 	waiting := r.endLocked(st)
 	r.mu.Unlock()
-	r.finishUnpaired(st, waiting, ClosedByWindow, "peer did not connect within the handshake window",
-		ws.StatusInternalServerError, "peer did not connect within the handshake window")
+	r.finishUnpaired(st, waiting, by, reason, code, text)
 }
 
 // endLocked marks an unpaired stream ended, forgets it and its tokens, and
@@ -350,9 +352,7 @@ func (r *Relay) endLocked(st *stream) []*peer {
 // pairing and reports it.
 func (r *Relay) finishUnpaired(st *stream, waiting []*peer, by, reason string, code ws.StatusCode, text string) {
 	for _, p := range waiting {
-		p.closing(closeTimeout)
-		p.writeClose(ws.NewCloseFrameBody(code, text))
-		r.awaitClose(p)
+		r.closeUnpaired(p, ws.NewCloseFrameBody(code, text))
 	}
 	r.log.Debug("stream ended unpaired", "stream", st.ID, "device", st.DeviceID, "name", st.Name, "by", by, "reason", reason)
 	r.done(Info{
@@ -474,9 +474,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if st.ended || r.closed {
 		// Canceled, expired or shut down while upgrading.
 		r.mu.Unlock()
-		p.closing(closeTimeout)
-		p.writeClose(ws.NewCloseFrameBody(ws.StatusGoingAway, "stream ended"))
-		r.awaitClose(p)
+		r.closeUnpaired(p, ws.NewCloseFrameBody(ws.StatusGoingAway, "stream ended"))
 		return
 	}
 	other := st.peers[1-ref.side]
@@ -511,14 +509,7 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // token is spent, so the stream can never pair.
 func (r *Relay) upgradeFailed(st *stream, s side, err error) {
 	r.log.Debug("stream upgrade failed", "stream", st.ID, "side", s.String(), "err", err)
-	r.mu.Lock()
-	if st.ended || st.pipe != nil || r.closed {
-		r.mu.Unlock()
-		return
-	}
-	waiting := r.endLocked(st)
-	r.mu.Unlock()
-	r.finishUnpaired(st, waiting, ClosedByHub, s.String()+" upgrade failed: "+err.Error(),
+	r.endUnpaired(st, ClosedByHub, s.String()+" upgrade failed: "+err.Error(),
 		ws.StatusInternalServerError, "peer failed to connect")
 }
 
@@ -551,6 +542,14 @@ func httpError(w http.ResponseWriter, status, code int, msg string) {
 	h.Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	w.Write(wire.EncodeError(code, msg))
+}
+
+// closeUnpaired ends the connection of a side that will never pair: a
+// close frame with body, then awaitClose.
+func (r *Relay) closeUnpaired(p *peer, body []byte) {
+	p.closing(closeTimeout)
+	p.writeClose(body)
+	r.awaitClose(p)
 }
 
 // awaitClose waits, on a goroutine of its own that Close waits for, until
