@@ -15,6 +15,7 @@ import (
 	"github.com/gobwas/ws"
 
 	"github.com/tether-io/tether/internal/wsframe"
+	"github.com/tether-io/tether/wire"
 )
 
 // MQTT over WebSocket is served by wsConn rather than a general WebSocket
@@ -28,11 +29,9 @@ import (
 // errWSProtocol ends a connection whose peer broke RFC 6455.
 var errWSProtocol = errors.New("broker: websocket protocol violation")
 
-// subprotocol is MQTT's WebSocket subprotocol. Tokens compare without
-// regard to case: the Azure C device SDK offers "MQTT".
-const subprotocol = "mqtt"
-
-func isMQTT(p string) bool { return strings.EqualFold(p, subprotocol) }
+// isMQTT reports whether p is MQTT's WebSocket subprotocol. Tokens compare
+// without regard to case: the Azure C device SDK offers "MQTT".
+func isMQTT(p string) bool { return strings.EqualFold(p, wire.SubprotocolMQTT) }
 
 // upgradeWS answers the WebSocket handshake of r, selecting the MQTT
 // subprotocol, in the spelling the client offered, if offered, and returns
