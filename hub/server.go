@@ -64,6 +64,9 @@ type Options struct {
 	// Replicas of the stream-log stream when it is created; default 1.
 	// A clustered hub passes Cluster.Replicas().
 	Replicas int
+	// StreamLogs is the stream-log store when the caller has opened it
+	// (hub/node does, with its start's patience); nil: New opens it.
+	StreamLogs *streamlog.Store
 
 	Logger *slog.Logger
 }
@@ -193,7 +196,9 @@ func New(opts Options) (*Server, error) {
 	err = cluster.Retry(ctx, s.log, "opening the stream logs", func(ctx context.Context) error {
 		var err error
 		lopts := streamlog.Options{Retention: opts.LogRetention, Replicas: opts.Replicas}
-		s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), lopts)
+		if s.logs = opts.StreamLogs; s.logs == nil {
+			s.logs, err = streamlog.Open(ctx, opts.Cluster.JetStream(), lopts)
+		}
 		if err == nil {
 			s.journal, err = streamlog.OpenJournal(ctx, opts.Cluster.JetStream(), opts.Cluster.Name(), lopts)
 		}

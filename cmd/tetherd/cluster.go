@@ -1,21 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tether-io/tether/hub/cluster"
-	"github.com/tether-io/tether/hub/registry"
-	"github.com/tether-io/tether/hub/streamlog"
+	"github.com/tether-io/tether/hub/node"
 )
 
 // clusterConfig holds the flags of running several nodes as one hub.
@@ -50,7 +45,7 @@ func addClusterFlags(fs *flag.FlagSet, c *clusterConfig, source func(name string
 	fs.StringVar(&c.natsCert, "nats-cert", "", "client certificate (PEM `FILE`) for --nats servers that ask for one, with --nats-key")
 	fs.StringVar(&c.natsKey, "nats-key", "", "key of --nats-cert (PEM `FILE`)")
 	fs.IntVar(&c.replicas, "replicas", 0, "`N` replicas of the registry and stream logs when first created: 0 picks 3 with three or more nodes, else 1")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long open streams may run on while devices move to other nodes; 0 stops at once")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", node.DefaultDrainTimeout, "on SIGTERM, how long open streams may run on while devices move to other nodes; 0 stops at once")
 	return func() error {
 		for p := range strings.SplitSeq(peers, ",") {
 			if p = strings.TrimSpace(p); p != "" {
@@ -140,74 +135,4 @@ func clusterOptions(c *config, log *slog.Logger) (cluster.Options, error) {
 		log.Warn("routes between nodes are not encrypted: they carry stream tokens and device records in the clear; keep --cluster-listen on a private network, or give --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca")
 	}
 	return o, nil
-}
-
-// startTimeout bounds start-up until the hub serves. A clustered node
-// waits for a quorum of its peers (and, on a new cluster, for every peer
-// an R3 bucket needs), so it is given longer to let an operator start the
-// nodes one after another.
-func startTimeout(c *config) time.Duration {
-	if c.cluster.name != "" || c.natsURL != "" {
-		return 5 * time.Minute
-	}
-	return 60 * time.Second
-}
-
-// openState opens (creating on a new hub) the registry buckets, the
-// default access policies and the stream-log stream, retrying while the
-// JetStream cluster is still forming. Every node runs this; the buckets
-// and policies are created with create-only operations, so the first node
-// to get there makes them and the others find them.
-//
-// The stream-log stream is created here, with retries, although hub.New
-// opens it too: nodes starting together send the same creation at once,
-// and JetStream may leave a duplicate of a creation still in flight
-// unanswered, which a single attempt would take for a failure.
-func openState(ctx context.Context, cl *cluster.Cluster, retention time.Duration, log *slog.Logger) (*registry.Registry, error) {
-	var reg *registry.Registry
-	err := cluster.Retry(ctx, log, "opening the registry", func(ctx context.Context) error {
-		var err error
-		reg, err = registry.Open(ctx, cl.JetStream(), registry.Options{Logger: log, Replicas: cl.Replicas()})
-		if err != nil {
-			return err
-		}
-		_, err = reg.EnsureDefaultPolicies(ctx)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = cluster.Retry(ctx, log, "opening the stream logs", func(ctx context.Context) error {
-		_, err := streamlog.Open(ctx, cl.JetStream(), streamlog.Options{Retention: retention, Replicas: cl.Replicas()})
-		return err
-	})
-	return reg, err
-}
-
-// drainer is what drain needs of the hub.
-type drainer interface {
-	Drain(ctx context.Context, spread time.Duration) error
-}
-
-// drain runs the hub's lame-duck mode for up to timeout, or until a second
-// SIGINT/SIGTERM. Devices are moved within a quarter of the timeout (at
-// most 10 s), leaving the rest for streams to end.
-func drain(srv drainer, timeout time.Duration, log *slog.Logger) {
-	if timeout <= 0 {
-		return
-	}
-	sig, stop := notifySignals()
-	defer stop()
-	ctx, cancel := context.WithTimeout(sig, timeout)
-	defer cancel()
-	spread := min(timeout/4, 10*time.Second)
-	log.Info("draining (a second SIGTERM stops at once)", "timeout", timeout)
-	if err := srv.Drain(ctx, spread); err != nil {
-		log.Warn("drain ended early; closing what is left", "err", err)
-	}
-}
-
-// notifySignals is a context ended by SIGINT or SIGTERM.
-func notifySignals() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }

@@ -1,7 +1,9 @@
-// Command tetherd is the Tether hub. It owns the listeners and TLS; the
-// hub package serves what arrives on them. On its first start it creates
-// its data folder, a CA, a server certificate and the access policies, and
-// writes the owner connection string; later starts reuse all of them.
+// Command tetherd is the Tether hub. It reads its flags and binds its
+// listeners; hub/node runs the node on them (TLS, the cluster, the
+// registry, the drain on SIGTERM) and the hub package serves what arrives.
+// On its first start it creates its data folder, a CA, a server
+// certificate and the access policies, and writes the owner connection
+// string; later starts reuse all of them.
 package main
 
 import (
@@ -13,20 +15,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
-	"time"
 
-	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/hub/certs"
-	"github.com/tether-io/tether/hub/cluster"
-	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/hub/node"
+	"github.com/tether-io/tether/internal/shell"
 )
 
 func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
@@ -61,55 +59,22 @@ func main() {
 	}
 }
 
-// checkDataDir creates the data folder (0700) on first start, and refuses
-// one that others may read: it holds the CA key and every device's keys.
-func checkDataDir(dir string) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("creating the data folder: %w", err)
-		}
-		return os.Chmod(dir, 0o700) // whatever the umask
-	}
-	if err != nil {
-		return fmt.Errorf("data folder: %w", err)
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("data folder %s is not a folder", dir)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("data folder %s is open to other users (mode %04o) and holds keys; fix it with: chmod 700 %s", dir, perm, shellQuote(dir))
-	}
-	return nil
-}
-
-// connStrHost is the HostName of connection strings: the public host with
-// its port unless that is 443, the one port Azure clients assume.
-func connStrHost(publicURL string) string {
-	u, _ := url.Parse(publicURL)
-	if u.Port() == "443" || (u.Port() == "" && u.Scheme == "https") {
-		return u.Hostname()
-	}
-	if u.Port() == "" {
-		return net.JoinHostPort(u.Hostname(), "80")
-	}
-	return u.Host
-}
-
 func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	log, err := newLogger(c, stderr)
 	if err != nil {
 		return err
 	}
 	// Everything a mistaken flag or a port in use makes fail is done before
-	// the data folder is created or touched, so that such a start leaves
-	// nothing behind: the given certificates are read and every listener
-	// is bound.
-	var cert tls.Certificate
+	// the data folder is created or touched (node.Start's first step), so
+	// that such a start leaves nothing behind: the given certificates are
+	// read and every listener is bound.
+	var cert *tls.Certificate
 	if c.tls && c.tlsCert != "" {
-		if cert, err = tls.LoadX509KeyPair(c.tlsCert, c.tlsKey); err != nil {
+		pair, err := tls.LoadX509KeyPair(c.tlsCert, c.tlsKey)
+		if err != nil {
 			return fmt.Errorf("%s, %s: %w", c.from("tls-cert"), c.from("tls-key"), err)
 		}
+		cert = &pair
 	}
 	copts, err := clusterOptions(c, log.With("part", "cluster"))
 	if err != nil {
@@ -119,125 +84,48 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer lns.close()
-
-	if err := checkDataDir(c.data); err != nil {
-		return err
+	drainTimeout := c.cluster.drainTimeout
+	if drainTimeout == 0 {
+		drainTimeout = -1 // --drain-timeout 0: none
 	}
-	var tlsConf *tls.Config
-	if c.tls {
-		if c.tlsCert == "" {
-			if cert, err = certs.Ensure(c.data, c.hostnames); err != nil {
-				return fmt.Errorf("TLS certificate: %w", err)
-			}
-		}
-		tlsConf = &tls.Config{
-			Certificates: []tls.Certificate{cert},
-			MinVersion:   tls.VersionTLS12,
-			// Asked of every client on both listeners, checked by nobody
-			// here: the hub decides per device after CONNECT what an
-			// X.509 device's certificate is worth, and clients without
-			// one (key devices, services) carry on as before.
-			ClientAuth: tls.RequestClientCert,
-		}
-	}
-
-	startCtx, cancel := context.WithTimeout(ctx, startTimeout(c))
-	defer cancel()
-	cl, err := cluster.Start(startCtx, copts)
-	if err != nil {
-		return fmt.Errorf("starting NATS: %w", err)
-	}
-	defer cl.Close()
-	reg, err := openState(startCtx, cl, c.retention, log.With("part", "registry"))
-	if err != nil {
-		return fmt.Errorf("opening the registry: %w", err)
-	}
-	owner, err := reg.Policy(startCtx, "iothubowner")
-	if err != nil {
-		return fmt.Errorf("reading the owner policy: %w", err)
-	}
-	ownerStr := sas.ConnectionString{HostName: connStrHost(c.publicURL), SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}.String()
-	ownerPath := filepath.Join(c.data, "owner.connstr")
-	if err := certs.WriteFileAtomic(ownerPath, []byte(ownerStr+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing the owner connection string: %w", err)
-	}
-
-	srv, err := hub.New(hub.Options{
-		Cluster:      cl,
-		Registry:     reg,
+	n, err := node.Start(ctx, node.Config{
+		DataDir:      c.data,
+		HTTP:         lns.http,
+		MQTT:         lns.mqtt,
+		Metrics:      lns.metrics,
+		PlainHTTP:    !c.tls,
+		Certificate:  cert,
 		HostNames:    c.hostnames,
 		PublicURL:    c.publicURL,
+		Cluster:      copts,
+		DrainTimeout: drainTimeout,
 		LogRetention: c.retention,
-		Replicas:     cl.Replicas(),
 		Limits:       c.limits,
 		Logger:       log,
 	})
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
 
-	httpLn := lns.http
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: srv.Limits().HeaderTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    srv.Limits().MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.With("part", "http").Handler(), slog.LevelDebug),
-	}
-	if tlsConf != nil {
-		httpLn = srv.TLSListener(httpLn, tlsConf) // handshake time limit
-	}
-	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(httpLn) }()
-
-	mqttLn := lns.mqtt
-	if mqttLn != nil {
-		if tlsConf != nil {
-			mqttLn = srv.TLSListener(mqttLn, tlsConf)
-		}
-		go func() { errc <- srv.ServeMQTT(mqttLn) }()
-	}
-
-	var metricsSrv *http.Server
-	if mln := lns.metrics; mln != nil {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", srv.MetricsHandler())
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = metricsSrv.Serve(mln) }()
-		log.Info("metrics", "listen", mln.Addr().String())
-	}
-
-	printWelcome(stdout, c, httpLn.Addr(), mqttLn, ownerPath)
-	log.Info("hub started", "listen", httpLn.Addr().String(), "public", c.publicURL, "node", cl.Node())
+	printWelcome(stdout, c, n.HTTPAddr(), n.MQTTAddr(), n.OwnerFile())
+	log.Info("hub started", "listen", n.HTTPAddr().String(), "public", c.publicURL, "node", n.Cluster().Node())
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-	case err := <-errc:
-		runErr = fmt.Errorf("listener failed: %w", err)
+		if drainTimeout > 0 {
+			log.Info("draining (a second SIGTERM stops at once)", "timeout", drainTimeout)
+		}
+	case <-n.Failed():
+		runErr = fmt.Errorf("listener failed: %w", n.Err())
 	}
-	// Stop taking new work first, let open streams end while devices move
-	// to other nodes (lame duck), then end the rest, then flush the store
-	// (deferred cl.Close).
-	if mqttLn != nil {
-		mqttLn.Close()
-	}
-	if runErr == nil {
-		drain(srv, c.cluster.drainTimeout, log)
-	}
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancelShut()
-	_ = hs.Shutdown(shutCtx)
-	if metricsSrv != nil {
-		_ = metricsSrv.Close()
-	}
-	if err := srv.Close(); err != nil {
+	// A second SIGINT or SIGTERM ends the drain.
+	sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := n.Shutdown(sig); err != nil {
 		log.Warn("closing the hub", "err", err)
 	}
-	hs.Close()
 	return runErr
 }
 
@@ -289,8 +177,7 @@ func listen(c *config) (*listeners, error) {
 	return l, nil
 }
 
-// close closes the listeners; those already served are closed again,
-// harmlessly.
+// close closes the listeners bound so far.
 func (l *listeners) close() {
 	for _, ln := range []net.Listener{l.http, l.mqtt, l.metrics} {
 		if ln != nil {
@@ -299,19 +186,19 @@ func (l *listeners) close() {
 	}
 }
 
-func printWelcome(w io.Writer, c *config, httpAddr net.Addr, mqttLn net.Listener, ownerPath string) {
+func printWelcome(w io.Writer, c *config, httpAddr, mqttAddr net.Addr, ownerPath string) {
 	scheme := "https"
 	if !c.tls {
 		scheme = "http"
 	}
 	fmt.Fprintf(w, "Tether hub is running.\n")
 	fmt.Fprintf(w, "  REST, streams, MQTT over WebSocket: %s://%s (public URL %s)\n", scheme, httpAddr, c.publicURL)
-	if mqttLn != nil {
+	if mqttAddr != nil {
 		kind := "MQTT over TLS:                     "
 		if !c.tls {
 			kind = "MQTT (plain, TLS ends before it): "
 		}
-		fmt.Fprintf(w, "  %s %s\n", kind, mqttLn.Addr())
+		fmt.Fprintf(w, "  %s %s\n", kind, mqttAddr)
 	}
 	if c.tls && c.tlsCert == "" {
 		fmt.Fprintf(w, "  CA certificate:                     %s\n", filepath.Join(c.data, certs.CAFile))
@@ -322,9 +209,9 @@ func printWelcome(w io.Writer, c *config, httpAddr net.Addr, mqttLn net.Listener
 	// the owner's goes to tether login on stdin, the device's to a file.
 	ca := ""
 	if c.tls && c.tlsCert == "" {
-		ca = " --ca " + shellQuote(filepath.Join(c.data, certs.CAFile))
+		ca = " --ca " + shell.Quote(filepath.Join(c.data, certs.CAFile))
 	}
-	fmt.Fprintf(w, "  tether login%s - < %s\n", ca, shellQuote(ownerPath))
+	fmt.Fprintf(w, "  tether login%s - < %s\n", ca, shell.Quote(ownerPath))
 	fmt.Fprintf(w, "  tether devices add dev1 --out dev1.connstr\n")
 	fmt.Fprintf(w, "  tether agent --device-file dev1.connstr%s --allow ssh=127.0.0.1:22   # on the device\n", ca)
 	fmt.Fprintf(w, "  tether forward dev1 ssh --listen 127.0.0.1:2222   # where you are\n")
@@ -339,11 +226,4 @@ func splitNames(s string) []string {
 		}
 	}
 	return out
-}
-
-func shellQuote(s string) string {
-	if !strings.ContainsAny(s, " \t'\"$`\\*?[]{}()<>|&;#~!") {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -3,36 +3,11 @@ package main
 import (
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func TestCheckDataDir(t *testing.T) {
-	base := t.TempDir()
-	fresh := filepath.Join(base, "a", "data")
-	if err := checkDataDir(fresh); err != nil {
-		t.Fatal(err)
-	}
-	if st, _ := os.Stat(fresh); st.Mode().Perm() != 0o700 {
-		t.Fatalf("new data folder mode %04o", st.Mode().Perm())
-	}
-	if err := checkDataDir(fresh); err != nil {
-		t.Fatalf("second start: %v", err)
-	}
-	open := filepath.Join(base, "open")
-	os.Mkdir(open, 0o755)
-	os.Chmod(open, 0o755)
-	err := checkDataDir(open)
-	if err == nil || !strings.Contains(err.Error(), "chmod 700") {
-		t.Fatalf("a folder others can read: %v", err)
-	}
-	file := filepath.Join(base, "file")
-	os.WriteFile(file, nil, 0o600)
-	if err := checkDataDir(file); err == nil {
-		t.Fatal("a file accepted as data folder")
-	}
-}
+	"github.com/tether-io/tether/hub/node"
+)
 
 func TestParseFlagsDefaults(t *testing.T) {
 	for _, k := range []string{"TETHER_DATA", "TETHER_LISTEN", "TETHER_HOSTNAME", "TETHER_PUBLIC_URL", "TETHER_MQTT_LISTEN"} {
@@ -51,10 +26,10 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.publicURL != "https://hub.example:443" || connStrHost(c.publicURL) != "hub.example" || len(c.hostnames) != 2 {
-		t.Fatalf("env and flags: %+v %s", c, connStrHost(c.publicURL))
+	if c.publicURL != "https://hub.example:443" || node.ConnectionStringHost(c.publicURL) != "hub.example" || len(c.hostnames) != 2 {
+		t.Fatalf("env and flags: %+v %s", c, node.ConnectionStringHost(c.publicURL))
 	}
-	if connStrHost("https://127.0.0.1:18443") != "127.0.0.1:18443" {
+	if node.ConnectionStringHost("https://127.0.0.1:18443") != "127.0.0.1:18443" {
 		t.Fatal("the port must stay in HostName when it is not 443")
 	}
 	if _, err := parseFlags([]string{"--tls-cert", "x"}, os.Stderr); err == nil {

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/tether-io/tether/internal/natstest"
 )
 
 func TestMain(m *testing.M) {
@@ -160,27 +162,7 @@ func TestDataDirUnusable(t *testing.T) {
 // an external NATS system.
 func runServer(t *testing.T, jetStream bool) *server.Server {
 	t.Helper()
-	return runServerWith(t, &server.Options{JetStream: jetStream})
-}
-
-// runServerWith runs a NATS server on loopback with o, its address, store
-// and quiet fields filled in.
-func runServerWith(t *testing.T, o *server.Options) *server.Server {
-	t.Helper()
-	o.Host, o.Port, o.StoreDir, o.NoSigs, o.NoLog = "127.0.0.1", server.RANDOM_PORT, t.TempDir(), true, true
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("test server not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return natstest.Run(t, &server.Options{JetStream: jetStream})
 }
 
 func TestExternal(t *testing.T) {
@@ -269,7 +251,7 @@ func TestExternalTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := runServerWith(t, &server.Options{
+	s := natstest.Run(t, &server.Options{
 		JetStream: true, TLS: true, TLSVerify: true, TLSConfig: serverTLS, TLSTimeout: 2,
 	})
 	url := "tls://" + s.Addr().String()
