@@ -15,8 +15,8 @@ import (
 
 const (
 	// bufSize is the buffer a data frame is relayed through: 256 KiB, the
-	// best size RELAY-NOTES measured, so the 256 KiB frames wsconn sends
-	// (header + 262,130 bytes) pass in one piece.
+	// best size measured (docs/benchmarks.md), so the 256 KiB frames
+	// wsconn sends (header + 262,130 bytes) pass in one piece.
 	bufSize = 256 << 10
 	// hdrRoom is kept free in front of the payload for the largest
 	// unmasked header, so header and payload go out in one Write.

@@ -94,14 +94,14 @@ type Info struct {
 // Subprotocol is the WebSocket subprotocol of Tether's own clients
 // (wsconn.Subprotocol): with it, an empty binary frame with FIN is the
 // end-of-stream marker.
-const Subprotocol = "tether-stream.v1"
+const Subprotocol = wire.SubprotocolStream
 
 // SubprotocolReuse is tether-stream.v1 plus connection reuse: once a stream
 // ended with a close frame each way, the connection is HTTP/1.1 again and
 // may carry the next upgrade request, so a client of many streams pays one
 // TLS handshake per connection rather than one per stream. The hub keeps
 // such a connection for IdleConnTimeout between streams.
-const SubprotocolReuse = "tether-stream.v2"
+const SubprotocolReuse = wire.SubprotocolStreamReuse
 
 // responseHeaderKey is the context key of WithResponseHeader.
 type responseHeaderKey struct{}
