@@ -1,15 +1,11 @@
-package hub
+package hub_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tether-io/tether/hub/certs"
+	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/hub/cluster"
+	"github.com/tether-io/tether/hub/node"
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
@@ -58,8 +55,8 @@ func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
-// badInputHub is one hub node on loopback, served over TLS from its own
-// CA as tetherd serves it, logging into a logRecorder.
+// badInputHub is one hub node on loopback, run by hub/node as tetherd
+// runs it, logging into a logRecorder.
 type badInputHub struct {
 	url    string // https://127.0.0.1:port
 	client *http.Client
@@ -70,81 +67,34 @@ type badInputHub struct {
 
 func startBadInputHub(t *testing.T) *badInputHub {
 	t.Helper()
-	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cert, err := certs.Ensure(dir, []string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, certs.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		t.Fatal("no CA certificate in " + certs.CAFile)
-	}
-	cl, err := cluster.Start(ctx, cluster.Options{DataDir: dir, Name: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cl.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	reg, err := registry.Open(ctx, cl.JetStream(), registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg.EnsureDefaultPolicies(ctx); err != nil {
-		t.Fatal(err)
-	}
-	owner, err := reg.Policy(ctx, "iothubowner")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
 	logs := &logRecorder{}
-	srv, err := New(Options{
-		Cluster: cl, Registry: reg,
+	n, err := node.Start(ctx, node.Config{
+		DataDir:   filepath.Join(t.TempDir(), "data"),
 		HostNames: []string{"127.0.0.1"},
-		PublicURL: "https://" + addr,
+		Cluster:   cluster.Options{Name: "test"},
 		// Failed logins are rows of the table, not an attack to back off from.
-		Limits: Limits{AuthFailures: -1, AuthFailureRatePerSource: -1},
+		Limits: hub.Limits{AuthFailures: -1, AuthFailureRatePerSource: -1},
 		Logger: slog.New(recordHandler{logs}),
 	})
 	if err != nil {
-		ln.Close()
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: srv.Limits().HeaderTimeout, MaxHeaderBytes: srv.Limits().MaxHeaderBytes}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		hs.Serve(srv.TLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}))
-	}()
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	// Cleanups run last first: the server and the client go before the
-	// cluster they use.
+	logs.take() // what the start made; the tests read what requests log
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: n.ClientTLS()}}
 	t.Cleanup(func() {
-		hs.Close()
-		<-served
 		client.CloseIdleConnections()
-		if err := srv.Close(); err != nil {
+		if err := n.Shutdown(context.Background()); err != nil {
 			t.Error(err)
 		}
 	})
+	owner := n.Owner()
 	token, err := sas.New("127.0.0.1", owner.PrimaryKey, owner.Name, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &badInputHub{url: "https://" + addr, client: client, token: token, reg: reg, logs: logs}
+	return &badInputHub{url: "https://" + n.HTTPAddr().String(), client: client, token: token, reg: n.Registry(), logs: logs}
 }
 
 // TestMalformedIDsAndNames sends every REST route of the hub that takes a
