@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // The device's MQTT codec is written by hand (mqtt.go). These tests hold
@@ -180,7 +182,7 @@ func TestMQTTSessionAgainstMochi(t *testing.T) {
 	}
 
 	// SUBSCRIBE, and mochi's SUBACK back: one return code per filter.
-	filters := []string{"$iothub/streams/POST/#", "$iothub/streams/res/#"}
+	filters := []string{wire.TopicRequestFilter, wire.TopicResponseFilter}
 	codes := make(chan []byte, 1)
 	go func() {
 		got, err := m.subscribe(context.Background(), filters...)
