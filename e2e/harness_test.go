@@ -3,27 +3,23 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tether-io/tether/device"
 	"github.com/tether-io/tether/hub"
-	"github.com/tether-io/tether/hub/certs"
 	"github.com/tether-io/tether/hub/cluster"
+	"github.com/tether-io/tether/hub/node"
 	"github.com/tether-io/tether/hub/registry"
-	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/service"
 )
 
-// testHub is one hub node on loopback, with TLS from its own CA, as
-// tetherd runs it.
+// testHub is one hub node on loopback, run by hub/node as tetherd runs
+// it: TLS from its own CA, and a drain when it stops.
 type testHub struct {
 	t        *testing.T
 	Dir      string
@@ -34,11 +30,13 @@ type testHub struct {
 	Server   *hub.Server
 	Registry *registry.Registry
 
-	cluster *cluster.Cluster
-	http    *http.Server
-	mqttLn  net.Listener
-	closed  bool
+	node *node.Node
 }
+
+// testDrainTimeout is the drain of a test's hub when it stops: tetherd's
+// drain, shorter than its 30 s default, since a hub stops with its test,
+// often with a device or a stream the test left open.
+const testDrainTimeout = 500 * time.Millisecond
 
 type hubOptions struct {
 	dir    string        // reuse a data folder (restart)
@@ -60,101 +58,51 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 	if o.dir == "" {
 		o.dir = t.TempDir()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cert, err := certs.Ensure(o.dir, []string{"127.0.0.1"})
-	if err != nil {
+	// A data folder must be private; t.TempDir's mode is the umask's.
+	if err := os.Chmod(o.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(o.dir, certs.CAFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-
 	log := testLogger(t)
 	if o.logTo != nil {
 		log = slog.New(slog.NewJSONHandler(o.logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	cl, err := cluster.Start(ctx, cluster.Options{DataDir: o.dir, URL: o.nats, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.Open(ctx, cl.JetStream(), registry.Options{Logger: log})
-	if err != nil {
-		cl.Close()
-		t.Fatal(err)
-	}
-	if _, err := reg.EnsureDefaultPolicies(ctx); err != nil {
-		cl.Close()
-		t.Fatal(err)
-	}
-	owner, err := reg.Policy(ctx, "iothubowner")
-	if err != nil {
-		cl.Close()
-		t.Fatal(err)
-	}
-	// As tetherd: client certificates are requested, checked by the hub.
-	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
-	// Plain TCP listeners, TLS added by the hub's TLSListener as tetherd
-	// does (handshake time limit) once the hub exists.
-	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	mqttLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := httpLn.Addr().String()
-	srv, err := hub.New(hub.Options{
-		Cluster:   cl,
-		Registry:  reg,
-		HostNames: []string{"127.0.0.1"},
-		PublicURL: "https://" + addr,
-		Window:    o.window,
-		MaxWindow: o.window,
-		Limits:    o.limits,
-		Logger:    log,
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := node.Start(ctx, node.Config{
+		DataDir:      o.dir,
+		MQTT:         mqttLn,
+		HostNames:    []string{"127.0.0.1"},
+		Cluster:      cluster.Options{URL: o.nats},
+		DrainTimeout: testDrainTimeout,
+		Window:       o.window,
+		MaxWindow:    o.window,
+		Limits:       o.limits,
+		Logger:       log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpLn = srv.TLSListener(httpLn, serverTLS)
-	mqttLn = srv.TLSListener(mqttLn, serverTLS)
 	h := &testHub{
-		t: t, Dir: o.dir, Addr: addr, MQTTAddr: mqttLn.Addr().String(),
-		TLS:      &tls.Config{RootCAs: pool},
-		Owner:    sas.ConnectionString{HostName: addr, SharedAccessKeyName: owner.Name, SharedAccessKey: owner.PrimaryKey}.String(),
-		Server:   srv,
-		Registry: reg,
-		cluster:  cl,
-		http:     &http.Server{Handler: srv, ReadHeaderTimeout: srv.Limits().HeaderTimeout, MaxHeaderBytes: srv.Limits().MaxHeaderBytes},
-		mqttLn:   mqttLn,
+		t: t, Dir: o.dir, Addr: n.HTTPAddr().String(), MQTTAddr: n.MQTTAddr().String(),
+		TLS:      n.ClientTLS(),
+		Owner:    n.OwnerConnectionString(),
+		Server:   n.Server(),
+		Registry: n.Registry(),
+		node:     n,
 	}
-	go h.http.Serve(httpLn)
-	go srv.ServeMQTT(mqttLn)
 	t.Cleanup(h.Close)
 	return h
 }
 
-// Close stops the node the way tetherd does on SIGTERM.
+// Close stops the node the way tetherd does on SIGTERM: it drains, then
+// closes. Idempotent.
 func (h *testHub) Close() {
-	if h.closed {
-		return
-	}
-	h.closed = true
-	h.mqttLn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = h.http.Shutdown(ctx)
-	if err := h.Server.Close(); err != nil {
-		h.t.Errorf("hub close: %v", err)
-	}
-	h.http.Close()
-	if err := h.cluster.Close(); err != nil {
-		h.t.Errorf("cluster close: %v", err)
+	if err := h.node.Shutdown(context.Background()); err != nil {
+		h.t.Errorf("hub shutdown: %v", err)
 	}
 }
 
