@@ -140,13 +140,15 @@ func (r rawReader) Read(p []byte) (int, error) { return r.c.readRaw(p) }
 // nextFrame reads frame headers, answering control frames, until one
 // starts data (left > 0) or the connection ends.
 func (c *wsConn) nextFrame() error {
-	var hbuf [wsframe.MaxHeaderSize]byte
-	h, err := wsframe.ReadHeader(rawReader{c}, &hbuf)
-	if err != nil {
+	var (
+		hbuf [wsframe.MaxHeaderSize]byte
+		h    ws.Header
+	)
+	if err := wsframe.ReadHeader(rawReader{c}, &hbuf, &h); err != nil {
 		return err
 	}
 	switch {
-	case wsframe.Check(h, true) != nil,
+	case wsframe.Check(&h, true) != nil,
 		h.OpCode == ws.OpContinuation && !c.inMsg,
 		h.OpCode.IsData() && h.OpCode != ws.OpContinuation && c.inMsg:
 		return c.fail(ws.StatusProtocolError, errWSProtocol)

@@ -131,6 +131,7 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 	dir := src.side.String() + "->" + dst.side.String()
 	var (
 		hbuf [wsframe.MaxHeaderSize]byte
+		h    ws.Header
 		ctrl [ws.MaxControlFramePayloadSize]byte
 		eof  bool  // src sent its marker
 		msg  int64 // bytes of the data message in progress, for MaxMessage
@@ -139,12 +140,11 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 		if pp.stopped.Load() {
 			return relayed
 		}
-		h, err := wsframe.ReadHeader(src.r, &hbuf)
-		if err != nil {
+		if err := wsframe.ReadHeader(src.r, &hbuf, &h); err != nil {
 			pp.readFailed(src, dir, err)
 			return relayed
 		}
-		if err := wsframe.Check(h, true); err != nil {
+		if err := wsframe.Check(&h, true); err != nil {
 			pp.protocolError(src, dir, err.Error())
 			return relayed
 		}
@@ -156,14 +156,14 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 			src.bad.Store(true) // its payload is left unread
 			pp.tooBig(src, dir)
 			return relayed
-		case wsframe.IsMarker(h) && src.tether:
+		case wsframe.IsMarker(&h) && src.tether:
 			pp.touch()
 			if !pp.halfClose(src, dst, dir) {
 				return relayed
 			}
 			eof = true
 			continue
-		case wsframe.IsMarker(h) && dst.tether:
+		case wsframe.IsMarker(&h) && dst.tether:
 			// From a side without the subprotocol an empty frame is just no
 			// data; passed on, dst would read it as the end of the stream.
 			continue

@@ -26,7 +26,10 @@ const maxIdleRequest = 4096
 // is then at a frame boundary, ready for the next request. Any error, or
 // the read deadline set before, marks it bad.
 func (p *peer) drain() {
-	var hbuf [wsframe.MaxHeaderSize]byte
+	var (
+		hbuf [wsframe.MaxHeaderSize]byte
+		h    ws.Header
+	)
 	if p.skip > 0 {
 		if _, err := io.CopyN(io.Discard, p.r, p.skip); err != nil {
 			p.bad.Store(true)
@@ -35,8 +38,7 @@ func (p *peer) drain() {
 		p.skip = 0
 	}
 	for {
-		h, err := wsframe.ReadHeader(p.r, &hbuf)
-		if err != nil || wsframe.Check(h, true) != nil {
+		if wsframe.ReadHeader(p.r, &hbuf, &h) != nil || wsframe.Check(&h, true) != nil {
 			p.bad.Store(true)
 			return
 		}

@@ -163,7 +163,7 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // isMarker reports whether the header just read is the end-of-stream
 // marker: an empty binary frame with FIN, on a tether-stream.v1 conn.
 func (c *Conn) isMarker() bool {
-	return c.halfClose && wsframe.IsMarker(c.h)
+	return c.halfClose && wsframe.IsMarker(&c.h)
 }
 
 // watch reads what follows the peer's end-of-stream marker until the
@@ -193,11 +193,10 @@ func (c *Conn) watch() {
 // readHeader reads and checks the next frame header. On success
 // c.inPayload is set and c.h and c.left describe the payload that follows.
 func (c *Conn) readHeader() error {
-	h, err := c.hr.Read(c.r)
-	switch {
-	case err == ws.ErrHeaderLengthMSB:
-		return c.protocolError("frame length has its top bit set")
-	case err != nil:
+	if err := c.hr.Read(c.r, &c.h); err != nil {
+		if err == ws.ErrHeaderLengthMSB {
+			return c.protocolError("frame length has its top bit set")
+		}
 		if !isTimeout(err) {
 			// Even between frames: a stream ends with a close frame,
 			// so a connection that just ends was cut.
@@ -206,8 +205,8 @@ func (c *Conn) readHeader() error {
 		}
 		return err
 	}
-	c.h, c.left, c.off, c.inPayload = h, h.Length, 0, true
-	if err := wsframe.Check(h, false); err != nil {
+	c.left, c.off, c.inPayload = c.h.Length, 0, true
+	if err := wsframe.Check(&c.h, false); err != nil {
 		what := err.Error()
 		if err == wsframe.ErrReservedBits {
 			// This end negotiates no extension, the bits' only use: say so.

@@ -35,7 +35,8 @@ func FuzzReadHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b, cuts []byte) {
 		r := bytes.NewReader(b)
 		var buf [MaxHeaderSize]byte
-		h, err := ReadHeader(r, &buf)
+		var h ws.Header
+		err := ReadHeader(r, &buf, &h)
 		read := len(b) - r.Len()
 
 		gh, gerr := ws.ReadHeader(bytes.NewReader(b))
@@ -56,8 +57,8 @@ func FuzzReadHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = Check(h, true)
-		_ = Check(h, false)
+		_ = Check(&h, true)
+		_ = Check(&h, false)
 
 		// Written back: the same bytes, when the length took its shortest
 		// form, as every writer's does.
@@ -99,7 +100,8 @@ func FuzzPutHeader(f *testing.F) {
 		if size != HeaderSize(length, masked) || size != HeaderLen(b[0], b[1]) {
 			t.Fatalf("%+v: %d bytes written, HeaderSize %d, HeaderLen %d", want, size, HeaderSize(length, masked), HeaderLen(b[0], b[1]))
 		}
-		if h, err := Decode(b[:size]); err != nil || h != want {
+		var h ws.Header
+		if err := Decode(b[:size], &h); err != nil || h != want {
 			t.Fatalf("put %+v, decoded %+v, %v", want, h, err)
 		}
 		if g := gobwasHeader(t, want); !bytes.Equal(g, b[:size]) {

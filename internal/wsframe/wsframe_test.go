@@ -45,7 +45,8 @@ func TestPutHeader(t *testing.T) {
 					if hs, hl := HeaderSize(n, masked), HeaderLen(b[0], b[1]); hs != size || hl != size {
 						t.Errorf("%+v: %d bytes written, HeaderSize says %d, HeaderLen %d", want, size, hs, hl)
 					}
-					if h, err := Decode(b[:size]); err != nil || h != want {
+					h := ws.Header{Mask: [4]byte{9, 9, 9, 9}, Rsv: 7} // all overwritten
+					if err := Decode(b[:size], &h); err != nil || h != want {
 						t.Errorf("Decode(% x) = %+v, %v, want %+v", b[:size], h, err, want)
 					}
 				}
@@ -126,7 +127,8 @@ func TestReadHeader(t *testing.T) {
 	hdr := gobwasHeader(t, ws.Header{Fin: true, OpCode: ws.OpBinary, Masked: true, Mask: [4]byte{1, 2, 3, 4}, Length: 300})
 	r := bytes.NewReader(append(bytes.Clone(hdr), "rest"...))
 	var buf [MaxHeaderSize]byte
-	h, err := ReadHeader(r, &buf)
+	var h ws.Header
+	err := ReadHeader(r, &buf, &h)
 	if err != nil || h.Length != 300 || h.Mask != [4]byte{1, 2, 3, 4} || !h.Masked {
 		t.Fatalf("ReadHeader = %+v, %v", h, err)
 	}
@@ -146,7 +148,7 @@ func TestReadHeader(t *testing.T) {
 		"masked, top bit":  {[]byte{0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, ws.ErrHeaderLengthMSB},
 		"16-bit, half cut": {[]byte{0x82, 126, 1}, io.ErrUnexpectedEOF},
 	} {
-		_, err := ReadHeader(bytes.NewReader(tc.in), &buf)
+		err := ReadHeader(bytes.NewReader(tc.in), &buf, new(ws.Header))
 		if err != tc.want {
 			t.Errorf("%s: ReadHeader error %v, want %v", name, err, tc.want)
 		}
@@ -192,7 +194,8 @@ func readCut(b, cuts []byte) (ws.Header, int, error) {
 	br := bufio.NewReaderSize(cr, 16)
 	var hr HeaderReader
 	for {
-		h, err := hr.Read(br)
+		var h ws.Header
+		err := hr.Read(br, &h)
 		if err != errTimeout {
 			return h, len(b) - len(cr.b) - br.Buffered(), err
 		}
@@ -215,7 +218,8 @@ func TestHeaderReaderResumes(t *testing.T) {
 	br := bufio.NewReaderSize(&cutReader{b: stream}, 16)
 	var hr HeaderReader
 	for i := 0; i < len(want); {
-		h, err := hr.Read(br)
+		var h ws.Header
+		err := hr.Read(br, &h)
 		if err == errTimeout {
 			continue
 		}
@@ -224,10 +228,10 @@ func TestHeaderReaderResumes(t *testing.T) {
 		}
 		i++
 	}
-	if _, err := hr.Read(br); err != errTimeout {
+	if err := hr.Read(br, new(ws.Header)); err != errTimeout {
 		t.Fatalf("after the last header: %v", err)
 	}
-	if _, err := hr.Read(br); err != io.EOF {
+	if err := hr.Read(br, new(ws.Header)); err != io.EOF {
 		t.Fatalf("at the end: %v, want io.EOF", err)
 	}
 }
@@ -255,7 +259,7 @@ func TestCheck(t *testing.T) {
 		"unmasked, reserved op":    {with(func(h *ws.Header) { h.Masked = false; h.OpCode = 0xb }), true, "unmasked client frame"},
 		"reserved op, no FIN, big": {with(func(h *ws.Header) { h.OpCode = 0xc; h.Fin = false }), true, "reserved opcode 12"},
 	} {
-		err := Check(tc.h, tc.fromClient)
+		err := Check(&tc.h, tc.fromClient)
 		got := ""
 		if err != nil {
 			got = err.Error()
@@ -296,7 +300,7 @@ func TestCloseBody(t *testing.T) {
 // TestIsMarker: only an empty binary frame with FIN has the marker's shape.
 func TestIsMarker(t *testing.T) {
 	marker := ws.Header{Fin: true, OpCode: ws.OpBinary, Masked: true}
-	if !IsMarker(marker) {
+	if !IsMarker(&marker) {
 		t.Error("the marker is not one")
 	}
 	for _, h := range []ws.Header{
@@ -305,7 +309,7 @@ func TestIsMarker(t *testing.T) {
 		{Fin: true, OpCode: ws.OpContinuation},
 		{Fin: true, OpCode: ws.OpBinary, Length: 1},
 	} {
-		if IsMarker(h) {
+		if IsMarker(&h) {
 			t.Errorf("%+v taken for the marker", h)
 		}
 	}
