@@ -14,8 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"github.com/tether-io/tether/internal/natstest"
 	"github.com/tether-io/tether/service"
 	"github.com/tether-io/tether/wire"
 )
@@ -24,23 +23,7 @@ import (
 // ends and returns its client URL.
 func startNATS(t *testing.T) string {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT,
-		JetStream: true, StoreDir: t.TempDir(),
-		NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready")
-	}
-	return ns.ClientURL()
+	return natstest.Run(t, nil).ClientURL()
 }
 
 // TestDrainRefusalSaysWhereToGo: a draining node refuses new streams and
