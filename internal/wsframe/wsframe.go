@@ -3,14 +3,14 @@
 // and the close frame's body. The hub's stream relay, its MQTT broker and
 // the SDKs' stream client all frame through it.
 //
-// It is hand-written around gobwas/ws's types (ws.Header, ws.OpCode,
-// ws.StatusCode) and its masking (ws.Cipher), which cost nothing per frame,
-// because the relay's throughput depends on what gobwas's own reader and
-// writer do not offer: a header read into a buffer the caller owns, a
-// piece at a time when a read deadline cuts a read short, and a header
-// written in place in front of a payload already in the caller's buffer, so
-// that header and payload leave in one Write and nothing is allocated per
-// frame.
+// It uses gobwas/ws's types (ws.Header, ws.OpCode, ws.StatusCode) and its
+// masking (ws.Cipher), which cost nothing per frame, and writes and reads
+// headers itself because the hot paths need what gobwas's writer and
+// reader do not do: a header written in place in front of a payload
+// already in the caller's buffer, so that header and payload leave in one
+// Write; a header read across reads that a read deadline cut short; and a
+// header decoded into the caller's ws.Header rather than returned, which
+// spares a small frame the copies. Nothing is allocated per frame.
 package wsframe
 
 import (
@@ -114,9 +114,8 @@ func HeaderLen(b0, b1 byte) int {
 }
 
 // The readers decode into a header the caller owns rather than return
-// one: ws.Header holds an array, so it is returned through memory, and
-// the copies cost the relay's small frames a measurable part of their
-// time.
+// one: ws.Header holds an array, so it would be returned through memory,
+// and the copies cost a small frame's read a measurable part of its time.
 
 // Decode decodes into h the header at the start of b, which holds at
 // least HeaderLen(b[0], b[1]) bytes. Its only error is
