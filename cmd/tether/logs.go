@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -160,9 +159,6 @@ func followLogs(ctx context.Context, c *service.Client, q service.LogQuery, out 
 	}
 }
 
-// sinceDays is a duration with days in front: 2d, 1d12h.
-var sinceDays = regexp.MustCompile(`^(\d+)d(.*)$`)
-
 // parseSince reads --since: a duration back from now, which may begin
 // with days (time.ParseDuration knows none), or an RFC 3339 time.
 func parseSince(v string, now time.Time) (time.Time, error) {
@@ -175,12 +171,14 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 	}
 	var d time.Duration
 	rest := v
-	if m := sinceDays.FindStringSubmatch(v); m != nil {
-		days, err := strconv.Atoi(m[1])
+	// Days in front (2d, 1d12h): digits, then d. Parsed by hand rather
+	// than with regexp, which would add to the agent's binary and memory.
+	if i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }); i > 0 && v[i] == 'd' {
+		days, err := strconv.Atoi(v[:i])
 		if err != nil || days > 100*365 {
 			return time.Time{}, bad
 		}
-		d, rest = time.Duration(days)*24*time.Hour, m[2]
+		d, rest = time.Duration(days)*24*time.Hour, v[i+1:]
 	}
 	if rest != "" {
 		r, err := time.ParseDuration(rest)
