@@ -130,7 +130,38 @@ type Hub struct {
 	srv      *mqtt.Server
 	ts       *httptest.Server
 	handlers sync.WaitGroup // WebSocket handlers, which httptest does not wait for
+	tlsLn    *trackListener
 	stopped  bool
+}
+
+// trackListener keeps every connection it accepted, so that Stop can close
+// them all: mochi's listener neither serves nor closes a connection it
+// accepted while closing, and a device reconnecting into a stopping hub
+// would then wait out its whole connect timeout on it.
+type trackListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (l *trackListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns[c] = struct{}{}
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+// closeAll closes the listener and every connection it accepted.
+func (l *trackListener) closeAll() {
+	l.Listener.Close()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		c.Close()
+	}
 }
 
 // FreeAddr is a loopback address nothing listens on now, for a hub that
@@ -160,8 +191,13 @@ func StartHub(t testing.TB, key, tlsAddr, httpAddr string) *Hub {
 	if err := h.srv.AddHook(&authHook{h: h}, nil); err != nil {
 		t.Fatal(err)
 	}
-	ln := listeners.NewTCP(listeners.Config{ID: "tls", Address: tlsAddr, TLSConfig: ServerTLS()})
-	if err := h.srv.AddListener(ln); err != nil {
+	tln, err := net.Listen("tcp", tlsAddr)
+	if err != nil {
+		t.Fatalf("mqtt listener on %s: %v", tlsAddr, err)
+	}
+	h.tlsLn = &trackListener{Listener: tls.NewListener(tln, ServerTLS()), conns: make(map[net.Conn]struct{})}
+	if err := h.srv.AddListener(listeners.NewNet("tls", h.tlsLn)); err != nil {
+		tln.Close()
 		t.Fatalf("mqtt listener on %s: %v", tlsAddr, err)
 	}
 	// Clients that came in over WebSocket belong to this listener, so that
@@ -172,7 +208,7 @@ func StartHub(t testing.TB, key, tlsAddr, httpAddr string) *Hub {
 	if err := h.srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	h.TLSAddr = ln.Address()
+	h.TLSAddr = tln.Addr().String()
 
 	hl, err := net.Listen("tcp", httpAddr)
 	if err != nil {
@@ -216,6 +252,7 @@ func (h *Hub) Stop() {
 	}
 	h.stopped = true
 	h.srv.Close()
+	h.tlsLn.closeAll()
 	h.ts.Close()
 	h.handlers.Wait()
 }
