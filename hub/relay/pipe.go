@@ -249,22 +249,18 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 // both. To a dst without the subprotocol, closing is the only EOF there is:
 // the stream ends as if src had closed. It reports whether copy goes on.
 func (pp *pipe) halfClose(src, dst *peer, dir string) bool {
+	// src is recorded as first before its marker goes out: once dst has
+	// it, dst may answer with its own, and that one's goroutine must find
+	// src recorded.
+	pp.firstHalf(src)
 	if !dst.tether {
 		bye := ws.NewCloseFrameBody(ws.StatusNormalClosure, "")
-		pp.setHalf(src)
 		pp.stop(src.side.String(), "end-of-stream marker to a peer without "+Subprotocol, [2][]byte{bye, bye})
 		return false
 	}
-	// src is recorded as first before its marker goes out: once dst has
-	// it, dst may answer with its own, and that one's goroutine must find
-	// src recorded. The flag that src's marker went on is set after the
-	// marker went out, so that whichever side sees both flags set knows
-	// both markers are on their way ahead of the close frames stop sends.
-	pp.mu.Lock()
-	if pp.halfBy == "" {
-		pp.halfBy = src.side.String()
-	}
-	pp.mu.Unlock()
+	// The flag that src's marker went on is set after the marker went
+	// out, so that whichever side sees both flags set knows both markers
+	// are on their way ahead of the close frames stop sends.
 	if err := dst.writeEOF(); err != nil {
 		pp.writeFailed(dst, dir, err)
 		return false
@@ -277,15 +273,22 @@ func (pp *pipe) halfClose(src, dst *peer, dir string) bool {
 	return true
 }
 
-// setHalf records src's marker and reports whether the other side's came
-// before.
+// firstHalf records src as the side that half-closed first, unless the
+// other side was.
+func (pp *pipe) firstHalf(src *peer) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if pp.halfBy == "" {
+		pp.halfBy = src.side.String()
+	}
+}
+
+// setHalf records that src's marker went out and reports whether the other
+// side's had.
 func (pp *pipe) setHalf(src *peer) (both bool) {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
 	pp.eof[src.side] = true
-	if pp.halfBy == "" {
-		pp.halfBy = src.side.String()
-	}
 	return pp.eof[1-src.side]
 }
 
