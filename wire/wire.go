@@ -157,6 +157,10 @@ type StreamRequest struct {
 	RID   string // request id, echoed in the answer
 	URL   string // wss://.../bridges/...
 	Token string // the device side's bearer token
+	// Mux says the hub takes this stream on the device's session too
+	// (PropertyMux): a device that speaks sessions may open one and
+	// wait for the stream there rather than join URL.
+	Mux bool
 }
 
 // Errors of the topic parsers.
@@ -198,9 +202,14 @@ func ValidateStreamName(name string) error {
 //
 //	$iothub/streams/POST/{name}/?$rid={rid}&$url={escaped url}&$auth={token}
 //
-// Only $url is escaped; RID and Token must not contain = & / % + ? #.
+// followed by "&$tmux=1" when Mux is set. Only $url is escaped; RID and
+// Token must not contain = & / % + ? #.
 func (r StreamRequest) Topic() string {
-	return TopicRequestPrefix + r.Name + "/?$rid=" + r.RID + "&$url=" + url.QueryEscape(r.URL) + "&$auth=" + r.Token
+	t := TopicRequestPrefix + r.Name + "/?$rid=" + r.RID + "&$url=" + url.QueryEscape(r.URL) + "&$auth=" + r.Token
+	if r.Mux {
+		t += "&" + PropertyMux + "=1"
+	}
+	return t
 }
 
 // ParseStreamRequest parses a request topic.
@@ -228,6 +237,8 @@ func ParseStreamRequest(topic string) (StreamRequest, error) {
 			r.URL = u
 		case "$auth":
 			r.Token = v
+		case PropertyMux:
+			r.Mux = v == "1"
 		}
 	}
 	if r.RID == "" || r.URL == "" || r.Token == "" {

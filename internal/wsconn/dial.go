@@ -132,6 +132,7 @@ func dial(ctx context.Context, url string, header ws.HandshakeHeader, tlsConf *t
 		return nil, fmt.Errorf("wsconn: dial %s: %w", url, err)
 	}
 	c := newConn(conn, br, raw, batch)
+	c.protocol = hs.Protocol
 	c.halfClose = hs.Protocol == Subprotocol || hs.Protocol == SubprotocolReuse
 	c.reuse = hs.Protocol == SubprotocolReuse
 	return c, nil
@@ -168,4 +169,37 @@ func readHandshakeError(ctx context.Context, raw net.Conn, status int, resp io.R
 	herr.Header = res.Header
 	herr.Code, herr.Message = wire.DecodeError(body)
 	return herr
+}
+
+// ErrNoSession is returned by DialSession when the hub has no sessions: it
+// answered the upgrade with 404, 400, 405 or 426, or upgraded without
+// selecting wire.SubprotocolMux. The caller goes on with streams of their
+// own WebSocket.
+var ErrNoSession = errors.New("wsconn: the hub does not offer sessions")
+
+// DialSession opens a session WebSocket (wire.SubprotocolMux) to url,
+// sending header (the caller's credentials). Its Conn carries the session's
+// bytes in binary frames; it has no end-of-stream marker. Any answer but
+// 101 other than those of ErrNoSession is a *HandshakeError.
+func DialSession(ctx context.Context, url string, header http.Header, tlsConf *tls.Config) (*Conn, error) {
+	hh, err := requestHeader(header)
+	if err != nil {
+		return nil, err
+	}
+	c, err := dial(ctx, url, hh, tlsConf, []string{wire.SubprotocolMux})
+	var herr *HandshakeError
+	if errors.As(err, &herr) {
+		switch herr.StatusCode {
+		case http.StatusNotFound, http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusUpgradeRequired:
+			return nil, fmt.Errorf("%w (%w)", ErrNoSession, err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.protocol != wire.SubprotocolMux {
+		c.Abort(1002, "session subprotocol not selected")
+		return nil, ErrNoSession
+	}
+	return c, nil
 }

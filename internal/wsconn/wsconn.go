@@ -56,6 +56,8 @@ type Conn struct {
 	// halfClose is set when the hub selected Subprotocol: the marker means
 	// EOF in both directions. Fixed after Dial.
 	halfClose bool
+	// protocol is the subprotocol the hub selected at Dial.
+	protocol string
 	// reuse is set when the hub selected SubprotocolReuse; pool and key say
 	// where Close returns the connection after a clean close handshake.
 	reuse bool

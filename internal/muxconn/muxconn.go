@@ -1,0 +1,57 @@
+// Package muxconn opens the session of one of Tether's own ends (a
+// service or a device) with the hub: a WebSocket on which a yamux session
+// carries many streams (wire.SubprotocolMux, docs/protocol.md). The end is
+// yamux's client; the hub, its server.
+package muxconn
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/tether-io/tether/internal/wsconn"
+)
+
+// Window is the receive window of every session stream, at both ends and
+// at the hub: what one stalled stream may hold in each process.
+const Window = 256 << 10
+
+// Config is the yamux configuration every session uses, Tether's ends and
+// the hub alike, so that the two sides agree on windows and keep-alives.
+func Config() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = Window
+	c.AcceptBacklog = 1024
+	// The hub's idle limit for a session (90 s) is longer than the ends'
+	// keep-alive, so a quiet session is never mistaken for a dead one.
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 30 * time.Second
+	c.ConnectionWriteTimeout = 30 * time.Second
+	c.StreamOpenTimeout = 30 * time.Second
+	c.StreamCloseTimeout = 5 * time.Minute
+	c.LogOutput = io.Discard
+	return c
+}
+
+// ErrNoSession says the hub has no sessions: use streams of their own.
+var ErrNoSession = wsconn.ErrNoSession
+
+// Dial opens a session to url (wss://host:port + wire.PathMuxService or
+// wire.MuxDevicePath) with header (the end's credentials). A hub without
+// sessions gives ErrNoSession.
+func Dial(ctx context.Context, url string, header http.Header, tlsConf *tls.Config) (*yamux.Session, error) {
+	c, err := wsconn.DialSession(ctx, url, header, tlsConf)
+	if err != nil {
+		return nil, err
+	}
+	s, err := yamux.Client(c, Config())
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
