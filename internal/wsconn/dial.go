@@ -203,3 +203,14 @@ func DialSession(ctx context.Context, url string, header http.Header, tlsConf *t
 	}
 	return c, nil
 }
+
+// OnSession returns a stream of a session (a yamux stream, once its
+// headers were exchanged; wire.SubprotocolMux) as a *Conn: the same frames
+// as a tether-stream.v1 WebSocket after its upgrade, end-of-stream marker
+// included. Closing the Conn closes nc.
+func OnSession(nc net.Conn) *Conn {
+	c := newConn(nc, nil, nc, nil)
+	c.protocol = Subprotocol
+	c.halfClose = true
+	return c
+}
