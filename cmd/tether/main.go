@@ -62,6 +62,7 @@ Commands:
                           keep the hub's connection string in a config file
                           (mode 0600): no --hub or TETHER_HUB needed after it
   logout                  remove the config file
+  version                 print this tether's version
   help [COMMAND]          this help, or a command's
 
 Global flags, also accepted after the command:
@@ -98,6 +99,7 @@ func init() {
 		{name: "completion", words: completionShells, run: cmdCompletion},
 		{name: "login", run: cmdLogin},
 		{name: "logout", run: cmdLogout},
+		{name: "version", run: cmdVersion},
 		{name: "help", run: cmdHelp},
 	}
 	help := findCommand("help")
