@@ -1,9 +1,15 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"image/color"
+	"io"
+	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -67,5 +73,122 @@ func TestPlotPNG(t *testing.T) {
 		[]Panel{{Title: "x", Groups: []string{"g1", "g2"}, Values: [][]float64{{1, 2}, {3, -1}}}})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDelayHoldsEachDirection(t *testing.T) {
+	tg, err := StartTarget("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	const hold = 20 * time.Millisecond
+	d, err := StartDelay("127.0.0.1:0", tg.Addr(), hold)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	dial := TCPDialer(d.Addr())
+	took, err := FirstByte(ctx, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took < 2*hold || took > 2*hold+time.Second {
+		t.Errorf("first byte through the link after %v, want a little over %v", took, 2*hold)
+	}
+
+	// Many small writes come back whole and in order, and a half-close
+	// crosses the link after the bytes before it.
+	c, err := dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var sent bytes.Buffer
+	sent.WriteByte(ModeEcho)
+	for i := range 500 {
+		fmt.Fprintf(&sent, "message %d;", i)
+	}
+	go func() {
+		b := sent.Bytes()
+		for len(b) > 0 {
+			n := min(len(b), 7)
+			c.Write(b[:n])
+			b = b[n:]
+		}
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, sent.Bytes()) {
+		t.Errorf("echoed %d bytes, not the %d sent in order", len(got), sent.Len())
+	}
+	if d.Accepted() != 2 {
+		t.Errorf("the link accepted %d connections, want 2", d.Accepted())
+	}
+}
+
+func TestDelayCutsWhenTheFarSideIsGone(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	d, err := StartDelay("127.0.0.1:0", addr, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := FirstByte(context.Background(), TCPDialer(d.Addr())); err == nil {
+		t.Fatal("a stream through a link to nothing echoed")
+	}
+}
+
+func TestStallFillsAndHolds(t *testing.T) {
+	tg, err := StartTarget("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	res := Stall(context.Background(), TCPDialer(tg.Addr()), 3, 2, 200*time.Millisecond, 20*time.Second, nil)
+	defer res.Close()
+	if res.Opened != 3 || res.Errors != 0 {
+		t.Fatalf("Stall: %d opened, %d errors (%v)", res.Opened, res.Errors, res.FirstErr)
+	}
+	for i, w := range res.Written {
+		if w <= 0 {
+			t.Errorf("stream %d: wrote %d bytes", i, w)
+		}
+	}
+	// The target still holds them: a new echo works beside them.
+	if _, err := FirstByte(context.Background(), TCPDialer(tg.Addr())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestManyStopsOpeningAtTheFirstError(t *testing.T) {
+	tg, err := StartTarget("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	var dials atomic.Int64
+	limited := func(ctx context.Context) (net.Conn, error) {
+		if dials.Add(1) > 5 {
+			return nil, errors.New("out of descriptors")
+		}
+		return TCPDialer(tg.Addr())(ctx)
+	}
+	m := ManyWith(context.Background(), limited, ManyConfig{N: 50, Size: 64, OpenConc: 1, Dur: 50 * time.Millisecond, StopOnError: true})
+	if m.Opened != 5 || m.OpenErr == nil || m.Msgs == 0 {
+		t.Fatalf("ManyWith: %d opened, open error %v, %d messages", m.Opened, m.OpenErr, m.Msgs)
+	}
+	if dials.Load() != 6 {
+		t.Errorf("%d dials, want 6: the opening goes on after the first error", dials.Load())
 	}
 }

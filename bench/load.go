@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,13 +31,18 @@ func TCPDialer(addr string) DialFunc {
 // open dials and sends the mode byte; in ModeEcho it also waits for the
 // byte to come back, so the connection is known to reach the target.
 func open(ctx context.Context, dial DialFunc, mode byte) (net.Conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, ioTimeout)
+	return openWithin(ctx, dial, mode, ioTimeout)
+}
+
+// openWithin is open with its own bound on the whole opening.
+func openWithin(ctx context.Context, dial DialFunc, mode byte, timeout time.Duration) (net.Conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c, err := dial(dctx)
 	if err != nil {
 		return nil, err
 	}
-	c.SetDeadline(time.Now().Add(ioTimeout))
+	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write([]byte{mode}); err != nil {
 		c.Close()
 		return nil, err
@@ -233,6 +239,9 @@ type ManyResult struct {
 	Hist     *Hist
 	Errors   int
 	LastErr  error
+	// OpenErr is the first open that failed: with ManyConfig.StopOnError,
+	// what stopped the opening.
+	OpenErr error
 }
 
 // Rate is messages per second in the steady state; a message is one
@@ -248,30 +257,63 @@ func (r ManyResult) Rate() float64 {
 // ping-pong size-byte messages for dur, all at once. ready, when not nil,
 // is called once all are open, as the steady state begins.
 func Many(ctx context.Context, dial DialFunc, n, size, openConc int, dur time.Duration, ready func()) ManyResult {
+	return ManyWith(ctx, dial, ManyConfig{N: n, Size: size, OpenConc: openConc, Dur: dur, Ready: ready})
+}
+
+// ManyConfig is a Many load: N connections opened OpenConc at a time, then
+// Size-byte ping-pong on each for Dur.
+type ManyConfig struct {
+	N, Size, OpenConc int
+	Dur               time.Duration
+	// Ready, when not nil, is called once the opening is over, with the
+	// connections open, as the steady state begins.
+	Ready func()
+	// StopOnError ends the opening at the first failed open: past a limit
+	// such as the descriptors of a process every later open fails too,
+	// each only at its timeout. The ping-pong runs on those opened.
+	StopOnError bool
+	// OpenTimeout bounds each open; 15 s when 0.
+	OpenTimeout time.Duration
+}
+
+// ManyWith runs the Many load cfg describes.
+func ManyWith(ctx context.Context, dial DialFunc, cfg ManyConfig) ManyResult {
+	n, size, dur := cfg.N, cfg.Size, cfg.Dur
 	res := ManyResult{Hist: &Hist{}}
+	timeout := cfg.OpenTimeout
+	if timeout <= 0 {
+		timeout = ioTimeout
+	}
 	conns := make([]net.Conn, n)
 	var (
-		next atomic.Int64
-		wg   sync.WaitGroup
-		mu   sync.Mutex
+		next    atomic.Int64
+		stopped atomic.Bool
+		wg      sync.WaitGroup
+		mu      sync.Mutex
 	)
 	t0 := time.Now()
 	openDeadline := t0.Add(2 * time.Minute) // bounded even if every setup is slow
-	for range openConc {
+	for range cfg.OpenConc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(openDeadline) && ctx.Err() == nil {
+			for time.Now().Before(openDeadline) && ctx.Err() == nil && !stopped.Load() {
 				i := next.Add(1) - 1
 				if i >= int64(n) {
 					return
 				}
-				c, err := open(ctx, dial, ModeEcho)
+				c, err := openWithin(ctx, dial, ModeEcho, timeout)
 				if err != nil {
 					mu.Lock()
 					res.Errors++
 					res.LastErr = err
+					if res.OpenErr == nil {
+						res.OpenErr = err
+					}
 					mu.Unlock()
+					if cfg.StopOnError {
+						stopped.Store(true)
+					}
 					continue
 				}
 				conns[i] = c
@@ -288,8 +330,8 @@ func Many(ctx context.Context, dial DialFunc, n, size, openConc int, dur time.Du
 		}
 	}()
 
-	if ready != nil {
-		ready()
+	if cfg.Ready != nil {
+		cfg.Ready()
 	}
 	var msgs atomic.Uint64
 	start := time.Now()
@@ -337,5 +379,138 @@ func Many(ctx context.Context, dial DialFunc, n, size, openConc int, dur time.Du
 	wg.Wait()
 	res.Dur = end.Sub(start)
 	res.Msgs = msgs.Load()
+	return res
+}
+
+// FirstByte dials, sends ModeEcho's byte and waits for its echo: the time
+// from the dial to the first byte back. The connection is closed after.
+func FirstByte(ctx context.Context, dial DialFunc) (time.Duration, error) {
+	t0 := time.Now()
+	c, err := open(ctx, dial, ModeEcho)
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(t0)
+	return d, c.Close()
+}
+
+// StallResult is what Stall measured.
+type StallResult struct {
+	Opened int
+	// Written is what each open stream's writer got rid of before its
+	// writes stopped, by stream.
+	Written []int64
+	// Fill is the time from the first open to the writes' stop.
+	Fill time.Duration
+	// Errors counts the opens that failed and the streams the path cut
+	// while they were being filled; FirstErr is the first of them.
+	Errors   int
+	FirstErr error
+	conns    []net.Conn
+}
+
+// Close closes the stalled connections.
+func (r *StallResult) Close() {
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns = nil
+}
+
+// Stall opens n connections in ModeStall, openConc at a time, and writes
+// to each without pause until the bytes written, all together, have not
+// grown for quiet, or limit has passed, or stop (when not nil) says so:
+// every buffer between writer and target is then full. It returns with
+// the connections open, for the caller to measure what holding them
+// costs; StallResult.Close closes them.
+func Stall(ctx context.Context, dial DialFunc, n, openConc int, quiet, limit time.Duration, stop func() bool) *StallResult {
+	res := &StallResult{}
+	written := make([]atomic.Int64, n)
+	conns := make([]net.Conn, n)
+	var (
+		next    atomic.Int64
+		total   atomic.Int64
+		mu      sync.Mutex
+		opening sync.WaitGroup
+		writers sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Errors++
+		if res.FirstErr == nil {
+			res.FirstErr = err
+		}
+	}
+	t0 := time.Now()
+	end := t0.Add(limit)
+	write := func(i int, c net.Conn) {
+		defer writers.Done()
+		b := make([]byte, 32<<10)
+		fill(b)
+		c.SetWriteDeadline(end)
+		for {
+			k, err := c.Write(b)
+			written[i].Add(int64(k))
+			total.Add(int64(k))
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return // the fill's end
+			}
+			if err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	for range openConc {
+		opening.Add(1)
+		go func() {
+			defer opening.Done()
+			for time.Now().Before(end) && ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				c, err := openWithin(ctx, dial, ModeStall, ioTimeout)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				mu.Lock()
+				conns[i] = c
+				mu.Unlock()
+				writers.Add(1)
+				go write(int(i), c)
+			}
+		}()
+	}
+	opening.Wait()
+	// Writes have stopped once the total holds still for quiet.
+	last, since := total.Load(), time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	for time.Now().Before(end) && ctx.Err() == nil && time.Since(since) < quiet {
+		if stop != nil && stop() {
+			break
+		}
+		<-tick.C
+		if v := total.Load(); v != last {
+			last, since = v, time.Now()
+		}
+	}
+	tick.Stop()
+	res.Fill = since.Sub(t0)
+	for _, c := range conns {
+		if c != nil {
+			c.SetWriteDeadline(time.Now()) // ends the blocked writes
+		}
+	}
+	writers.Wait()
+	for i, c := range conns {
+		if c != nil {
+			res.conns = append(res.conns, c)
+			res.Written = append(res.Written, written[i].Load())
+		}
+	}
+	res.Opened = len(res.conns)
 	return res
 }

@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 )
 
@@ -20,17 +18,18 @@ const (
 	ModeSink = 'S'
 	// ModeSource writes as fast as the connection takes it.
 	ModeSource = 'G'
+	// ModeStall never reads again: the stalled reader whose stream fills
+	// every buffer on the way. The connection stays open until Close.
+	ModeStall = 'H'
 )
 
 // Target is the TCP service behind every tunnel: the same process and code
 // for direct, limit and Tether, so only the path between differs.
 type Target struct {
-	ln   net.Listener
 	Sunk atomic.Int64 // bytes read in ModeSink, all connections together
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	srv  connServer
+	quit chan struct{} // closed by Close: stalled connections end
 }
 
 // StartTarget listens on addr (a loopback host:port, port 0 for any).
@@ -39,49 +38,18 @@ func StartTarget(addr string) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Target{ln: ln, conns: make(map[net.Conn]struct{})}
-	t.wg.Add(1)
-	go t.serve()
+	t := &Target{quit: make(chan struct{})}
+	t.srv.serve(ln, t.handle)
 	return t, nil
 }
 
 // Addr is the listening address.
-func (t *Target) Addr() string { return t.ln.Addr().String() }
+func (t *Target) Addr() string { return t.srv.ln.Addr().String() }
 
 // Close stops accepting, closes every connection and waits for them.
 func (t *Target) Close() {
-	t.ln.Close()
-	t.mu.Lock()
-	for c := range t.conns {
-		c.Close()
-	}
-	t.mu.Unlock()
-	t.wg.Wait()
-}
-
-func (t *Target) serve() {
-	defer t.wg.Done()
-	for {
-		c, err := t.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue // EMFILE and the like: the load generator reports the failure
-		}
-		t.mu.Lock()
-		t.conns[c] = struct{}{}
-		t.mu.Unlock()
-		t.wg.Add(1)
-		go func() {
-			defer t.wg.Done()
-			t.handle(c)
-			t.mu.Lock()
-			delete(t.conns, c)
-			t.mu.Unlock()
-			c.Close()
-		}()
-	}
+	close(t.quit)
+	t.srv.close()
 }
 
 func (t *Target) handle(c net.Conn) {
@@ -118,6 +86,8 @@ func (t *Target) handle(c net.Conn) {
 				return
 			}
 		}
+	case ModeStall:
+		<-t.quit
 	case ModeSource:
 		buf := make([]byte, 256<<10)
 		fill(buf)
