@@ -115,6 +115,13 @@ type Options struct {
 	// Logger receives connection events; nil discards them. Keys and tokens
 	// never reach it.
 	Logger *slog.Logger
+	// NoSessions keeps every stream on a connection of its own, even with
+	// a hub that offers the device a session (mux.go): each request comes
+	// over MQTT and joins its URL.
+	NoSessions bool
+
+	// sessionIdle, when set, replaces SessionIdle; tests shorten it.
+	sessionIdle time.Duration
 
 	// dial, when set, replaces dialing the broker; real is the dial it
 	// replaces. Tests use it to fail connections in ways loopback cannot
@@ -187,6 +194,10 @@ type Client struct {
 	maxB      time.Duration
 	log       *slog.Logger
 	dialHook  func(context.Context, func(context.Context) (net.Conn, error)) (net.Conn, error)
+	// noSessions and sessionIdle are Options'; mux is the data session.
+	noSessions  bool
+	sessionIdle time.Duration
+	mux         muxState
 
 	requests chan *Request
 
@@ -211,6 +222,11 @@ type session struct {
 	// displacedBy is the new connection's address once the hub has said
 	// that it took this session over (displaced.go).
 	displacedBy atomic.Pointer[string]
+	// muxURL and muxAddr are where this connection's data session goes
+	// (sessionTarget), muxTLS how: the connection's own TLS settings, so
+	// that an X.509 device presents its certificate there too.
+	muxURL, muxAddr string
+	muxTLS          *tls.Config
 }
 
 func (s *session) markLost(err error) {
@@ -251,6 +267,9 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 		log:       opts.Logger,
 		dialHook:  opts.dial,
 		requests:  make(chan *Request, requestQueue),
+
+		noSessions:  opts.NoSessions,
+		sessionIdle: opts.sessionIdle,
 	}
 	// Azure's username shape: the hub reads host and device from it and
 	// ignores the query.
@@ -273,6 +292,9 @@ func Dial(ctx context.Context, connStr string, opts Options) (*Client, error) {
 		c.maxB = DefaultMaxBackoff
 	}
 	c.maxB = max(c.maxB, c.minB)
+	if c.sessionIdle <= 0 {
+		c.sessionIdle = SessionIdle
+	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -391,6 +413,7 @@ func (c *Client) keepUp(s *session) {
 		case <-c.ctx.Done():
 			c.cur.Store(nil)
 			c.rejectQueued(s)
+			c.closeMux()
 			// 250 ms lets DISCONNECT go out, so the hub marks the
 			// device offline at once instead of at keep-alive expiry.
 			s.mc.disconnect(250 * time.Millisecond)
@@ -398,6 +421,8 @@ func (c *Client) keepUp(s *session) {
 		case <-s.lost:
 		}
 		c.cur.Store(nil)
+		// The hub drops the data session with the control channel.
+		c.closeMux()
 		attempt = attemptAfterLoss(attempt, time.Since(s.up), c.maxB)
 		wait := time.Duration(-1) // the first reconnect's delay, when not the usual
 		if by, ok := s.displaced(); ok {
@@ -457,13 +482,18 @@ func attemptAfterLoss(attempt int, up, maxB time.Duration) int {
 }
 
 // rejectQueued answers 400 to the requests nobody will accept now, so their
-// services hear it at once instead of waiting out the hub's timeout.
+// services hear it at once instead of waiting out the hub's timeout: over
+// MQTT, or on the session for a stream the hub opened there.
 func (c *Client) rejectQueued(s *session) {
 	for {
 		select {
 		case r := <-c.requests:
-			if r.answered.CompareAndSwap(false, true) {
-				s.mc.publish(context.Background(), wire.ResponseTopic(400, r.RID), time.Second)
+			switch {
+			case !r.answered.CompareAndSwap(false, true):
+			case r.pushed != nil:
+				r.pushed.answer(context.Background(), wire.AnswerNotAllowed, rejectQueuedTimeout)
+			default:
+				s.mc.publish(context.Background(), wire.ResponseTopic(wire.AnswerNotAllowed, r.RID), rejectQueuedTimeout)
 			}
 		default:
 			return
@@ -478,7 +508,10 @@ func (c *Client) dropQueued() {
 	n := 0
 	for {
 		select {
-		case <-c.requests:
+		case r := <-c.requests:
+			if r.pushed != nil {
+				r.pushed.Close()
+			}
 			n++
 		default:
 			if n > 0 {
@@ -504,7 +537,8 @@ func (c *Client) connect(ctx context.Context) (*session, error) {
 			return nil, fmt.Errorf("device: signing a token: %w", err)
 		}
 	}
-	s := &session{lost: make(chan struct{}), later: make(chan string, rejectBacklog)}
+	s := &session{lost: make(chan struct{}), later: make(chan string, rejectBacklog), muxTLS: c.mqttTLS}
+	s.muxURL, s.muxAddr = c.sessionTarget()
 
 	nc, err := c.dialBroker(ctx)
 	if err != nil {
@@ -646,7 +680,11 @@ func (c *Client) onMessage(s *session, topic string) {
 		c.log.Warn("dropping malformed stream request", "topic", path, "err", err)
 		return
 	}
-	r := &Request{Name: sr.Name, RID: sr.RID, URL: sr.URL, token: sr.Token, c: c}
+	r := &Request{Name: sr.Name, RID: sr.RID, URL: sr.URL, StreamID: bridgeStreamID(sr.URL), token: sr.Token, c: c}
+	if sr.Mux {
+		// This stream joins its URL; the next ones may come on the session.
+		c.wantSession(s)
+	}
 	select {
 	case c.requests <- r:
 		c.log.Debug("stream request", "name", r.Name, "rid", r.RID)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"syscall"
 
@@ -15,14 +16,39 @@ import (
 // Name to this device. Answer it with exactly one of Accept, Reject or
 // RejectUnreachable, soon: the service waits for the answer (60 s by
 // default).
+//
+// A request comes over MQTT, or, from a hub that offers sessions, on the
+// device's data session (mux.go); Accept and the rejects work alike for
+// both.
 type Request struct {
 	Name string // the stream name the service asked for, e.g. "ssh"
 	RID  string // the hub's request id, echoed in the answer
-	URL  string // the bridge to join: wss://{node}/bridges/...
+	// URL is the bridge to join, wss://{node}/bridges/...; empty for a
+	// stream the hub opened on the device's session, which joins nothing.
+	URL string
+	// StreamID is the hub's id of the stream, as its stream logs name it;
+	// empty when the hub's URL has none.
+	StreamID string
 
-	token    string // the device side's bearer token for URL; never logged
+	token    string        // the device side's bearer token for URL; never logged
+	pushed   *pushedStream // the stream on the session, for a request that came there
 	c        *Client
 	answered atomic.Bool
+}
+
+// bridgeStreamID is the stream id in a streaming URL
+// (wss://host/bridges/{hub}/{device}/{stream}/{id}), "" when the URL is
+// not of that shape.
+func bridgeStreamID(streamURL string) string {
+	u, err := url.Parse(streamURL)
+	if err != nil {
+		return ""
+	}
+	_, _, _, id, err := wire.ParseBridgePath(u.EscapedPath())
+	if err != nil {
+		return ""
+	}
+	return id
 }
 
 var errAnswered = errors.New("device: stream request already answered")
@@ -30,11 +56,15 @@ var errAnswered = errors.New("device: stream request already answered")
 // Accept answers 200 and joins the stream's bridge, returning the stream as
 // a net.Conn to the service. The answer and the dial run at the same time,
 // since the hub pairs the two sides in either order: the tunnel is ready one
-// TLS handshake sooner. The stream's Read returns io.EOF only when the
+// TLS handshake sooner. A stream that came on the session is answered
+// there and joins nothing. The stream's Read returns io.EOF only when the
 // stream ended cleanly, and a *CloseError when it was cut.
 func (r *Request) Accept(ctx context.Context) (net.Conn, error) {
 	if !r.answered.CompareAndSwap(false, true) {
 		return nil, errAnswered
+	}
+	if r.pushed != nil {
+		return r.acceptPushed(ctx)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -101,6 +131,9 @@ func unreachableStatus(err error) int {
 func (r *Request) reject(status int) error {
 	if !r.answered.CompareAndSwap(false, true) {
 		return errAnswered
+	}
+	if r.pushed != nil {
+		return r.rejectPushed(status)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), answerTimeout)
 	defer cancel()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/url"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -19,7 +18,6 @@ import (
 	"github.com/tether-io/tether/device"
 	"github.com/tether-io/tether/internal/cliflag"
 	"github.com/tether-io/tether/sas"
-	"github.com/tether-io/tether/wire"
 )
 
 const agentUsage = `usage: tether agent --device-file FILE --allow NAME=HOST:PORT [--allow ...]
@@ -45,6 +43,10 @@ A device registered with a certificate (tether devices add ID
 --x509-thumbprint HEX, or --x509-ca) takes the connection string
 "HostName=...;DeviceId=ID;x509=true" and --cert FILE --key FILE: its
 certificate, whose subject CN is ID, and that certificate's key.
+
+A hub that offers sessions carries the device's streams on one connection
+while it has any; --no-sessions (or TETHER_SESSIONS=0) keeps every stream
+on a connection of its own, as with a hub without sessions.
 `
 
 // targetDialTimeout bounds dialing a local target; the service is waiting
@@ -92,6 +94,7 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	cliflag.Fallback(fs, "ca", "ca in the --config file")
 	cliflag.Fallback(fs, "hub", "")
 	fl := addAgentFlags(fs)
+	noSessions := fs.Bool("no-sessions", false, "carry every stream on a connection of its own, never on a session with the hub (TETHER_SESSIONS=0 too)")
 	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
@@ -106,7 +109,11 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 
-	opts := device.Options{MQTTAddress: cfg.MQTTAddr, KeepAlive: cfg.KeepAlive, Hubs: cfg.Hubs}
+	sessions, err := sessionsOn(*noSessions, os.Getenv("TETHER_SESSIONS"))
+	if err != nil {
+		return err
+	}
+	opts := device.Options{MQTTAddress: cfg.MQTTAddr, KeepAlive: cfg.KeepAlive, Hubs: cfg.Hubs, NoSessions: !sessions}
 	if cfg.Transport == "tls" {
 		opts.Transport = device.TLS
 	}
@@ -168,6 +175,21 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	return nil
 }
 
+// sessionsOn says whether the agent takes streams on a session: not with
+// --no-sessions, nor with TETHER_SESSIONS set to 0 (or false, off).
+func sessionsOn(noSessions bool, env string) (bool, error) {
+	if noSessions {
+		return false, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(env)) {
+	case "", "1", "true", "on":
+		return true, nil
+	case "0", "false", "off":
+		return false, nil
+	}
+	return false, fmt.Errorf("TETHER_SESSIONS=%q: want 0 (streams on connections of their own) or 1", env)
+}
+
 // holdsKey says whether the connection string cs has a key in it (a
 // certificate device's has none).
 func holdsKey(cs string) bool {
@@ -205,7 +227,11 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 	// The hub's id of the stream, from its streaming URL: the streamId of
 	// the hub's stream-log record and of tether streams, so that a
 	// stream's lines here and the hub's can be put side by side.
-	log := a.log.With("stream", req.Name, "streamId", streamID(req.URL), "rid", req.RID)
+	id := req.StreamID
+	if id == "" {
+		id = "?"
+	}
+	log := a.log.With("stream", req.Name, "streamId", id, "rid", req.RID)
 	target, ok := a.allow[req.Name]
 	if !ok {
 		log.Warn("rejecting stream: its name is not in --allow")
@@ -248,19 +274,4 @@ func (a *agent) answered(log *slog.Logger, err error) {
 	if err != nil {
 		log.Warn("rejecting stream", "err", err)
 	}
-}
-
-// streamID is the stream id in a streaming URL
-// (wss://host/bridges/{hub}/{device}/{stream}/{id}), "?" when the URL is
-// not of that shape.
-func streamID(streamURL string) string {
-	u, err := url.Parse(streamURL)
-	if err != nil {
-		return "?"
-	}
-	_, _, _, id, err := wire.ParseBridgePath(u.EscapedPath())
-	if err != nil {
-		return "?"
-	}
-	return id
 }

@@ -125,6 +125,9 @@ type Hub struct {
 	Connects chan ConnectInfo
 	// Answers receives the topic of every publish from a device.
 	Answers chan string
+	// Sessions receives every data session a device opened (session.go;
+	// the newest are dropped when nobody reads them).
+	Sessions chan *Session
 
 	t        testing.TB
 	srv      *mqtt.Server
@@ -132,6 +135,9 @@ type Hub struct {
 	handlers sync.WaitGroup // WebSocket handlers, which httptest does not wait for
 	tlsLn    *trackListener
 	stopped  bool
+
+	smu  sync.Mutex
+	sess sessionState
 }
 
 // trackListener keeps every connection it accepted, so that Stop can close
@@ -185,7 +191,9 @@ func StartHub(t testing.TB, key, tlsAddr, httpAddr string) *Hub {
 		Key:      key,
 		Connects: make(chan ConnectInfo, 16),
 		Answers:  make(chan string, 256),
+		Sessions: make(chan *Session, 16),
 		t:        t,
+		sess:     sessionState{status: http.StatusNotFound, open: make(map[*Session]struct{})},
 	}
 	h.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := h.srv.AddHook(&authHook{h: h}, nil); err != nil {
@@ -217,6 +225,7 @@ func StartHub(t testing.TB, key, tlsAddr, httpAddr string) *Hub {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(wire.PathMQTTWebSocket, h.serveWS)
+	mux.HandleFunc(wire.PathMuxDevices, h.serveMux)
 	h.ts = httptest.NewUnstartedServer(mux)
 	h.ts.Listener.Close()
 	h.ts.Listener = hl
@@ -254,6 +263,7 @@ func (h *Hub) Stop() {
 	h.srv.Close()
 	h.tlsLn.closeAll()
 	h.ts.Close()
+	h.closeSessions()
 	h.handlers.Wait()
 }
 
@@ -271,6 +281,16 @@ func (h *Hub) SendRequest(topic string) {
 	if err := h.srv.Publish(topic, nil, false, 0); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// DropDevice ends the MQTT connection of clientID, as a hub that lost it.
+func (h *Hub) DropDevice(clientID string) {
+	h.t.Helper()
+	cl, ok := h.srv.Clients.Get(clientID)
+	if !ok {
+		h.t.Fatalf("device %s is not connected", clientID)
+	}
+	cl.Stop(errors.New("dropped by the test"))
 }
 
 // NextAnswer waits for a device's next publish and returns its topic.
