@@ -58,7 +58,9 @@ func (s *Server) Draining() bool { return s.lame.draining.Load() }
 //     the hub is shutting down, here and below: there is no other node.
 //   - /readyz answers 503, so a load balancer stops sending work here.
 //   - New device connections over WebSocket are refused with 503 (the
-//     binary closes the MQTT over TLS listener itself).
+//     binary closes the MQTT over TLS listener itself), and so are new
+//     mux sessions; those open are told to go away (yamux GoAway): no
+//     new stream opens on them, their open streams run on.
 //   - Devices connected here are disconnected, each at a random moment
 //     within spread, so that they reconnect to other nodes without all
 //     arriving at once.
@@ -78,7 +80,8 @@ func (s *Server) Drain(ctx context.Context, spread time.Duration) error {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
-	s.log.Info("draining: refusing new streams and devices", "devices", len(ids), "streams", s.relay.Active(), "spread", spread)
+	muxes := s.goAwayMuxes()
+	s.log.Info("draining: refusing new streams and devices", "devices", len(ids), "streams", s.relay.Active(), "sessions", muxes, "spread", spread)
 
 	moved := make(chan struct{})
 	s.wg.Add(1)
@@ -174,7 +177,7 @@ func (s *Server) refuseWhileDraining(w http.ResponseWriter, r *http.Request) boo
 	case p == "/readyz":
 		http.Error(w, "not ready: draining", http.StatusServiceUnavailable)
 		return true
-	case p == wire.PathMQTTWebSocket:
+	case p == wire.PathMQTTWebSocket || isMuxPath(p):
 		w.Header().Set("Retry-After", "1")
 		msg := "this hub node is shutting down; connect to another node"
 		if s.opts.Cluster.Alone() {

@@ -146,6 +146,9 @@ func (s *Server) watchKeys() error {
 // its new record d (nil: deleted) no longer lets in.
 func (s *Server) deviceChanged(id string, d *wire.Device) {
 	s.keys.epoch.Add(1)
+	if n := s.muxKeysChangedDevice(id, d); n > 0 {
+		s.log.Info("device data sessions ended: their key or certificate no longer opens the device", "device", id, "sessions", n)
+	}
 	s.mu.Lock()
 	var ids []string
 	if s.sessions[id] != nil {
@@ -189,8 +192,10 @@ func (s *Server) policyChanged(name string, p *registry.Policy) {
 	if len(ids) > 0 {
 		streams = s.relay.CloseStreams(ids, "the key that opened the stream was withdrawn")
 	}
-	if sessions > 0 || streams > 0 {
-		s.log.Info("access policy changed: what its withdrawn key opened has ended", "policy", name, "sessions", sessions, "streams", streams)
+	// After the streams: their close frames go out on the sessions first.
+	muxes := s.muxKeysChangedPolicy(name, p)
+	if sessions > 0 || streams > 0 || muxes > 0 {
+		s.log.Info("access policy changed: what its withdrawn key opened has ended", "policy", name, "sessions", sessions, "streams", streams, "muxSessions", muxes)
 	}
 }
 

@@ -21,6 +21,9 @@ type metrics struct {
 	mqttConns   prometheus.Counter
 	deviceAuth  prometheus.Counter
 	serviceAuth prometheus.Counter
+	muxOpened   *prometheus.CounterVec
+	muxOpen     *prometheus.GaugeVec
+	muxStreams  *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -51,6 +54,23 @@ func newMetrics(s *Server) *metrics {
 			Name: "tether_service_auth_failures_total",
 			Help: "REST calls refused for their SAS token or policy.",
 		}),
+		muxOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_mux_sessions_total",
+			Help: "Mux sessions (many streams on one connection) opened on this node, by kind: service, device.",
+		}, []string{"kind"}),
+		muxOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tether_mux_sessions_open",
+			Help: "Mux sessions open on this node, by kind: service, device (data sessions).",
+		}, []string{"kind"}),
+		muxStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_mux_streams_total",
+			Help: "Streams opened on mux sessions on this node, by kind of session: service (opened by services), device (pushed to devices).",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{muxService, muxDevice} {
+		m.muxOpened.WithLabelValues(k)
+		m.muxOpen.WithLabelValues(k)
+		m.muxStreams.WithLabelValues(k)
 	}
 	for _, r := range []string{"accepted", "rejected", "offline", "timedOut", "error"} {
 		m.streams.WithLabelValues(r) // present at zero, so rate() works from the start
@@ -67,7 +87,8 @@ func newMetrics(s *Server) *metrics {
 		return 0
 	}
 	m.reg.MustRegister(
-		m.streams, m.setup, m.bytes, m.mqttConns, m.deviceAuth, m.serviceAuth,
+		m.streams, m.setup, m.bytes, m.mqttConns, m.deviceAuth, m.serviceAuth, m.muxOpened, m.muxStreams,
+		m.muxOpen,
 		gauge("tether_devices_connected", "Devices with an MQTT session on this node.", func() float64 {
 			s.mu.Lock()
 			defer s.mu.Unlock()

@@ -33,6 +33,11 @@ type routeRequest struct {
 	URL       string `json:"url"`
 	Token     string `json:"token"`
 	TimeoutMs int64  `json:"timeoutMs"`
+
+	// streamID is set by the stream's home node for a stream homed here,
+	// never sent: only such a stream may be pushed on the device's data
+	// session, whose stream joins this node's relay.
+	streamID string
 }
 
 // routeReply is the device's answer, or why there is none.
@@ -102,6 +107,7 @@ func (s *Server) deviceDisconnected(clientID string) {
 	}
 	_ = sess.sub.Unsubscribe()
 	s.markPresence(clientID, sess.id, false)
+	s.dataSessionEnded(clientID)
 	s.log.Info("device disconnected", "device", clientID)
 }
 
@@ -223,10 +229,27 @@ func (s *Server) hasSession(clientID string) bool {
 
 // askLocal is askDevice for a device whose session is on this node: what
 // onStreamRequest does for a request that came over NATS, without NATS.
+//
+// A stream homed here goes on the device's data session when it has one
+// here (pushStream); should the session fail, over MQTT after all. A
+// Tether device without one is told over MQTT that it may open one.
 func (s *Server) askLocal(ctx context.Context, clientID string, req routeRequest, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	status, err := s.broker.RequestStream(ctx, clientID, wire.StreamRequest{Name: req.Name, URL: req.URL, Token: req.Token})
+	m := s.dataSession(clientID)
+	if m != nil && req.streamID != "" {
+		status, err := s.pushStream(ctx, m, req)
+		switch {
+		case err == nil:
+			s.touched(clientID)
+			return status, nil
+		case !errors.Is(err, errPushFailed):
+			return 0, err
+		}
+		s.log.Debug("data session failed; asking over MQTT", "device", clientID, "err", err)
+	}
+	mux := m == nil && !s.opts.NoSessions && s.broker.Tether(clientID)
+	status, err := s.broker.RequestStream(ctx, clientID, wire.StreamRequest{Name: req.Name, URL: req.URL, Token: req.Token, Mux: mux})
 	switch {
 	case err == nil:
 		s.touched(clientID)
@@ -261,7 +284,9 @@ func (s *Server) onKick(m *nats.Msg) {
 	for _, clientID := range local {
 		s.broker.Disconnect(clientID)
 	}
-	if n := s.relay.CloseDevice(deviceID); n > 0 || len(local) > 0 {
-		s.log.Info("device refused", "device", deviceID, "sessions", len(local), "streams", n)
+	n := s.relay.CloseDevice(deviceID)
+	data := s.closeDataSessions(deviceID, func(*muxSession) bool { return true }, "device disabled or deleted")
+	if n > 0 || len(local) > 0 || data > 0 {
+		s.log.Info("device refused", "device", deviceID, "sessions", len(local), "dataSessions", data, "streams", n)
 	}
 }

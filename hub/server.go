@@ -67,6 +67,10 @@ type Options struct {
 	// StreamLogs is the stream-log store when the caller has opened it
 	// (hub/node does, with its start's patience); nil: New opens it.
 	StreamLogs *streamlog.Store
+	// NoSessions turns mux sessions (wire.PathMuxService and
+	// wire.PathMuxDevices) off: their paths answer 404, as a hub without
+	// them, and Tether's ends use streams of their own WebSocket.
+	NoSessions bool
 
 	Logger *slog.Logger
 }
@@ -116,6 +120,7 @@ type Server struct {
 	follow   followers      // stream-log followers, ended by Drain (streamlogs.go)
 	authLog  *logLimiter    // failed logins: a flood must not flood the log
 	lim      *limiter       // limits.go
+	muxes    muxSessions    // mux sessions (mux.go)
 	// keys is what withdrawn credentials opened (keys.go): its epoch is
 	// atomic, its stop set once in New, its modules guarded by mu.
 	keys keyState
@@ -272,6 +277,7 @@ func New(opts Options) (*Server, error) {
 	s.clearPreviousLife()
 	s.recordInterrupted()
 	s.mux = s.routes()
+	s.muxRoutes(s.mux)
 	s.reusedMux = s.reusedRoutes()
 	return s, nil
 }
@@ -346,6 +352,9 @@ func (s *Server) Close() error {
 		s.keys.stop()
 	}
 	err := errors.Join(s.broker.Close(), s.relay.Close())
+	// After the relay: its streams' close frames go out on the sessions
+	// before they close.
+	s.closeMuxes()
 	s.mu.Lock()
 	for id, sess := range s.sessions {
 		_ = sess.sub.Unsubscribe()

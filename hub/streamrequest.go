@@ -6,6 +6,7 @@ package hub
 // answers the service.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -40,8 +41,50 @@ func timeoutHeader(r *http.Request, name string, def, max time.Duration) (time.D
 
 func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
 	if inv, window, respTimeout, ok := s.streamRequest(w, r); ok {
-		s.createStream(w, r, inv, window, respTimeout, answerAccepted)
+		s.createStream(r.Context(), &httpAnswer{s: s, w: w, r: r}, inv, window, respTimeout)
 	}
+}
+
+// streamAnswer answers a stream request: the HTTP response of the POST or
+// of the one-request upgrade (httpAnswer), or the MuxAnswer of a session
+// stream (muxAnswer). Exactly one of its methods is called, once.
+type streamAnswer interface {
+	// fail answers an error: status, Azure's error code and message.
+	fail(status, code int, msg string)
+	// throttled answers 429 for a limit, with when to try again.
+	throttled(retry time.Duration, msg string)
+	// rejected answers the device's rejection, with its status.
+	rejected(deviceStatus int)
+	// accepted answers the device's yes: the service's side joins st.
+	accepted(st *relay.Stream, url string)
+}
+
+// httpAnswer answers on HTTP; join makes the one-request upgrade's
+// connection the service side of an accepted stream.
+type httpAnswer struct {
+	s    *Server
+	w    http.ResponseWriter
+	r    *http.Request
+	join bool
+}
+
+func (a *httpAnswer) fail(status, code int, msg string) { writeError(a.w, status, code, msg) }
+
+func (a *httpAnswer) throttled(retry time.Duration, msg string) { writeThrottled(a.w, retry, msg) }
+
+func (a *httpAnswer) rejected(deviceStatus int) {
+	a.w.Header().Set(wire.HeaderIsAccepted, "False")
+	// Why, for Tether's SDK; Azure's read no more than the False.
+	a.w.Header().Set(wire.HeaderDeviceStatus, strconv.Itoa(deviceStatus))
+	a.w.WriteHeader(http.StatusOK)
+}
+
+func (a *httpAnswer) accepted(st *relay.Stream, url string) {
+	if a.join {
+		a.s.joinAccepted(a.w, a.r, st, url)
+		return
+	}
+	answerAccepted(a.w, a.r, st, url)
 }
 
 // handleOpenStream is Tether's one-request stream opening
@@ -57,7 +100,7 @@ func (s *Server) handleOpenStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if inv, window, respTimeout, ok := s.streamRequest(w, r); ok {
-		s.createStream(w, r, inv, window, respTimeout, s.joinAccepted)
+		s.createStream(r.Context(), &httpAnswer{s: s, w: w, r: r, join: true}, inv, window, respTimeout)
 	}
 }
 
@@ -72,7 +115,7 @@ func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (inv *inv
 		unauthorized(w)
 		return nil, 0, 0, false
 	}
-	if !s.allowStream(w, r, policy.Name) {
+	if !s.allowStream(&httpAnswer{w: w}, r.RemoteAddr, policy.Name) {
 		return nil, 0, 0, false // 429, not a stream invocation: no stream-log record
 	}
 	inv = &invocation{
@@ -147,19 +190,19 @@ func (s *Server) joinAccepted(w http.ResponseWriter, r *http.Request, st *relay.
 	s.relay.ServeHTTP(w, join)
 }
 
-// createStream asks the device and answers the service. Every path ends
-// in exactly one stream-log record: directly when no relay stream was
-// opened, otherwise when the relay reports the stream done. A refusal by
-// a limit (429) is no invocation and has none: a flood must not become a
-// flood of records.
-func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invocation, window, respTimeout time.Duration,
-	accepted func(http.ResponseWriter, *http.Request, *relay.Stream, string)) {
+// createStream asks the device and answers the service through a. Every
+// path ends in exactly one stream-log record: directly when no relay
+// stream was opened, otherwise when the relay reports the stream done. A
+// refusal by a limit (429) is no invocation and has none: a flood must not
+// become a flood of records. ctx ends with the service's request (or
+// session).
+func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocation, window, respTimeout time.Duration) {
 	fail := func(status, code int, result, msg string) {
 		inv.answer(status, result)
-		writeError(w, status, code, msg)
+		a.fail(status, code, msg)
 	}
-	ctx, cancel := ctxTimeout(r.Context())
-	dev, err := s.reg.Record(ctx, inv.deviceID)
+	rctx, cancel := ctxTimeout(ctx)
+	dev, err := s.reg.Record(rctx, inv.deviceID)
 	cancel()
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
@@ -181,7 +224,7 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 		clientID += "/" + inv.module
 	}
 	st, err := s.relay.Open(inv.deviceID, inv.name, window)
-	if err != nil && s.streamLimited(w, err) {
+	if err != nil && s.streamLimited(a, err) {
 		return // 429 (counted and logged by the relay's OnLimit), no stream-log record
 	}
 	if err != nil {
@@ -192,13 +235,13 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 	}
 	inv.streamID = st.ID
 	s.track(inv)
-	if !s.streamKeyValid(r.Context(), inv) {
+	if !s.streamKeyValid(ctx, inv) {
 		fail(http.StatusUnauthorized, wire.CodeUnauthorized, wire.ResultError, "Unauthorized")
 		s.relay.Cancel(st.ID)
 		return
 	}
 	url := s.streamURL(st)
-	status, err := s.askDevice(r.Context(), clientID, routeRequest{Name: inv.name, URL: url, Token: st.DeviceToken}, respTimeout)
+	status, err := s.askDevice(ctx, clientID, routeRequest{Name: inv.name, URL: url, Token: st.DeviceToken, streamID: st.ID}, respTimeout)
 	switch {
 	case errors.Is(err, errOffline):
 		fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is not online", clientID))
@@ -212,13 +255,10 @@ func (s *Server) createStream(w http.ResponseWriter, r *http.Request, inv *invoc
 		s.relay.Cancel(st.ID)
 	case status != http.StatusOK:
 		inv.answer(http.StatusOK, wire.ResultRejected)
-		w.Header().Set(wire.HeaderIsAccepted, "False")
-		// Why, for Tether's SDK; Azure's read no more than the False.
-		w.Header().Set(wire.HeaderDeviceStatus, strconv.Itoa(status))
-		w.WriteHeader(http.StatusOK)
+		a.rejected(status)
 		s.relay.Cancel(st.ID)
 	default:
 		inv.answer(http.StatusOK, wire.ResultAccepted)
-		accepted(w, r, st, url)
+		a.accepted(st, url)
 	}
 }

@@ -109,7 +109,7 @@ func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()
 
 // allowStream takes one new stream from the policy's and the hub's
 // buckets, answering 429 when either is empty.
-func (s *Server) allowStream(w http.ResponseWriter, r *http.Request, policy string) bool {
+func (s *Server) allowStream(a streamAnswer, remote, policy string) bool {
 	l := s.lim
 	if l.l.StreamRatePerPolicy > 0 {
 		l.mu.Lock()
@@ -120,26 +120,26 @@ func (s *Server) allowStream(w http.ResponseWriter, r *http.Request, policy stri
 		}
 		l.mu.Unlock()
 		if !pl.Allow() {
-			l.hit(limitStreamRatePolicy, "stream request refused: too many new streams for one policy", "policy", policy, "remote", r.RemoteAddr)
-			writeThrottled(w, time.Second, fmt.Sprintf("Too many new streams for policy %s (at most %g a second)", policy, l.l.StreamRatePerPolicy))
+			l.hit(limitStreamRatePolicy, "stream request refused: too many new streams for one policy", "policy", policy, "remote", remote)
+			a.throttled(time.Second, fmt.Sprintf("Too many new streams for policy %s (at most %g a second)", policy, l.l.StreamRatePerPolicy))
 			return false
 		}
 	}
 	if l.streams != nil && !l.streams.Allow() {
-		l.hit(limitStreamRate, "stream request refused: too many new streams on this hub", "remote", r.RemoteAddr)
-		writeThrottled(w, time.Second, fmt.Sprintf("Too many new streams on this hub (at most %g a second)", l.l.StreamRate))
+		l.hit(limitStreamRate, "stream request refused: too many new streams on this hub", "remote", remote)
+		a.throttled(time.Second, fmt.Sprintf("Too many new streams on this hub (at most %g a second)", l.l.StreamRate))
 		return false
 	}
 	return true
 }
 
 // streamLimited answers a stream the relay refused for one of its caps.
-func (s *Server) streamLimited(w http.ResponseWriter, err error) bool {
+func (s *Server) streamLimited(a streamAnswer, err error) bool {
 	var le *relay.LimitError
 	if !errors.As(err, &le) {
 		return false
 	}
-	writeThrottled(w, time.Second, le.Error())
+	a.throttled(time.Second, le.Error())
 	return true
 }
 

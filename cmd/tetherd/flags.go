@@ -29,6 +29,7 @@ type config struct {
 	logLevel   string
 	retention  time.Duration
 	metrics    string
+	sessions   bool
 	cluster    clusterConfig // cluster.go
 	limits     hub.Limits    // limits.go
 
@@ -71,12 +72,13 @@ func newFlagSet(c *config) (fs *flag.FlagSet, groups []cliflag.Group, finish fun
 	fs.StringVar(&c.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
 	fs.StringVar(&c.metrics, "metrics-listen", "off", "`ADDR` of Prometheus /metrics: off, on (127.0.0.1:9464) or HOST:PORT")
 	fs.DurationVar(&c.retention, "log-retention", 168*time.Hour, "how long stream-log records are kept")
+	fs.BoolVar(&c.sessions, "sessions", true, "serve sessions, many streams on one connection, to Tether's own services and devices; false: they use a connection per stream")
 	limitNames, finishLimits := addLimitFlags(fs, &c.limits)
 	c.source = func(name string) string { return cliflag.Source(fs, name) }
 	finishCluster := addClusterFlags(fs, &c.cluster, c.source)
 	cliflag.EnvAll(fs, envPrefix)
 	groups = []cliflag.Group{
-		{Title: "Listeners", Names: []string{"listen", "mqtt-listen", "metrics-listen", "hostname", "public-url"}},
+		{Title: "Listeners", Names: []string{"listen", "mqtt-listen", "metrics-listen", "hostname", "public-url", "sessions"}},
 		{Title: "TLS", Names: []string{"tls", "tls-cert", "tls-key"}},
 		{Title: "Data", Names: []string{"data", "log-retention"}},
 		{Title: "Cluster (see docs/cluster.md)", Names: []string{"node-name", "cluster-name", "cluster-listen", "cluster-peers", "cluster-secret",

@@ -101,6 +101,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		DrainTimeout: drainTimeout,
 		LogRetention: c.retention,
 		Limits:       c.limits,
+		NoSessions:   !c.sessions,
 		Logger:       log,
 	})
 	if err != nil {

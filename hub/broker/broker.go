@@ -565,6 +565,15 @@ func (b *Broker) Connected(clientID string) bool {
 	return s != nil && s.up && !s.ended && !s.cl.Closed()
 }
 
+// Tether reports whether clientID's session here is of Tether's device SDK
+// (its username's DeviceClientType).
+func (b *Broker) Tether(clientID string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.current[clientID]
+	return s != nil && s.tether
+}
+
 // Disconnect drops clientID's session, if it has one here. It does not
 // wait for the session to end. A connection for that id still being
 // authenticated is not affected: Authenticate must refuse it.

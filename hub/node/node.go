@@ -98,6 +98,9 @@ type Config struct {
 	MaxWindow    time.Duration // the longest window a service may ask for
 	LogRetention time.Duration // how long stream-log records are kept
 	Limits       hub.Limits
+	// NoSessions turns mux sessions off (hub.Options.NoSessions): their
+	// paths answer 404 and Tether's ends use streams of their own.
+	NoSessions bool
 
 	// Logger receives the node's log, each part with its "part"
 	// attribute; default discard.
@@ -197,6 +200,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		Replicas:     n.cl.Replicas(),
 		StreamLogs:   logs,
 		Limits:       cfg.Limits,
+		NoSessions:   cfg.NoSessions,
 		Logger:       n.log,
 	})
 	if err != nil {

@@ -41,10 +41,10 @@ type peer struct {
 
 func newPeer(s side, conn net.Conn, hijacked *bufio.Reader, wtimeout time.Duration) *peer {
 	var src io.Reader = conn
-	if n := hijacked.Buffered(); n > 0 {
+	if hijacked != nil && hijacked.Buffered() > 0 {
 		// Bytes net/http read ahead belong to the stream; after them, read
 		// the conn itself rather than through net/http's reader.
-		src = io.MultiReader(io.LimitReader(hijacked, int64(n)), conn)
+		src = io.MultiReader(io.LimitReader(hijacked, int64(hijacked.Buffered())), conn)
 	}
 	// Buffered so a frame header costs no syscall of its own on plain TCP;
 	// payload reads larger than the buffer bypass it.

@@ -469,7 +469,14 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	p := newPeer(ref.side, conn, rw.Reader, r.wtimeout)
 	p.tether = hs.Protocol == Subprotocol || hs.Protocol == SubprotocolReuse
 	p.reuse = hs.Protocol == SubprotocolReuse
+	// This handler's goroutine, already counted in wg, runs the relay.
+	r.join(st, p)
+}
 
+// join makes p, upgraded, its side of st: it waits for the other side, or
+// relays between the two until the stream ends when the other side was
+// waiting. The caller is counted in wg.
+func (r *Relay) join(st *stream, p *peer) {
 	r.mu.Lock()
 	if st.ended || r.closed {
 		// Canceled, expired or shut down while upgrading.
@@ -477,23 +484,22 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.closeUnpaired(p, ws.NewCloseFrameBody(ws.StatusGoingAway, "stream ended"))
 		return
 	}
-	other := st.peers[1-ref.side]
+	other := st.peers[1-p.side]
 	if other == nil {
-		st.peers[ref.side] = p
+		st.peers[p.side] = p
 		r.mu.Unlock()
-		r.log.Debug("stream side waiting", "stream", st.ID, "side", ref.side.String())
+		r.log.Debug("stream side waiting", "stream", st.ID, "side", p.side.String())
 		return
 	}
-	st.peers[1-ref.side] = nil
+	st.peers[1-p.side] = nil
 	st.timer.Stop()
 	pp := &pipe{r: r, st: st, paired: time.Now()}
-	pp.peers[ref.side] = p
+	pp.peers[p.side] = p
 	pp.peers[other.side] = other
 	st.pipe = pp
 	r.pending--
 	r.mu.Unlock()
 
-	// This handler's goroutine, already counted in wg, runs the relay.
 	info := pp.run()
 
 	r.mu.Lock()
