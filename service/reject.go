@@ -53,7 +53,16 @@ func (e *RejectError) Unwrap() []error {
 // rejectError reads the hub's answer to a rejected stream request.
 func rejectError(h http.Header) *RejectError {
 	status, err := strconv.Atoi(strings.TrimSpace(h.Get(wire.HeaderDeviceStatus)))
-	if err != nil || status < 100 || status > 999 {
+	if err != nil {
+		return &RejectError{}
+	}
+	return rejectStatus(status)
+}
+
+// rejectStatus is the error of a stream the device rejected with status,
+// as the hub passed it on; 0 when it did not.
+func rejectStatus(status int) *RejectError {
+	if status < 100 || status > 999 {
 		return &RejectError{}
 	}
 	e := &RejectError{Status: status}

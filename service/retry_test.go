@@ -40,7 +40,7 @@ func TestOpenStreamRetriesStaleConnection(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			f := newFakeHub(t)
-			c := f.client(t, Options{})
+			c := f.client(t, Options{NoSessions: true})
 			c.twoRequests.Store(true) // the POST's retry, as against Azure's hub
 			var posts atomic.Int32
 			f.handle(func(w http.ResponseWriter, r *http.Request) {

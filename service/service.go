@@ -8,6 +8,38 @@
 //	c, err := service.New(os.Getenv("TETHER_HUB"), service.Options{})
 //	conn, err := c.OpenStream(ctx, "dev42", "ssh")
 //
+// # Sessions
+//
+// With a Tether hub, a client carries all its streams on one connection,
+// its session (docs/protocol.md, "Many streams on one connection"): a
+// WebSocket to the hub, dialled on the first stream and kept, on which
+// each stream costs no handshake. A hub without sessions (Azure's, an
+// older Tether) gets a WebSocket per stream, as before, for the client's
+// life; a session that cannot be dialled just now (a proxy's 503, a
+// network error) sends streams their own way and is tried again a little
+// later; a session that ends (the hub restarted or is draining) is
+// replaced on the next stream. Nothing of this shows in a stream: reads,
+// writes, half-close, errors and close codes are the same either way.
+// Options.NoSessions turns sessions off.
+//
+// # Early data
+//
+// OpenStream returns once the device accepted. StartStream returns as
+// soon as the request left, and what the caller writes follows it at
+// once, saving a round trip before the first byte:
+//
+//	st, err := c.StartStream(ctx, "dev42", "http")
+//	st.Write(request)                        // leaves now
+//	if err := st.Accepted(ctx); err != nil { // OpenStream's error
+//		resend(st.Unsent())                    // what the device never got
+//	}
+//
+// Until the device answers, the Stream keeps a copy of what was written,
+// up to a stream's window (256 KiB, past which Write waits for the
+// answer). When the device rejects the stream, the hub drops what it
+// held, every call fails with the rejection, and Unsent returns the copy.
+// Without a session StartStream opens the stream fully before it returns.
+//
 // The package never links hub code: it is what backends and the tether CLI
 // embed.
 package service
@@ -55,6 +87,10 @@ type Options struct {
 	// TokenTTL is the lifetime of the SAS tokens the client signs. Zero
 	// means an hour.
 	TokenTTL time.Duration
+	// NoSessions keeps every stream on a WebSocket of its own, as against
+	// a hub without sessions, where by default streams share the client's
+	// session with a hub that has them.
+	NoSessions bool
 }
 
 // Client talks to one hub with one access policy. It is safe for
@@ -72,6 +108,8 @@ type Client struct {
 	// twoRequests is set once the hub answered the one-request opening as
 	// a hub without it does (Azure's): OpenStream then POSTs.
 	twoRequests atomic.Bool
+	// mux is the session streams share with a hub that has sessions.
+	mux sessions
 }
 
 // New returns a client for the hub and policy named by a service connection
@@ -112,6 +150,7 @@ func New(connStr string, opts Options) (*Client, error) {
 		opts:    opts,
 		streams: wsconn.NewPool(),
 	}
+	c.mux.c = c
 	if c.http == nil {
 		// One transport for every REST call, so that they share
 		// keep-alive connections (a TLS handshake costs a millisecond).
@@ -132,13 +171,15 @@ func New(connStr string, opts Options) (*Client, error) {
 func (c *Client) HostName() string { return c.cs.HostName }
 
 // Close releases the idle connections of the client's own HTTP transport
-// and those kept for streams. Streams already open are not affected. The
-// client stays usable.
+// and those kept for streams, and closes the client's session once the
+// streams open on it ended. Streams already open are not affected. The
+// client stays usable: a later stream dials a new session.
 func (c *Client) Close() error {
 	if c.ownHTTP {
 		c.http.CloseIdleConnections()
 	}
 	c.streams.CloseIdle()
+	c.mux.close()
 	return nil
 }
 

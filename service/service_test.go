@@ -41,21 +41,35 @@ const azureDevice = `{"deviceId":%q,"generationId":"638412345678901234","etag":"
 	`"capabilities":{"iotEdge":false}}`
 
 // fakeHub is a TLS server answering in Azure's shapes; each test sets the
-// handler it needs.
+// handler it needs. Its session path answers as Azure's hub does, 404,
+// unless a test sets mux; those requests are counted apart.
 type fakeHub struct {
-	srv  *httptest.Server
-	host string // HostName of the connection string: 127.0.0.1:port
-	mu   sync.Mutex
-	h    http.HandlerFunc
-	reqs []*http.Request
-	body [][]byte
-	conn int // connections accepted
+	srv      *httptest.Server
+	host     string // HostName of the connection string: 127.0.0.1:port
+	mu       sync.Mutex
+	h        http.HandlerFunc
+	mux      http.HandlerFunc
+	muxDials int
+	reqs     []*http.Request
+	body     [][]byte
+	conn     int // connections accepted
 }
 
 func newFakeHub(t *testing.T) *fakeHub {
 	t.Helper()
 	f := &fakeHub{}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == wire.PathMuxService {
+			f.mu.Lock()
+			f.muxDials++
+			mux := f.mux
+			f.mu.Unlock()
+			if mux == nil {
+				mux = http.NotFound
+			}
+			mux(w, r)
+			return
+		}
 		b, _ := io.ReadAll(r.Body)
 		f.mu.Lock()
 		f.reqs = append(f.reqs, r)
@@ -83,6 +97,13 @@ func (f *fakeHub) handle(h http.HandlerFunc) {
 	f.mu.Lock()
 	f.h = h
 	f.mu.Unlock()
+}
+
+// sessionDials counts the requests of the session path.
+func (f *fakeHub) sessionDials() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.muxDials
 }
 
 func (f *fakeHub) last(t *testing.T) (*http.Request, []byte) {
@@ -128,7 +149,16 @@ func azureError(w http.ResponseWriter, status, code int, msg string) {
 // checkAuth verifies the request's token the way the hub does.
 func checkAuth(t *testing.T, r *http.Request, host string) {
 	t.Helper()
-	tok, err := sas.ParseToken(r.Header.Get("Authorization"))
+	checkToken(t, r.Header.Get("Authorization"), host)
+	if v := r.URL.Query().Get("api-version"); v != wire.APIVersion {
+		t.Errorf("api-version = %q", v)
+	}
+}
+
+// checkToken verifies a policy's token the way the hub does.
+func checkToken(t *testing.T, auth, host string) {
+	t.Helper()
+	tok, err := sas.ParseToken(auth)
 	if err != nil {
 		t.Fatalf("Authorization: %v", err)
 	}
@@ -140,9 +170,6 @@ func checkAuth(t *testing.T, r *http.Request, host string) {
 	}
 	if d := time.Until(tok.Expiry); d < 50*time.Minute || d > 61*time.Minute {
 		t.Errorf("token lives %v, want the default hour", d)
-	}
-	if v := r.URL.Query().Get("api-version"); v != wire.APIVersion {
-		t.Errorf("api-version = %q", v)
 	}
 }
 

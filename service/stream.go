@@ -39,13 +39,54 @@ func seconds(d time.Duration) string {
 // *RejectError, which wraps ErrNotAllowed or ErrTargetUnreachable too
 // when the hub says why. The stream's Read returns io.EOF only when the
 // stream ended cleanly, and a *CloseError when it was cut.
+//
+// The stream goes on the client's session when the hub has sessions (see
+// the package doc), on a WebSocket of its own otherwise; the caller sees
+// no difference.
 func (c *Client) OpenStream(ctx context.Context, deviceID, streamName string) (net.Conn, error) {
+	if err := checkStream(deviceID, streamName); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		st, err := c.startOnSession(ctx, deviceID, streamName)
+		if errors.Is(err, errUseStreams) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Accepted(ctx); err != nil {
+			st.cancel()
+			if st.lostSession() {
+				// The hub went away before it answered (a restart, a
+				// network failure): it either never asked the device or
+				// is gone with the stream, as for the POST's retry.
+				if attempt == 0 {
+					continue
+				}
+				break
+			}
+			return nil, err
+		}
+		return st.conn, nil
+	}
+	return c.openByStreams(ctx, deviceID, streamName)
+}
+
+// checkStream checks OpenStream's arguments.
+func checkStream(deviceID, streamName string) error {
 	if deviceID == "" {
-		return nil, errNoID
+		return errNoID
 	}
 	if streamName == "" || strings.ContainsAny(streamName, "/?#") {
-		return nil, fmt.Errorf("service: bad stream name %q", streamName)
+		return fmt.Errorf("service: bad stream name %q", streamName)
 	}
+	return nil
+}
+
+// openByStreams opens a stream on a WebSocket of its own: by Tether's
+// one-request opening, or by the POST and a join as Azure's hub wants.
+func (c *Client) openByStreams(ctx context.Context, deviceID, streamName string) (net.Conn, error) {
 	if dial == nil && !c.twoRequests.Load() {
 		conn, err := c.openInOne(ctx, deviceID, streamName)
 		switch {
