@@ -257,7 +257,7 @@ func serviceClient(g *globals) (*service.Client, error) {
 		}
 		return nil, err
 	}
-	c, err := service.New(g.Hub, service.Options{TLSConfig: conf})
+	c, err := service.New(g.Hub, service.Options{TLSConfig: conf, NoSessions: g.noSessions})
 	if err != nil {
 		from := "--hub"
 		if g.hubFrom != "" {

@@ -22,7 +22,10 @@ const forwardUsage = `usage: tether forward DEVICE STREAM --listen ADDR
 Accepts TCP connections on ADDR (host:port, or a bare port for 127.0.0.1)
 and relays each one through a new stream named STREAM to DEVICE. A hub or
 device that goes away and comes back needs no restart: each connection
-asks for a new stream.
+asks for a new stream. With a Tether hub all the streams share one
+connection to the hub, and a connection's first bytes leave with its
+stream's request; --no-sessions (or TETHER_SESSIONS=0) gives each stream
+a connection of its own.
 `
 
 // deviceAndStream reads the DEVICE STREAM arguments of forward and pipe.
@@ -44,10 +47,12 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug (a line per connection), info, warn or error")
 	cliflag.Env(fs, "log-format", "TETHER_LOG_FORMAT") // forwardLogger reads them
 	cliflag.Env(fs, "log-level", "TETHER_LOG_LEVEL")
+	noSessions := sessionsFlag(fs)
 	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}
+	g.noSessions = *noSessions || os.Getenv("TETHER_SESSIONS") == "0"
 	device, stream, err := deviceAndStream(pos, "tether forward DEVICE STREAM --listen ADDR")
 	if err != nil {
 		return err
@@ -109,6 +114,14 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	}
 	f.serve(ctx, ln)
 	return nil
+}
+
+// sessionsFlag registers forward's and pipe's --no-sessions. It is read
+// with TETHER_SESSIONS=0, which turns sessions off too (cliflag.Env would
+// take its 0 for --no-sessions=false).
+func sessionsFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("no-sessions", false, "give each stream a connection of its own to the hub, "+
+		"not one session for all (so does TETHER_SESSIONS=0)")
 }
 
 // checkDevice makes a wrong device, key or CA fail at start rather than
@@ -220,7 +233,9 @@ func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 	defer client.Close()
 	from := client.RemoteAddr().String()
 	start := time.Now()
-	st, err := f.client.OpenStream(ctx, f.device, f.stream)
+	// The client's first bytes follow the stream's request at once, on a
+	// session, rather than a round trip later.
+	st, err := f.client.StartStream(ctx, f.device, f.stream)
 	if err != nil {
 		if ctx.Err() == nil {
 			f.log.Warn("connection", "from", from, "err", f.explain(err))
@@ -228,15 +243,73 @@ func (f *forwarder) handle(ctx context.Context, client net.Conn) {
 		return
 	}
 	defer st.Close()
-	opened := time.Since(start)
+	var opened chan time.Duration
+	if f.log.Enabled(ctx, slog.LevelDebug) {
+		opened = make(chan time.Duration, 1)
+		go func() {
+			defer close(opened)
+			if st.Accepted(ctx) == nil {
+				opened <- time.Since(start)
+			}
+		}()
+	}
 	// relay watches ctx: a stopping forwarder aborts the stream.
-	if err := relay(ctx, client, st, "client → device", "device → client"); err != nil && ctx.Err() == nil {
+	err = relay(ctx, &refusable{Conn: client, st: st}, st, "client → device", "device → client")
+	switch {
+	case ctx.Err() != nil:
+		return
+	case refusal(st) != nil:
+		f.log.Warn("connection", "from", from, "err", f.explain(refusal(st)))
+		return
+	case err != nil:
 		f.log.Warn("connection", "from", from, "err", err)
 		return
 	}
 	// One line per connection that went well, for whoever debugs a slow
 	// or flaky tunnel: how long the stream took to open, and to end.
-	f.log.Debug("connection", "from", from, "open", opened.Round(time.Millisecond), "duration", time.Since(start).Round(time.Millisecond))
+	if opened != nil {
+		f.log.Debug("connection", "from", from, "open", (<-opened).Round(time.Millisecond), "duration", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// refusal is the error of a stream that never opened: the device rejected
+// it, the hub refused it or did not answer. It is nil for a stream that
+// opened, however it ended, and while the answer is to come.
+func refusal(st *service.Stream) error {
+	err := st.Err()
+	var ce *service.CloseError
+	if err == nil || errors.As(err, &ce) {
+		return nil
+	}
+	return err
+}
+
+// refusable is the forwarder's client connection as relay sees it. Relay
+// resets the connection of a stream that failed; one whose stream never
+// opened is closed instead, as it was when the stream was opened before
+// relaying, so that a client sees its connection end rather than reset.
+type refusable struct {
+	net.Conn
+	st *service.Stream
+}
+
+func (c *refusable) SetLinger(sec int) error {
+	if refusal(c.st) != nil {
+		return nil
+	}
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return nil
+}
+
+// CloseWrite half-closes the client's connection, as relay passes on the
+// stream's EOF.
+func (c *refusable) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 func (f *forwarder) explain(err error) error {

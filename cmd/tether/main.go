@@ -56,6 +56,9 @@ Commands:
   logs [--device ID] [--since DURATION|TIME] [-n N] [--follow] [--json]
                           stream logs: one record per stream request, the
                           last hour's unless --since or -n says otherwise
+  console [--ttl DURATION] [--no-open]
+                          print (and on a desktop open) a link that signs in
+                          to the hub's web console for an hour
   completion bash|zsh|fish
                           print a shell completion script
   login CONNSTR|- [--ca FILE]
@@ -96,6 +99,7 @@ func init() {
 		{name: "endpoints", run: cmdEndpoints},
 		{name: "streams", subs: []string{"list", "kill"}, run: cmdStreams},
 		{name: "logs", run: cmdLogs},
+		{name: "console", run: cmdConsole},
 		{name: "completion", words: completionShells, run: cmdCompletion},
 		{name: "login", run: cmdLogin},
 		{name: "logout", run: cmdLogout},
@@ -130,6 +134,10 @@ type globals struct {
 	// hubFrom and caFrom name the config file's key that gave Hub or CA,
 	// for errors about them; "" when a flag or the environment did.
 	hubFrom, caFrom string
+
+	// noSessions gives each stream of the command's service client a
+	// connection of its own (forward's and pipe's --no-sessions).
+	noSessions bool
 
 	// probe, when set, is handed the flag set of the command run instead
 	// of parsing it, and the command stops there (errProbe): that is how

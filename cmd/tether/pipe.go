@@ -21,6 +21,9 @@ as ssh's ProxyCommand wants:
 
 EOF on stdin is passed on to the device; the device ending the stream
 closes stdout. Only the stream's bytes go to stdout; errors go to stderr.
+With a Tether hub, stdin's first bytes leave with the stream's request;
+--no-sessions (or TETHER_SESSIONS=0) opens the stream on a connection of
+its own, before reading stdin.
 `
 
 // pipeStdin is what pipe reads; tests replace it. Its stdout is the
@@ -29,11 +32,13 @@ var pipeStdin io.Reader = os.Stdin
 
 func cmdPipe(ctx context.Context, g *globals, args []string) error {
 	fs := g.newFlagSet("pipe", pipeUsage)
+	noSessions := sessionsFlag(fs)
 	// Help goes to stderr too: stdout carries nothing but the stream.
 	pos, err := g.parseHelpTo(fs, args, g.Stderr)
 	if err != nil {
 		return err
 	}
+	g.noSessions = *noSessions || os.Getenv("TETHER_SESSIONS") == "0"
 	device, stream, err := deviceAndStream(pos, "tether pipe DEVICE STREAM")
 	if err != nil {
 		return err
@@ -44,7 +49,9 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 	}
 	defer c.Close()
 
-	st, err := c.OpenStream(ctx, device, stream)
+	// stdin's first bytes follow the stream's request at once, on a
+	// session, rather than a round trip later.
+	st, err := c.StartStream(ctx, device, stream)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -58,8 +65,13 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 	// and closes both sides. A stream that was cut is an error, with how
 	// far each direction got, so that a truncated transfer does not exit 0.
 	err = relay(ctx, local, st, "stdin → device", "device → stdout")
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		return nil
+	case refusal(st) != nil:
+		// The device said no after stdin's first bytes left: the same
+		// error as when it says no before.
+		return explainStreamError(refusal(st), c, device, stream)
 	}
 	return err
 }
