@@ -163,9 +163,6 @@ const (
 	// tokenTTL is the lifetime of the SAS password; the hub checks it only
 	// at CONNECT, and every reconnect signs a new one.
 	tokenTTL = time.Hour
-	// clientType goes in the MQTT username, as the Azure SDKs name
-	// themselves; the hub tells a client so named why it was taken over.
-	clientType = wire.DeviceClientTypeTether + "0.1"
 )
 
 // DefaultMaxBackoff caps the reconnect delay when Options.MaxBackoff is

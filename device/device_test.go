@@ -83,7 +83,7 @@ func TestConnect(t *testing.T) {
 		if ci.ClientID != "dev1" {
 			t.Errorf("client ID = %q, want dev1", ci.ClientID)
 		}
-		wantUser := b.HTTPAddr + "/dev1/?api-version=2020-09-30&DeviceClientType=tether-go%2F0.1"
+		wantUser := b.HTTPAddr + "/dev1/?api-version=2020-09-30&DeviceClientType=" + wantClientType
 		if ci.Username != wantUser {
 			t.Errorf("username = %q, want %q", ci.Username, wantUser)
 		}
@@ -122,7 +122,7 @@ func TestModuleIdentity(t *testing.T) {
 	if ci.ClientID != "dev1/m1" {
 		t.Errorf("client ID = %q, want dev1/m1", ci.ClientID)
 	}
-	if want := b.HTTPAddr + "/dev1/m1/?api-version=2020-09-30&DeviceClientType=tether-go%2F0.1"; ci.Username != want {
+	if want := b.HTTPAddr + "/dev1/m1/?api-version=2020-09-30&DeviceClientType=" + wantClientType; ci.Username != want {
 		t.Errorf("username = %q, want %q", ci.Username, want)
 	}
 }

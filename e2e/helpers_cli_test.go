@@ -19,21 +19,31 @@ type procHub struct {
 	tether string   // absolute path of the tether binary
 	env    []string // TETHER_HUB and TETHER_CA
 	dir    string   // the hub's data folder
+	addr   string   // its HTTPS listener
 	hub    *proc
 }
 
 func startProcHub(t *testing.T) *procHub {
 	t.Helper()
 	tetherd, tether := buildBinaries(t)
+	return startProcHubOf(t, tetherd, tether)
+}
+
+// startProcHubOf is startProcHub with binaries of the test's own, and
+// tetherd's flags beyond the data folder and listeners.
+func startProcHubOf(t *testing.T, tetherd, tether string, flags ...string) *procHub {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	httpAddr := freePort(t)
-	hub := startProc(t, nil, tetherd, "--data", dir, "--listen", httpAddr, "--mqtt-listen", "127.0.0.1:0", "--hostname", "127.0.0.1")
+	args := append([]string{"--data", dir, "--listen", httpAddr, "--mqtt-listen", "127.0.0.1:0", "--hostname", "127.0.0.1"}, flags...)
+	hub := startProc(t, nil, tetherd, args...)
 	waitHealthy(t, dir, httpAddr, hub)
 	owner, err := os.ReadFile(filepath.Join(dir, "owner.connstr"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &procHub{
+		addr:   httpAddr,
 		tether: tether,
 		env:    []string{"TETHER_HUB=" + strings.TrimSpace(string(owner)), "TETHER_CA=" + filepath.Join(dir, "ca.pem")},
 		dir:    dir,

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/hub/registry"
+	"github.com/tether-io/tether/internal/version"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )
@@ -92,7 +93,9 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	_, _ = io.WriteString(w, "ok\n")
+	// The version on a line of its own after "ok", which stays the first:
+	// checks that read only that line see what they always saw.
+	_, _ = io.WriteString(w, "ok\n"+version.Line("tetherd")+"\n")
 }
 
 // handleReady answers 200 only when storage and routing are usable: NATS

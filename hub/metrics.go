@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tether-io/tether/hub/relay"
+	"github.com/tether-io/tether/internal/version"
 )
 
 // metrics are the hub's Prometheus metrics, on a registry of its own so
@@ -103,10 +104,29 @@ func newMetrics(s *Server) *metrics {
 		gauge("tether_jetstream_ready", "1 when JetStream answers (registry, stream logs).", func() float64 {
 			return boolGauge(s.opts.Cluster.Ready() == nil)
 		}),
+		buildInfo(),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// buildInfo is the gauge tether_build_info, 1 with the build in its
+// labels, as Prometheus' own exporters report theirs: a query joins it to
+// see which version each node runs, during a rolling upgrade say.
+func buildInfo() prometheus.Collector {
+	v := version.Get()
+	commit := v.Commit
+	if commit == "" {
+		commit = "unknown"
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "tether_build_info",
+		Help:        "1, with the version of tetherd, the commit it was built from and the Go version that built it.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "commit": commit, "goversion": v.GoVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 // streamEnded counts one invocation; info is nil when no relay stream was

@@ -18,6 +18,7 @@ import (
 // may replace with one that stalls.
 type presenceStore interface {
 	SetConnected(ctx context.Context, id, session string, connected bool) error
+	SetClientConnected(ctx context.Context, id, session, clientType string) error
 	Touch(ctx context.Context, id, session string) error
 	RecordTakeovers(ctx context.Context, id string, n int, displaced, by string) (lastHour int, err error)
 }
@@ -28,6 +29,9 @@ type presenceState struct {
 	// connect is the session to record as connected. A connect always
 	// wins in the registry, so one replaces every change before it.
 	connect string
+	// clientType is what connect's connection named itself
+	// (DeviceClientType).
+	clientType string
 	// disconnect is the session to record as disconnected. It follows
 	// connect when that session ended before its connect was written:
 	// together they are what the registry would have seen one by one
@@ -78,9 +82,9 @@ func (q *presenceQueue) change(clientID string, edit func(p *presenceState)) {
 	}
 }
 
-func (q *presenceQueue) connected(clientID, sessionID string) {
+func (q *presenceQueue) connected(clientID, sessionID, clientType string) {
 	q.change(clientID, func(p *presenceState) {
-		*p = presenceState{connect: sessionID, takeovers: p.takeovers, last: p.last}
+		*p = presenceState{connect: sessionID, clientType: clientType, takeovers: p.takeovers, last: p.last}
 	})
 }
 
@@ -145,11 +149,12 @@ func (q *presenceQueue) close() {
 	}
 }
 
-// markPresence queues a connection-state change for the registry. It never
-// blocks; callers hold s.mu.
+// markPresence queues a connection-state change for the registry, a
+// connect with what the device named itself. It never blocks; callers
+// hold s.mu.
 func (s *Server) markPresence(clientID, sessionID string, connected bool) {
 	if connected {
-		s.presence.connected(clientID, sessionID)
+		s.presence.connected(clientID, sessionID, s.broker.ClientType(clientID))
 	} else {
 		s.presence.disconnected(clientID, sessionID)
 	}
@@ -177,7 +182,9 @@ func (s *Server) writePresence(store presenceStore, clientID string, p presenceS
 		}
 	}
 	if p.connect != "" {
-		write(func(ctx context.Context) error { return store.SetConnected(ctx, clientID, p.connect, true) })
+		write(func(ctx context.Context) error {
+			return store.SetClientConnected(ctx, clientID, p.connect, p.clientType)
+		})
 	}
 	if p.disconnect != "" {
 		write(func(ctx context.Context) error { return store.SetConnected(ctx, clientID, p.disconnect, false) })

@@ -53,6 +53,10 @@ func (r *hungRegistry) SetConnected(_ context.Context, id, session string, conne
 	return nil
 }
 
+func (r *hungRegistry) SetClientConnected(ctx context.Context, id, session, _ string) error {
+	return r.SetConnected(ctx, id, session, true)
+}
+
 func (r *hungRegistry) Touch(_ context.Context, id, _ string) error {
 	r.record(id, "")
 	return nil
@@ -211,6 +215,15 @@ func (c *callLog) SetConnected(_ context.Context, id, session string, connected 
 	return nil
 }
 
+func (c *callLog) SetClientConnected(_ context.Context, id, session, clientType string) error {
+	call := fmt.Sprintf("%s connected=true %s", id, session)
+	if clientType != "" {
+		call += " as " + clientType
+	}
+	c.calls = append(c.calls, call)
+	return nil
+}
+
 func (c *callLog) Touch(_ context.Context, id, session string) error {
 	c.calls = append(c.calls, fmt.Sprintf("%s touch %s", id, session))
 	return nil
@@ -234,14 +247,14 @@ func TestPresenceCoalesces(t *testing.T) {
 		want    []string
 	}{
 		{"reconnects", func(q *presenceQueue) {
-			q.connected("d", "n/1")
+			q.connected("d", "n/1", "tether-go/0.2.0")
 			q.disconnected("d", "n/1")
-			q.connected("d", "n/2")
+			q.connected("d", "n/2", "")
 			q.disconnected("d", "n/2")
-			q.connected("d", "n/3")
-		}, []string{"d connected=true n/3"}},
+			q.connected("d", "n/3", "tether-go/0.3.0")
+		}, []string{"d connected=true n/3 as tether-go/0.3.0"}},
 		{"connected and gone", func(q *presenceQueue) {
-			q.connected("d", "n/1")
+			q.connected("d", "n/1", "")
 			q.disconnected("d", "n/1")
 		}, []string{"d connected=true n/1", "d connected=false n/1"}},
 		{"gone", func(q *presenceQueue) {
@@ -249,11 +262,11 @@ func TestPresenceCoalesces(t *testing.T) {
 			q.disconnected("d", "n/1")
 		}, []string{"d connected=false n/1"}},
 		{"late disconnect of an older session", func(q *presenceQueue) {
-			q.connected("d", "n/2")
+			q.connected("d", "n/2", "")
 			q.disconnected("d", "n/1")
 		}, []string{"d connected=true n/2"}},
 		{"activity after a connect", func(q *presenceQueue) {
-			q.connected("d", "n/1")
+			q.connected("d", "n/1", "")
 			q.touched("d", "n/1")
 		}, []string{"d connected=true n/1"}},
 		{"activity", func(q *presenceQueue) {
@@ -262,16 +275,16 @@ func TestPresenceCoalesces(t *testing.T) {
 		}, []string{"d touch n/1"}},
 		{"takeovers", func(q *presenceQueue) {
 			q.takenOver("d", takeover{displaced: "a:1", by: "b:2"})
-			q.connected("d", "n/2")
+			q.connected("d", "n/2", "")
 			q.takenOver("d", takeover{displaced: "b:2", by: "a:3"})
-			q.connected("d", "n/3")
+			q.connected("d", "n/3", "")
 			q.touched("d", "n/3")
 		}, []string{"d connected=true n/3", "d takeovers=2 b:2>a:3"}},
 		{"devices in the order they changed first", func(q *presenceQueue) {
-			q.connected("b", "n/1")
-			q.connected("a", "n/2")
+			q.connected("b", "n/1", "")
+			q.connected("a", "n/2", "")
 			q.disconnected("b", "n/1")
-			q.connected("b", "n/3")
+			q.connected("b", "n/3", "")
 		}, []string{"b connected=true n/3", "a connected=true n/2"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -280,7 +293,7 @@ func TestPresenceCoalesces(t *testing.T) {
 			q := newPresenceQueue(log)
 			c.changes(q)
 			q.close()
-			q.connected("d", "n/9") // after Close: dropped
+			q.connected("d", "n/9", "") // after Close: dropped
 			for {
 				id, p, store, ok := q.next()
 				if !ok {

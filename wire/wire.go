@@ -111,6 +111,11 @@ type Device struct {
 	Capabilities               Capabilities   `json:"capabilities"`
 	// Takeovers is absent until a session of the device was taken over.
 	Takeovers *Takeovers `json:"takeovers,omitempty"`
+	// DeviceClientType is Tether's own too: what the device's latest
+	// connection named itself in its MQTT username (ClientType), which
+	// for Tether's agent says its version (tether-go/0.3.0). Absent when
+	// the device never connected or named nothing.
+	DeviceClientType string `json:"deviceClientType,omitempty"`
 }
 
 // Device status and connection state values.

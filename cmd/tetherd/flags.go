@@ -13,6 +13,7 @@ import (
 
 	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/internal/cliflag"
+	"github.com/tether-io/tether/internal/version"
 )
 
 type config struct {
@@ -32,6 +33,7 @@ type config struct {
 	sessions   bool
 	cluster    clusterConfig // cluster.go
 	limits     hub.Limits    // limits.go
+	version    bool          // --version: print it, start nothing
 
 	// source names where a flag's value came from (the flag or its
 	// environment variable), for errors found after parsing.
@@ -77,6 +79,10 @@ func newFlagSet(c *config) (fs *flag.FlagSet, groups []cliflag.Group, finish fun
 	c.source = func(name string) string { return cliflag.Source(fs, name) }
 	finishCluster := addClusterFlags(fs, &c.cluster, c.source)
 	cliflag.EnvAll(fs, envPrefix)
+	// After EnvAll: no variable may turn a start into printing the
+	// version, and a deployment's TETHER_VERSION=0.3.0 (a tag an image
+	// carries) must not fail the start as a bad boolean.
+	fs.BoolVar(&c.version, "version", false, "print tetherd's version and exit")
 	groups = []cliflag.Group{
 		{Title: "Listeners", Names: []string{"listen", "mqtt-listen", "metrics-listen", "hostname", "public-url", "sessions"}},
 		{Title: "TLS", Names: []string{"tls", "tls-cert", "tls-key"}},
@@ -85,6 +91,7 @@ func newFlagSet(c *config) (fs *flag.FlagSet, groups []cliflag.Group, finish fun
 			"cluster-tls-cert", "cluster-tls-key", "cluster-tls-ca", "nats", "nats-ca", "nats-cert", "nats-key", "replicas", "drain-timeout"}},
 		{Title: "Limits (see docs/security.md)", Names: limitNames},
 		{Title: "Logging", Names: []string{"log-format", "log-level"}},
+		{Title: "Information", Names: []string{"version"}},
 	}
 	return fs, groups, func() error {
 		finishLimits()
@@ -108,7 +115,8 @@ func printHelp(w io.Writer) {
 
 // parseFlags reads the environment, then args, and checks every value, so
 // that a mistake is reported before anything is created. It touches no
-// file. -h or --help writes the help to stdout and is flag.ErrHelp.
+// file. -h or --help writes the help to stdout and is flag.ErrHelp;
+// --version writes the version there and is errVersion.
 func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	c := &config{}
 	fs, _, finish := newFlagSet(c)
@@ -121,6 +129,12 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w (tetherd --help lists the flags)", cliflag.Explain(fs, err))
+	}
+	if c.version {
+		// Whatever else is wrong: one asks for the version of a hub
+		// that will not start.
+		fmt.Fprintln(stdout, version.Line("tetherd"))
+		return nil, errVersion
 	}
 	if envErr != nil {
 		return nil, envErr
@@ -136,6 +150,10 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 	}
 	return c, nil
 }
+
+// errVersion is parseFlags' answer to --version, which it has printed:
+// tetherd exits 0 without starting.
+var errVersion = errors.New("version printed")
 
 // from names where the value of the flag name came from: the flag, or its
 // environment variable.

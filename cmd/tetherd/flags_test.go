@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/tether-io/tether/internal/cliflag"
+	"github.com/tether-io/tether/internal/version"
 )
 
 // clearEnv unsets, for the test, every variable a tetherd flag reads.
@@ -20,7 +21,9 @@ func clearEnv(t *testing.T) {
 	t.Helper()
 	fs, _, _ := newFlagSet(&config{})
 	for _, name := range cliflag.Names(fs) {
-		t.Setenv(cliflag.EnvOf(fs, name), "") // empty counts as unset
+		if env := cliflag.EnvOf(fs, name); env != "" { // --version has none
+			t.Setenv(env, "") // empty counts as unset
+		}
 	}
 }
 
@@ -35,6 +38,12 @@ func TestHelpShowsNoSecret(t *testing.T) {
 	var secrets []string
 	for _, name := range cliflag.Names(fs) {
 		env := cliflag.EnvOf(fs, name)
+		if name == "version" {
+			if env != "" {
+				t.Errorf("--version has the variable %s: a variable must never stop the start", env)
+			}
+			continue
+		}
 		if env == "" {
 			t.Errorf("--%s has no environment variable", name)
 			continue
@@ -184,5 +193,34 @@ func TestBadStartLeavesNoDataFolder(t *testing.T) {
 				t.Errorf("the data folder was created (%v)", serr)
 			}
 		})
+	}
+}
+
+// TestVersionFlag: --version prints the version and stops, before any
+// check of the other flags or the environment, so that it answers for a
+// hub that would not start; TETHER_VERSION, which an image may carry for
+// its own purposes, neither prints it nor fails the start.
+func TestVersionFlag(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("TETHER_TLS", "flase")
+	data := filepath.Join(t.TempDir(), "data")
+	var out bytes.Buffer
+	_, err := parseFlags([]string{"--data", data, "--listen", "nonsense", "--version"}, &out)
+	if !errors.Is(err, errVersion) {
+		t.Fatalf("--version: %v, want errVersion", err)
+	}
+	if want := version.Line("tetherd") + "\n"; out.String() != want {
+		t.Errorf("--version printed %q, want %q", out.String(), want)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--version touched the data folder (%v)", err)
+	}
+
+	t.Setenv("TETHER_TLS", "")
+	t.Setenv("TETHER_VERSION", "0.3.0")
+	out.Reset()
+	c, err := parseFlags([]string{"--data", data}, &out)
+	if err != nil || c.version || out.Len() != 0 {
+		t.Errorf("with TETHER_VERSION set: %v, version %v, printed %q; want a normal start", err, c != nil && c.version, out.String())
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tether-io/tether/hub/certs"
 	"github.com/tether-io/tether/hub/node"
 	"github.com/tether-io/tether/internal/shell"
+	"github.com/tether-io/tether/internal/version"
 )
 
 func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
@@ -45,7 +46,7 @@ func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
 func main() {
 	c, err := parseFlags(os.Args[1:], os.Stdout)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, flag.ErrHelp) || errors.Is(err, errVersion) {
 			return
 		}
 		fmt.Fprintln(os.Stderr, "tetherd:", err)
@@ -109,7 +110,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 	}
 
 	printWelcome(stdout, c, n.HTTPAddr(), n.MQTTAddr(), n.OwnerFile())
-	log.Info("hub started", "listen", n.HTTPAddr().String(), "public", c.publicURL, "node", n.Cluster().Node())
+	log.Info("hub started", "listen", n.HTTPAddr().String(), "public", c.publicURL, "node", n.Cluster().Node(), "version", version.Get().String())
 
 	var runErr error
 	select {

@@ -22,6 +22,9 @@ type presence struct {
 	LastActivity time.Time `json:"lastActivity"`
 	// Takeover outlives the sessions it counts: a connect keeps it.
 	Takeover *takeoverLog `json:"takeover,omitempty"`
+	// ClientType is the DeviceClientType the session's connection named
+	// (wire.ClientType); a disconnect keeps it, for the device's document.
+	ClientType string `json:"clientType,omitempty"`
 }
 
 // takeoverLog counts the sessions of a device that a newer connection
@@ -76,6 +79,9 @@ func (l *takeoverLog) lastHour(now time.Time) int {
 // another node before the old node notices the drop, the old session's late
 // disconnect must not mark the device offline.
 func (r *Registry) SetConnected(ctx context.Context, id, session string, connected bool) error {
+	if connected {
+		return r.SetClientConnected(ctx, id, session, "")
+	}
 	if err := ValidateID(id); err != nil {
 		return err
 	}
@@ -83,17 +89,32 @@ func (r *Registry) SetConnected(ctx context.Context, id, session string, connect
 		return fmt.Errorf("%w: empty session", ErrInvalid)
 	}
 	now := r.now()
-	if connected {
-		return r.upsertPresence(ctx, id, func(p *presence) {
-			p.Session, p.State, p.UpdatedTime, p.LastActivity = session, wire.StateConnected, now, now
-		})
-	}
 	return r.casPresence(ctx, id, func(p *presence) bool {
 		if p.Session != session || p.State != wire.StateConnected {
 			return false
 		}
 		p.State, p.UpdatedTime, p.LastActivity = wire.StateDisconnect, now, now
 		return true
+	})
+}
+
+// SetClientConnected is SetConnected's connect of a device whose
+// connection named itself clientType (wire.ClientType), which the
+// device's document shows from then on as DeviceClientType.
+func (r *Registry) SetClientConnected(ctx context.Context, id, session, clientType string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	if session == "" {
+		return fmt.Errorf("%w: empty session", ErrInvalid)
+	}
+	if len(clientType) > wire.MaxClientType {
+		return fmt.Errorf("%w: client type of %d bytes, over %d", ErrInvalid, len(clientType), wire.MaxClientType)
+	}
+	now := r.now()
+	return r.upsertPresence(ctx, id, func(p *presence) {
+		p.Session, p.State, p.UpdatedTime, p.LastActivity = session, wire.StateConnected, now, now
+		p.ClientType = clientType
 	})
 }
 
@@ -134,6 +155,7 @@ func (r *Registry) RecordTakeovers(ctx context.Context, id string, n int, displa
 func (r *Registry) fillPresence(ctx context.Context, d *wire.Device) error {
 	d.ConnectionState = wire.StateDisconnect
 	d.Takeovers = nil
+	d.DeviceClientType = ""
 	e, err := r.presence.Get(ctx, cluster.SubjectToken(d.DeviceID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
@@ -150,6 +172,7 @@ func (r *Registry) fillPresence(ctx context.Context, d *wire.Device) error {
 	}
 	d.ConnectionStateUpdatedTime = p.UpdatedTime
 	d.LastActivityTime = p.LastActivity
+	d.DeviceClientType = p.ClientType
 	if t := p.Takeover; t != nil {
 		d.Takeovers = &wire.Takeovers{LastHour: t.lastHour(r.now()), Last: t.Last, DisplacedRemote: t.Displaced, ByRemote: t.By}
 	}

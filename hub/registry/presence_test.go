@@ -186,3 +186,63 @@ func TestRecordTakeoversAtOnce(t *testing.T) {
 		t.Fatalf("RecordTakeovers of 0: %v, want ErrInvalid", err)
 	}
 }
+
+// TestDeviceClientType: the device's document shows what its latest
+// connection named itself; a disconnect keeps it, a connect that names
+// nothing clears it, and a client's document cannot set it.
+func TestDeviceClientType(t *testing.T) {
+	r := newRegistry(t)
+	ctx := t.Context()
+	mustPut(t, r, wire.Device{DeviceID: "dev"}, "")
+	shown := func() string {
+		t.Helper()
+		d, err := r.Get(ctx, "dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := r.List(ctx, 0)
+		if err != nil || len(l) != 1 || l[0].DeviceClientType != d.DeviceClientType {
+			t.Fatalf("List: %+v, %v; Get shows %q", l, err, d.DeviceClientType)
+		}
+		return d.DeviceClientType
+	}
+	if got := shown(); got != "" {
+		t.Fatalf("never connected: %q", got)
+	}
+	if err := r.SetClientConnected(ctx, "dev", "n/1", "tether-go/0.3.0"); err != nil {
+		t.Fatal(err)
+	}
+	if got := shown(); got != "tether-go/0.3.0" {
+		t.Fatalf("connected: %q", got)
+	}
+	if err := r.SetConnected(ctx, "dev", "n/1", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := shown(); got != "tether-go/0.3.0" {
+		t.Fatalf("after the disconnect: %q, want the last connection's", got)
+	}
+
+	// An edit of the document, with the field set, changes nothing.
+	d, err := r.Get(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.DeviceClientType = "forged/1.0"
+	mustPut(t, r, d, d.ETag)
+	if got := shown(); got != "tether-go/0.3.0" {
+		t.Fatalf("after a client's edit: %q", got)
+	}
+
+	if err := r.SetConnected(ctx, "dev", "n/2", true); err != nil {
+		t.Fatal(err)
+	}
+	if got := shown(); got != "" {
+		t.Fatalf("a connection naming nothing: %q", got)
+	}
+	if err := r.SetClientConnected(ctx, "dev", "n/3", string(make([]byte, wire.MaxClientType+1))); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an overlong client type: %v, want ErrInvalid", err)
+	}
+	if got := shown(); got != "" {
+		t.Fatalf("after the refused connect: %q", got)
+	}
+}

@@ -317,6 +317,7 @@ func (r *Registry) merge(in wire.Device, cur *wire.Device) (wire.Device, error) 
 	out.LastActivityTime = time.Time{}
 	out.CloudToDeviceMessageCount = 0
 	out.Takeovers = nil // presence, as the connection fields
+	out.DeviceClientType = ""
 
 	out.Status = strings.ToLower(in.Status)
 	if cur == nil {

@@ -46,9 +46,9 @@ type Info struct {
 	// tag), or Devel. A leading "v" is dropped, so that a release named
 	// by its tag and one named at link time read alike.
 	Version string
-	// Commit is the revision, the toolchain's cut to 12 digits and
-	// followed by "+dirty" when the tree had uncommitted changes; "" when
-	// unknown.
+	// Commit is the revision, a full hash cut to 12 digits (as Go's
+	// pseudo-versions do), the toolchain's followed by "+dirty" when the
+	// tree had uncommitted changes; "" when unknown.
 	Commit string
 	// Date is the build's time as the release set it, else the commit's
 	// (the time reproducible builds stamp); "" when unknown.
@@ -91,7 +91,7 @@ func fromBuildInfo(bi *debug.BuildInfo, version, commit, date string) Info {
 			}
 			if in.Commit == "" {
 				if rev := setting("vcs.revision"); rev != "" {
-					in.Commit = rev[:min(len(rev), 12)]
+					in.Commit = shortHash(rev)
 					if setting("vcs.modified") == "true" {
 						in.Commit += "+dirty"
 					}
@@ -102,6 +102,7 @@ func fromBuildInfo(bi *debug.BuildInfo, version, commit, date string) Info {
 			}
 		}
 	}
+	in.Commit = shortHash(in.Commit)
 	if in.Version == "" {
 		in.Version = Devel
 	}
@@ -109,6 +110,21 @@ func fromBuildInfo(bi *debug.BuildInfo, version, commit, date string) Info {
 		in.Version = in.Version[1:]
 	}
 	return in
+}
+
+// shortHash cuts a full commit hash (40 or 64 hex digits, as a release
+// script passes git rev-parse HEAD) to 12: the line stays short and the
+// hash unambiguous. Anything else is kept as it is.
+func shortHash(commit string) string {
+	if len(commit) != 40 && len(commit) != 64 {
+		return commit
+	}
+	for _, c := range commit {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return commit
+		}
+	}
+	return commit[:12]
 }
 
 // moduleVersion is the version bi records for Tether's module, as the
