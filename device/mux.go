@@ -62,9 +62,8 @@ type muxState struct {
 
 // muxSession is one open data session.
 type muxSession struct {
-	c    *Client
-	ys   *yamux.Session
-	mqtt *session // the control channel it goes with
+	c  *Client
+	ys *yamux.Session
 
 	mu      sync.Mutex
 	open    int       // streams accepted from the hub and not yet ended
@@ -121,22 +120,33 @@ func (c *Client) dialSession(s *session) {
 	ctx, cancel := context.WithTimeout(c.ctx, connectTimeout)
 	defer cancel()
 	ys, err := c.dialMux(ctx, s)
+	if !c.installSession(s, ys, err) && ys != nil {
+		// Closing waits for the close frame: not under mux.mu, which the
+		// control channel's reader takes.
+		ys.Close()
+	}
+}
 
+// installSession records how the dial of s's session went, and makes ys
+// the client's session if s and the client are still up; it reports
+// whether it did.
+func (c *Client) installSession(s *session, ys *yamux.Session, err error) bool {
 	m := &c.mux
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.dialing = false
 	switch {
 	case err == nil && (c.ctx.Err() != nil || s.isLost()):
-		ys.Close()
+		return false
 	case err == nil:
 		m.failures, m.retryAt = 0, time.Time{}
-		ms := &muxSession{c: c, ys: ys, mqtt: s, lastEnd: time.Now()}
+		ms := &muxSession{c: c, ys: ys, lastEnd: time.Now()}
 		ms.idle = time.AfterFunc(c.sessionIdle, ms.idleCheck)
 		m.cur = ms
 		c.log.Debug("session open", "addr", s.muxAddr)
 		c.wg.Add(1)
 		go ms.serve()
+		return true
 	case c.ctx.Err() != nil:
 	case errors.Is(err, muxconn.ErrNoSession):
 		m.none = true
@@ -148,6 +158,7 @@ func (c *Client) dialSession(s *session) {
 		c.log.Warn("cannot open a session: streams join their own connections meanwhile", "addr", s.muxAddr,
 			"err", err, "retry_after", d.Round(time.Millisecond))
 	}
+	return false
 }
 
 // dialMux opens the session with the device's credentials: a SAS token

@@ -79,11 +79,13 @@ func (m *muxSetup) classic(t *testing.T) {
 }
 
 // session sends the first $tmux=1 request and returns the session it
-// opened.
+// opened, once the client holds it too.
 func (m *muxSetup) session(t *testing.T) *devicetest.Session {
 	t.Helper()
 	m.classic(t)
-	return m.hub.NextSession()
+	s := m.hub.NextSession()
+	waitFor(t, "the client to hold its session", func() bool { open, _, _, _ := m.c.muxState(); return open })
+	return s
 }
 
 func accept(t *testing.T, r *Request) net.Conn {
@@ -532,5 +534,33 @@ func TestSessionCloseRejectsQueued(t *testing.T) {
 	case <-s.CloseChan():
 	case <-time.After(devicetest.Timeout):
 		t.Fatal("the session outlived Close")
+	}
+}
+
+// The session goes to the HTTPS address of the node the control channel
+// reached.
+func TestSessionTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name, hostName, module string
+		tr                     Transport
+		addr                   string
+		hubs                   bool
+		want                   string
+	}{
+		{"ws", "hub.example:8443", "", WebSocket, "wss://hub.example:8443" + wire.PathMQTTWebSocket, false, "wss://hub.example:8443/$tether/mux/devices/dev1"},
+		{"ws, default port", "hub.example", "", WebSocket, "wss://hub.example" + wire.PathMQTTWebSocket, false, "wss://hub.example/$tether/mux/devices/dev1"},
+		{"ws, a node of hubs", "hub.example", "", WebSocket, "wss://10.0.0.2:9443" + wire.PathMQTTWebSocket, true, "wss://10.0.0.2:9443/$tether/mux/devices/dev1"},
+		{"tls", "hub.example:8443", "", TLS, "mqtt.example:8883", false, "wss://hub.example:8443/$tether/mux/devices/dev1"},
+		{"tls, a node of hubs", "hub.example", "", TLS, "[::1]:8883", true, "wss://[::1]:443/$tether/mux/devices/dev1"},
+		{"module", "hub.example", "m/1", WebSocket, "wss://hub.example" + wire.PathMQTTWebSocket, false, "wss://hub.example/$tether/mux/devices/dev1/modules/m%2F1"},
+	} {
+		c := &Client{transport: tc.tr, addr: tc.addr}
+		c.cs.HostName, c.cs.DeviceID, c.cs.ModuleID = tc.hostName, "dev1", tc.module
+		if tc.hubs {
+			c.hubs = []hubTarget{{addr: tc.addr}}
+		}
+		if got, _ := c.sessionTarget(); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }
