@@ -131,10 +131,13 @@ func (s *Stream) await(c *Client, deviceID, streamName string) {
 	}
 	forward := err == nil && s.doneWanted
 	s.mu.Unlock()
+	if err != nil {
+		// Before answered: whoever saw the answer sees the stream over.
+		close(s.done)
+	}
 	close(s.answered)
 	switch {
 	case err != nil:
-		close(s.done)
 		if !closing {
 			// The hub reset the stream, or never answered: nothing of it
 			// is left to close but its place on the session.
