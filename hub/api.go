@@ -5,7 +5,9 @@ package hub
 // service's authentication, malformed requests, ETags). The handlers live
 // with their resource: stream requests in streamrequest.go, open streams
 // in streams.go, stream logs in streamlogs.go, devices in devices.go, CA
-// certificates in certificates.go, access policies in policies.go.
+// certificates in certificates.go, access policies in policies.go, the
+// registry's change feed in events.go, the cluster's nodes in nodes.go;
+// the web console's files are package console's.
 
 import (
 	"context"
@@ -18,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tether-io/tether/hub/console"
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/internal/version"
 	"github.com/tether-io/tether/sas"
@@ -51,6 +54,9 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.HandleFunc("DELETE /streams/{id}", s.handleKillStream)
+	mux.HandleFunc("GET /events", s.handleEvents)
+	mux.HandleFunc("GET /nodes", s.handleNodes)
+	mux.Handle("GET /console/", console.Handler())
 	mux.Handle(wire.PathBridges, s.relay)
 	mux.HandleFunc(wire.PathMQTTWebSocket, s.broker.HandleWebSocket)
 	return mux

@@ -110,6 +110,7 @@ type Server struct {
 	ctlSub        *nats.Subscription // streams listing
 	killSub       *nats.Subscription // kills of streams (streams.go)
 	sessSub       *nats.Subscription // session claims of other nodes (takeover.go)
+	nodesSub      *nats.Subscription // descriptions of the nodes (nodes.go)
 	logs          *streamlog.Store
 	journal       *streamlog.Journal // streams open here (interrupted.go)
 	metrics       *metrics
@@ -268,6 +269,11 @@ func New(opts Options) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("hub: subscribing to %s: %w", sessionSubject, err)
 	}
+	s.nodesSub, err = s.nc.Subscribe(nodesSubject, s.onNodesRequest)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("hub: subscribing to %s: %w", nodesSubject, err)
+	}
 	if err := s.watchKeys(); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("hub: %w", err)
@@ -343,7 +349,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub, s.killSub, s.sessSub} {
+	for _, sub := range []*nats.Subscription{s.kickSub, s.ctlSub, s.killSub, s.sessSub, s.nodesSub} {
 		if sub != nil {
 			_ = sub.Unsubscribe()
 		}

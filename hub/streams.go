@@ -30,9 +30,15 @@ const (
 func (s *Server) localStreams() []wire.StreamInfo {
 	list := s.relay.Streams()
 	out := make([]wire.StreamInfo, 0, len(list))
+	s.invMu.Lock()
+	defer s.invMu.Unlock()
 	for _, st := range list {
+		var policy string
+		if inv := s.invocations[st.ID]; inv != nil {
+			policy = inv.policy
+		}
 		out = append(out, wire.StreamInfo{
-			ID: st.ID, DeviceID: st.DeviceID, Name: st.Name, Node: s.node,
+			ID: st.ID, DeviceID: st.DeviceID, Name: st.Name, Node: s.node, Policy: policy,
 			Opened: st.Opened.UTC(), Paired: st.PairedOK,
 			BytesToDevice: st.BytesToDevice, BytesToService: st.BytesToService,
 		})
@@ -40,10 +46,7 @@ func (s *Server) localStreams() []wire.StreamInfo {
 	return out
 }
 
-func (s *Server) onStreamsRequest(m *nats.Msg) {
-	b, _ := json.Marshal(s.localStreams())
-	_ = m.Respond(b)
-}
+func (s *Server) onStreamsRequest(m *nats.Msg) { respondJSON(m, s.localStreams()) }
 
 // handleStreams serves GET /streams: the streams open now on every node.
 func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
@@ -55,14 +58,7 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	all := []wire.StreamInfo{}
-	answered := s.gather(w, r, streamsSubject, nil, func(data []byte) bool {
-		var part []wire.StreamInfo
-		if json.Unmarshal(data, &part) == nil {
-			all = append(all, part...)
-		}
-		return true
-	})
+	all, answered := gatherAll[wire.StreamInfo](s, w, r, streamsSubject)
 	if answered {
 		return
 	}
@@ -76,6 +72,22 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) {
 		return a.Opened.Compare(b.Opened)
 	})
 	writeJSON(w, all)
+}
+
+// gatherAll asks every node on subject and returns their answers, each
+// a JSON T or []T, together; answered as gather's.
+func gatherAll[T any](s *Server, w http.ResponseWriter, r *http.Request, subject string) (all []T, answered bool) {
+	all = []T{}
+	answered = s.gather(w, r, subject, nil, func(data []byte) bool {
+		var part []T
+		if json.Unmarshal(data, &part) == nil {
+			all = append(all, part...)
+		} else if one := new(T); json.Unmarshal(data, one) == nil {
+			all = append(all, *one)
+		}
+		return true
+	})
+	return all, answered
 }
 
 // gather asks every node on subject and passes each answer to each until

@@ -389,4 +389,5 @@ type StreamInfo struct {
 	Paired         bool      `json:"paired"` // both sides joined
 	BytesToDevice  int64     `json:"bytesToDevice"`
 	BytesToService int64     `json:"bytesToService"`
+	Policy         string    `json:"policy,omitempty"` // the access policy that opened it
 }

@@ -74,30 +74,39 @@ func (r *Registry) WatchKeys(ctx context.Context, w KeyWatch) (stop func(), err 
 			return nil, fmt.Errorf("registry: watching %s: %w", b.kv.Bucket(), err)
 		}
 		wg.Go(func() {
-			defer kw.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case e, ok := <-kw.Updates():
-					if !ok {
-						return
-					}
-					if e == nil {
-						continue
-					}
-					name, err := cluster.ParseSubjectToken(e.Key())
-					if err != nil {
-						continue // not written by this package
-					}
-					var v []byte
-					if e.Operation() == jetstream.KeyValuePut {
-						v = e.Value()
-					}
-					b.fn(name, v)
+			forEach(ctx, kw, func(e jetstream.KeyValueEntry) bool {
+				if e == nil {
+					return true
 				}
-			}
+				name, err := cluster.ParseSubjectToken(e.Key())
+				if err != nil {
+					return true // not written by this package
+				}
+				var v []byte
+				if e.Operation() == jetstream.KeyValuePut {
+					v = e.Value()
+				}
+				b.fn(name, v)
+				return true
+			})
 		})
 	}
 	return stop, nil
+}
+
+// forEach passes each entry of kw to each (nil: the watcher's marker that
+// the current values are all delivered) until ctx ends, kw does or each
+// returns false, and then stops kw.
+func forEach(ctx context.Context, kw jetstream.KeyWatcher, each func(jetstream.KeyValueEntry) bool) {
+	defer kw.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-kw.Updates():
+			if !ok || !each(e) {
+				return
+			}
+		}
+	}
 }

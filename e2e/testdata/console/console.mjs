@@ -1,0 +1,266 @@
+// Browser tests of Tether's web console. e2e/console_test.go starts a
+// hub (tetherd) and runs this script with node; Playwright drives Debian's
+// Chromium, headless. What needs the fleet to change (an agent started or
+// stopped, a stream opened) the script asks of the Go test: a line
+// "@tether {json}" on stdout, answered by one JSON line on stdin.
+//
+// Environment: TETHER_CONSOLE_LINK (from tether console), TETHER_READONLY
+// (the registryRead policy's connection string), TETHER_SHOTS (where the
+// screenshots go), CHROMIUM (default /usr/bin/chromium).
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import readline from 'node:readline';
+
+const link = process.env.TETHER_CONSOLE_LINK;
+const readOnlyConnstr = process.env.TETHER_READONLY;
+const shots = process.env.TETHER_SHOTS;
+const origin = new URL(link).origin;
+const consoleURL = `${origin}/console/`;
+
+// The Go test's answers, one line each.
+const answers = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+async function ask(request) {
+  process.stdout.write(`@tether ${JSON.stringify(request)}\n`);
+  const { value, done } = await answers.next();
+  if (done) throw new Error(`the Go test closed stdin before answering ${request.do}`);
+  const answer = JSON.parse(value);
+  if (answer.error) throw new Error(`${request.do}: ${answer.error}`);
+  return answer;
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  // No network beyond loopback here: Chromium's own background traffic
+  // would only fail.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+
+// Everything a page did that the console must never do.
+const violations = [];
+
+async function newPage() {
+  // The hub's certificate is signed by its own CA, which this browser
+  // does not know.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 760 } });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+  const page = await context.newPage();
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/the server responded with a status of (400|401|404)/.test(m.text())) {
+      violations.push(`console error: ${m.text()}`);
+    }
+  });
+  page.on('pageerror', (e) => violations.push(`uncaught: ${e.message}`));
+  page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['data:', 'blob:'].includes(u.protocol) && u.origin !== origin) violations.push(`request to another origin: ${r.url()}`);
+    if (/token=|SharedAccess|sig=/.test(r.url())) violations.push(`credential in a URL: ${r.url()}`);
+    if (r.headers().cookie) violations.push(`cookie sent: ${r.url()}`);
+  });
+  page.on('response', async (r) => {
+    if ((await r.allHeaders())['set-cookie']) violations.push(`cookie set by ${r.url()}`);
+  });
+  return page;
+}
+
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: path.join(shots, `${name}.png`) });
+}
+
+function stateOf(page, id) {
+  return page.locator(`tr[data-device="${id.replace(/["\\]/g, '\\$&')}"] .state`);
+}
+
+// waitState waits until the Devices page shows id in state and returns
+// how long that took (ms).
+async function waitState(page, id, state, timeout) {
+  const start = Date.now();
+  await page.waitForFunction(([i, s]) => {
+    const row = [...document.querySelectorAll('tr[data-device]')].find((r) => r.dataset.device === i);
+    return row?.querySelector('.state')?.textContent === s;
+  }, [id, state], { timeout, polling: 10 });
+  return Date.now() - start;
+}
+
+async function search(page, text) {
+  await page.fill('input[type="search"]', text);
+}
+
+const results = [];
+async function test(name, fn) {
+  const start = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok   ${name} (${Date.now() - start} ms)`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    console.log(`FAIL ${name}: ${e.stack || e}`);
+  }
+}
+
+// Live state changes must show within a second of the change.
+const live = 1000;
+
+const page = await newPage();
+
+await test('sign in with the link of tether console', async () => {
+  await page.goto(link);
+  await page.waitForSelector('#policy');
+  assert.equal(await page.textContent('#policy'), 'iothubowner');
+  assert.ok(!page.url().includes('token'), `the token stayed in the address bar: ${page.url()}`);
+  const stored = await page.evaluate(() => JSON.stringify(sessionStorage));
+  assert.ok(!stored.includes('"key"'), 'a key in session storage after a link sign-in');
+  assert.equal(await page.evaluate(() => document.cookie), '');
+  await page.waitForSelector('#feed.live');
+});
+
+await test('an agent shows connected, then disconnected when it stops, within a second', async () => {
+  await ask({ do: 'startAgent', id: 'sensor-1' });
+  const up = await waitState(page, 'sensor-1', 'connected', live);
+  await ask({ do: 'stopAgent', id: 'sensor-1' });
+  const down = await waitState(page, 'sensor-1', 'disconnected', live);
+  console.log(`     shown connected ${up} ms after the hub had it, disconnected ${down} ms after the agent stopped`);
+});
+
+await test('add a device and run an agent with its copied connection string', async () => {
+  await page.click('#add-device');
+  await page.fill('#new-device-id', 'added-1');
+  await page.click('dialog button[type="submit"]');
+  await page.waitForSelector('#connection-string');
+  const shown = await page.textContent('#connection-string');
+  assert.match(shown, /^HostName=[^;]+;DeviceId=added-1;SharedAccessKey=[A-Za-z0-9+/]+=*$/);
+  await shot(page, 'add-device');
+  await page.click('dialog button:has-text("Copy")');
+  await page.waitForSelector('dialog button:has-text("Copied")');
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  assert.equal(copied, shown);
+  await page.click('dialog button:has-text("Done")');
+  await ask({ do: 'startAgentWith', connstr: copied });
+  await waitState(page, 'added-1', 'connected', 10000);
+});
+
+await test('disable and enable a device, each confirmed', async () => {
+  await page.click('button[aria-label="Disable added-1"]');
+  await page.click('dialog button:has-text("Cancel")');
+  assert.equal(await stateOf(page, 'added-1').textContent(), 'connected');
+  await page.click('button[aria-label="Disable added-1"]');
+  await page.click('dialog button.danger:has-text("Disable")');
+  await waitState(page, 'added-1', 'disabled', live);
+  await page.click('button[aria-label="Enable added-1"]');
+  await page.click('dialog button.primary:has-text("Enable")');
+  await page.waitForFunction(() => document.querySelector('tr[data-device="added-1"] .state')?.textContent !== 'disabled', null, { timeout: live });
+  await shot(page, 'devices');
+});
+
+await test('a device id and a stream name holding HTML show as text', async () => {
+  const { device, name } = await ask({ do: 'htmlStream' });
+  await search(page, 'onmouseover');
+  await waitState(page, device, 'connected', 5000);
+  const cell = page.locator('tr[data-device] td.id').first();
+  assert.equal(await cell.textContent(), device);
+  await page.goto(`${consoleURL}#/streams`);
+  const row = page.locator('table.streams tbody tr', { hasText: 'onerror' });
+  await row.waitFor({ timeout: 5000 });
+  assert.equal(await row.locator('td').nth(1).textContent(), name);
+  assert.equal(await page.locator('table img').count(), 0, 'the stream name became an element');
+  assert.equal(await page.evaluate(() => window.xss), undefined, 'the stream name ran script');
+  await ask({ do: 'endHtmlStream' });
+  await page.goto(`${consoleURL}#/devices`);
+  await search(page, '');
+});
+
+await test('a stream opened with tether forward is listed with its bytes', async () => {
+  const { bytes } = await ask({ do: 'forward', id: 'sensor-2' });
+  await page.goto(`${consoleURL}#/streams`);
+  const row = page.locator('table.streams tbody tr', { hasText: 'sensor-2' });
+  await row.waitFor({ timeout: 5000 });
+  await page.waitForFunction((n) => {
+    const r = [...document.querySelectorAll('table.streams tbody tr')].find((tr) => tr.textContent.includes('sensor-2'));
+    const cells = r ? r.querySelectorAll('td') : [];
+    return cells.length > 8 && cells[7].title === `${n} bytes` && cells[8].title === `${n} bytes`;
+  }, bytes, { timeout: 5000 });
+  assert.equal(await row.locator('td').nth(2).textContent(), 'iothubowner');
+  await shot(page, 'streams');
+  await ask({ do: 'endForward' });
+  await row.waitFor({ state: 'detached', timeout: 5000 });
+});
+
+await test('stream logs: filter by device and result, live tail, download', async () => {
+  await page.goto(`${consoleURL}#/logs`);
+  await page.fill('#log-device', 'sensor-2');
+  await page.click('form.filters button[type="submit"]');
+  await page.waitForSelector('table.logs tbody tr');
+  const devices = await page.locator('table.logs tbody td.id').allTextContents();
+  assert.ok(devices.length > 0 && devices.every((d) => d === 'sensor-2'), `rows of other devices: ${devices}`);
+  await page.selectOption('#log-result', 'offline');
+  await page.waitForFunction(() => document.querySelectorAll('table.logs tbody tr').length === 0);
+  await page.selectOption('#log-result', '');
+  await page.fill('#log-device', '');
+  await page.click('#log-tail');
+  await page.waitForSelector('#log-tail[aria-pressed="true"]');
+  const before = await page.locator('table.logs tbody tr').count();
+  await ask({ do: 'offlineRequest', id: 'sensor-1' });
+  await page.waitForFunction((n) => document.querySelectorAll('table.logs tbody tr').length > n, before, { timeout: 5000 });
+  const newest = page.locator('table.logs tbody tr').first();
+  assert.equal(await newest.locator('td.id').textContent(), 'sensor-1');
+  assert.equal(await newest.locator('.result').textContent(), 'offline');
+  await shot(page, 'logs');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#log-download')]);
+  const file = await download.path();
+  const { readFile } = await import('node:fs/promises');
+  const records = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(records.length, before + 1);
+  assert.ok(records.every((r) => r.category === 'DeviceStreams' && r.sequence > 0));
+  await page.click('#log-tail');
+});
+
+await test('the hub page lists the node with its devices', async () => {
+  await page.goto(`${consoleURL}#/hub`);
+  const row = page.locator('table.nodes tbody tr').first();
+  await row.waitFor({ timeout: 5000 });
+  assert.match(await row.textContent(), /ready/);
+  await shot(page, 'hub');
+});
+
+await test('a read-only policy sees the fleet and cannot change it', async () => {
+  const ro = await newPage();
+  await ro.goto(consoleURL);
+  await ro.fill('#connstr', readOnlyConnstr);
+  await ro.click('form.signin button[type="submit"]');
+  await ro.waitForSelector('#readonly-badge:not([hidden])');
+  await ro.waitForSelector('tr[data-device="added-1"]', { timeout: 5000 });
+  assert.equal(await ro.locator('#add-device').isVisible(), false);
+  assert.equal(await ro.locator('td.actions button').count(), 0);
+  assert.match(await ro.textContent('.readonly'), /registryRead may not change the registry \(the hub answered: Unauthorized\)/);
+  await shot(ro, 'read-only');
+  await ro.context().close();
+});
+
+await test('a wrong key is refused with the hub\'s words', async () => {
+  const bad = await newPage();
+  await bad.goto(consoleURL);
+  await bad.fill('#connstr', readOnlyConnstr.replace(/SharedAccessKey=[^;]+/, 'SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='));
+  await bad.click('form.signin button[type="submit"]');
+  await bad.waitForFunction(() => /Unauthorized/.test(document.querySelector('.summary')?.textContent || ''), null, { timeout: 5000 });
+  await shot(bad, 'refused');
+  await bad.context().close();
+  await page.goto(consoleURL);
+  await page.click('button:has-text("Sign out")');
+  await page.waitForSelector('form.signin');
+  assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await shot(page, 'sign-in');
+});
+
+await test('no CSP violation, script error, cookie, outside request or credential in a URL', async () => {
+  assert.deepEqual(violations, []);
+});
+
+await browser.close();
+const failed = results.filter((r) => !r.ok).length;
+console.log(`console: ${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
