@@ -10,11 +10,13 @@ import (
 )
 
 // Delay is a TCP proxy that stands for a WAN link: each chunk it reads is
-// written on Hold later, in each direction, in the order read. It ends TCP
-// on both sides, so the kernel's handshake, windows and acknowledgements
-// are loopback's: it delays round trips, not bulk rates, and a new
-// connection's SYN and SYN-ACK are not held (a real link costs one more
-// round trip per connection than this one).
+// written on hold later, in each direction, in the order read. It ends TCP
+// on both sides, so windows and acknowledgements are loopback's: it
+// delays round trips, not bulk rates. The kernel answers a new
+// connection's SYN at once; what the handshake costs on a real link is
+// put on the connecting side's first bytes instead, which reach the far
+// side no sooner than one round trip after the accept and a hold, as they
+// would behind TCP's handshake.
 type Delay struct {
 	srv      connServer
 	to       string
@@ -60,8 +62,9 @@ func (d *Delay) relay(c net.Conn) {
 	defer d.srv.untrack(up)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); d.pipe(up, c) }()
-	go func() { defer wg.Done(); d.pipe(c, up) }()
+	handshake := time.Now().Add(2 * d.hold)
+	go func() { defer wg.Done(); d.pipe(up, c, handshake) }()
+	go func() { defer wg.Done(); d.pipe(c, up, time.Time{}) }()
 	wg.Wait()
 }
 
@@ -71,10 +74,12 @@ type chunk struct {
 	due time.Time
 }
 
-// pipe carries src's bytes to dst, each read held until its due time. A
-// reader's EOF becomes dst's half-close once every earlier chunk is out;
-// any other end cuts both connections, as a link that fails would.
-func (d *Delay) pipe(dst, src net.Conn) {
+// pipe carries src's bytes to dst, each read held until its due time: a
+// hold after it was read, and after sent (the time the handshake would
+// have let the first bytes leave) at the earliest. A reader's EOF becomes
+// dst's half-close once every earlier chunk is out; any other end cuts
+// both connections, as a link that fails would.
+func (d *Delay) pipe(dst, src net.Conn, sent time.Time) {
 	// Chunks in flight: far more than a round trip's worth of the small
 	// messages this link is for; a full queue stops the reader, which is
 	// TCP's back-pressure.
@@ -86,7 +91,7 @@ func (d *Delay) pipe(dst, src net.Conn) {
 			b := make([]byte, 32<<10)
 			n, err := src.Read(b)
 			if n > 0 {
-				q <- chunk{b[:n], time.Now().Add(d.hold)}
+				q <- chunk{b[:n], later(time.Now(), sent).Add(d.hold)}
 			}
 			if err != nil {
 				readErr = err // read after q's close
@@ -111,4 +116,11 @@ func (d *Delay) pipe(dst, src net.Conn) {
 	}
 	dst.Close()
 	src.Close()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -394,6 +394,11 @@ func FirstByte(ctx context.Context, dial DialFunc) (time.Duration, error) {
 	return d, c.Close()
 }
 
+// stallBuffer is the socket buffer of the two ends of a stalled stream,
+// the writer's and the target's: left to the kernel's tuning, each would
+// hold megabytes that no process on the path holds.
+const stallBuffer = 64 << 10
+
 // StallResult is what Stall measured.
 type StallResult struct {
 	Opened int
@@ -417,13 +422,23 @@ func (r *StallResult) Close() {
 	r.conns = nil
 }
 
-// Stall opens n connections in ModeStall, openConc at a time, and writes
-// to each without pause until the bytes written, all together, have not
-// grown for quiet, or limit has passed, or stop (when not nil) says so:
-// every buffer between writer and target is then full. It returns with
-// the connections open, for the caller to measure what holding them
-// costs; StallResult.Close closes them.
-func Stall(ctx context.Context, dial DialFunc, n, openConc int, quiet, limit time.Duration, stop func() bool) *StallResult {
+// StallConfig is a Stall load: N connections opened OpenConc at a time,
+// each written at Rate bytes a second at most (unpaced when 0) until the
+// bytes written, all together, have not grown for Quiet, or Limit has
+// passed since the start.
+type StallConfig struct {
+	N, OpenConc  int
+	Rate         int64
+	Quiet, Limit time.Duration
+}
+
+// Stall opens connections in ModeStall and writes to each without pause
+// but its pace until every buffer between writer and target is full, or
+// stop (when not nil) says so. It returns with the connections open, for
+// the caller to measure what holding them costs; StallResult.Close
+// closes them.
+func Stall(ctx context.Context, dial DialFunc, cfg StallConfig, stop func() bool) *StallResult {
+	n := cfg.N
 	res := &StallResult{}
 	written := make([]atomic.Int64, n)
 	conns := make([]net.Conn, n)
@@ -443,13 +458,29 @@ func Stall(ctx context.Context, dial DialFunc, n, openConc int, quiet, limit tim
 		}
 	}
 	t0 := time.Now()
-	end := t0.Add(limit)
+	end := t0.Add(cfg.Limit)
+	const chunk = 32 << 10
+	var every time.Duration // between chunks, at Rate
+	if cfg.Rate > 0 {
+		every = time.Duration(chunk * int64(time.Second) / cfg.Rate)
+	}
 	write := func(i int, c net.Conn) {
 		defer writers.Done()
-		b := make([]byte, 32<<10)
+		if tc, ok := c.(*net.TCPConn); ok {
+			// The writer's own socket holds little, as the target's does:
+			// what fills is the path's.
+			tc.SetWriteBuffer(stallBuffer)
+		}
+		b := make([]byte, chunk)
 		fill(b)
 		c.SetWriteDeadline(end)
+		next := time.Now()
 		for {
+			if every > 0 {
+				// Not waiting for an event: the pace of the writes.
+				next = next.Add(every)
+				time.Sleep(time.Until(next))
+			}
 			k, err := c.Write(b)
 			written[i].Add(int64(k))
 			total.Add(int64(k))
@@ -462,7 +493,7 @@ func Stall(ctx context.Context, dial DialFunc, n, openConc int, quiet, limit tim
 			}
 		}
 	}
-	for range openConc {
+	for range cfg.OpenConc {
 		opening.Add(1)
 		go func() {
 			defer opening.Done()
@@ -488,7 +519,7 @@ func Stall(ctx context.Context, dial DialFunc, n, openConc int, quiet, limit tim
 	// Writes have stopped once the total holds still for quiet.
 	last, since := total.Load(), time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
-	for time.Now().Before(end) && ctx.Err() == nil && time.Since(since) < quiet {
+	for time.Now().Before(end) && ctx.Err() == nil && time.Since(since) < cfg.Quiet {
 		if stop != nil && stop() {
 			break
 		}

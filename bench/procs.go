@@ -235,3 +235,27 @@ func (p *Proc) Smaps() (rss, anon int64, err error) {
 	}
 	return rss, anon, nil
 }
+
+// FDs counts the process's open file descriptors (/proc/PID/fd).
+func (p *Proc) FDs() (int, error) {
+	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.PID()))
+	return len(es), err
+}
+
+// NofileLimit is the process's soft limit on open files, as in force for
+// it (/proc/PID/limits): a Go program raises its own to the hard limit.
+func (p *Proc) NofileLimit() (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", p.PID()))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Max open files"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				return strconv.Atoi(f[0])
+			}
+		}
+	}
+	return 0, errors.New("no Max open files in /proc/PID/limits")
+}

@@ -87,6 +87,9 @@ func (t *Target) handle(c net.Conn) {
 			}
 		}
 	case ModeStall:
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(stallBuffer)
+		}
 		<-t.quit
 	case ModeSource:
 		buf := make([]byte, 256<<10)

@@ -22,6 +22,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -30,12 +31,15 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tether-io/tether/bench"
+	"github.com/tether-io/tether/sas"
+	"github.com/tether-io/tether/wire"
 )
 
 type config struct {
@@ -63,12 +67,28 @@ type config struct {
 	// floodPin keeps the attackers off the cores of the system under test
 	// (see measureAuthFlood).
 	floodPin bool
-	only     map[string]bool
+	// The loads of many streams on one connection: the WAN link's delay
+	// each way, the connections timed across it and the pause before
+	// each; the streams held open and how long they ping-pong; the
+	// stalled streams and the longest their filling may take.
+	wanHold, wanPause time.Duration
+	wanN              int
+	wanTLS            bool
+	bigN              int
+	bigDur            time.Duration
+	stalledN          int
+	stalledMax        time.Duration
+	stalledNetns      bool
+	// tcpPressure, when set, stands for tcp_mem's pressure threshold (in
+	// bytes), which a network namespace of its own does not show.
+	tcpPressure int64
+	only        map[string]bool
 }
 
-// runs reports whether the load named (bulk, rtt, setup, streams,
-// authflood, devices)
-// is part of this run.
+// loads are the names -only takes, in the order they run.
+var loads = []string{"bulk", "rtt", "setup", "streams", "authflood", "devices", "wan", "streams10k", "stalled"}
+
+// runs reports whether the load named (one of loads) is part of this run.
 func (c *config) runs(load string) bool { return len(c.only) == 0 || c.only[load] }
 
 func parseConfig() *config {
@@ -88,11 +108,21 @@ func parseConfig() *config {
 	flag.IntVar(&c.floodStreams, "authflood-streams", 100, "streams of the authflood load")
 	flag.Float64Var(&c.floodRate, "authflood-rate", 1000, "failing logins a second of the authflood load")
 	flag.BoolVar(&c.floodPin, "authflood-pin", true, "in the authflood load, run hub, agent, forwarder and the streams' load generator on CPU 0 and the attackers on the other CPUs (with 2 or more)")
-	only := flag.String("only", "", "comma-separated loads to run, of bulk,rtt,setup,streams,authflood,devices (default all)")
+	flag.DurationVar(&c.wanHold, "wan-delay", 25*time.Millisecond, "wan: the link's delay each way between the agent and the hub")
+	flag.IntVar(&c.wanN, "wan-conns", 30, "wan: connections timed to their first byte, after the first")
+	flag.BoolVar(&c.wanTLS, "wan-mqtt-tls", false, "wan: the agent's control channel is MQTT over TLS (through the MQTT port's link), not its default MQTT over WebSocket")
+	flag.IntVar(&c.bigN, "streams10k", 10000, "streams10k: streams held open at once")
+	flag.IntVar(&c.stalledN, "stalled-streams", 1000, "stalled: streams whose target never reads")
+	flag.BoolVar(&c.stalledNetns, "stalled-netns", true, "stalled: run in a network namespace of its own whose socket buffers are capped (needs CAP_SYS_ADMIN); false: in the machine's, the fill stopped at the kernel's TCP memory pressure")
+	only := flag.String("only", "", "comma-separated loads to run, of "+strings.Join(loads, ",")+" (default all); the report's rows of the loads run replace theirs in -docs")
 	flag.Parse()
 	c.only = map[string]bool{}
 	for f := range strings.SplitSeq(*only, ",") {
 		if f = strings.TrimSpace(f); f != "" {
+			if !slices.Contains(loads, f) {
+				fmt.Fprintf(os.Stderr, "tetherbench: -only: no load %q; the loads are %s\n", f, strings.Join(loads, ","))
+				os.Exit(2)
+			}
 			c.only[f] = true
 		}
 	}
@@ -108,7 +138,15 @@ func parseConfig() *config {
 	c.many = 10 * time.Second
 	c.profDur = 5 * time.Second
 	c.floodQuiet, c.floodAttack = 5*time.Second, 10*time.Second
+	c.wanPause = 300 * time.Millisecond
+	c.bigDur = 5 * time.Second
+	c.stalledMax = 30 * time.Second
 	if c.quick {
+		c.wanN = min(c.wanN, 5)
+		c.bigN = min(c.bigN, 500)
+		c.bigDur = 1500 * time.Millisecond
+		c.stalledN = min(c.stalledN, 100)
+		c.stalledMax = 10 * time.Second
 		c.floodQuiet, c.floodAttack = 2*time.Second, 4*time.Second
 		c.warm, c.bulk = 500*time.Millisecond, 1500*time.Millisecond
 		c.rtt, c.rttN = time.Second, 5000
@@ -126,8 +164,11 @@ func parseConfig() *config {
 }
 
 func main() {
+	if spec := os.Getenv(netnsEnv); spec != "" {
+		os.Exit(runNetnsChild(spec))
+	}
 	c := parseConfig()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
 	r := &runner{cfg: c, started: time.Now()}
 	err := r.run(ctx)
@@ -136,6 +177,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tetherbench:", err)
 		os.Exit(1)
 	}
+}
+
+// signalContext is done on SIGINT or SIGTERM.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
 // runner holds one run's processes and results.
@@ -251,7 +297,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.res.Rounds = c.rounds
 	r.logf("machine: %d cores, %s, kernel %s, %s; open files limit %d",
 		r.res.Machine.CPUs, r.res.Machine.CPU, r.res.Machine.Kernel, r.res.Machine.Go, nofile)
-	if need := max(c.manyN*2, maxOf(c.devices)) + 200; need > int(nofile) {
+	if need := max(c.manyN*2, maxOf(c.devices), 2*c.bigN) + 200; need > int(nofile) {
 		r.logf("warning: the open files limit %d may be too low", nofile)
 	}
 
@@ -278,6 +324,29 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	if c.runs("devices") {
 		if err := r.measureDevices(ctx); err != nil {
+			return err
+		}
+	}
+	if c.runs("wan") {
+		if err := r.measureWAN(ctx); err != nil {
+			return err
+		}
+	}
+	if c.runs("streams10k") {
+		if err := r.measureBig(ctx); err != nil {
+			return err
+		}
+	}
+	if c.runs("stalled") {
+		started, err := false, errors.New("-stalled-netns=false")
+		if c.stalledNetns {
+			started, err = r.stalledInNetns(ctx)
+		}
+		if !started {
+			r.logf("stalled: no network namespace of its own (%v): measured in the machine's, stopped at the kernel's TCP memory pressure if it comes to that", err)
+			err = r.measureStalled(ctx)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -325,8 +394,10 @@ func (r *runner) build(ctx context.Context) error {
 		{"tetherd-stripped", r.cfg.src, "./cmd/tetherd", []string{"-ldflags=-s -w"}},
 		{"benchrelay", r.mod, "./bench/cmd/benchrelay", nil},
 		{"benchflood", r.mod, "./bench/cmd/benchflood", nil},
+		{"benchtarget", r.mod, "./bench/cmd/benchtarget", nil},
 	}
-	if r.cfg.profile {
+	// The stalled load reads the hub's heap through the pprof builds.
+	if r.cfg.profile || r.cfg.runs("stalled") {
 		// The hook goes outside the module, or ./... would find a package
 		// in the output folder.
 		tmp, err := os.MkdirTemp("", "tetherbench-overlay-")
@@ -374,37 +445,97 @@ type tunnel struct {
 	device      string
 	sdk         bench.DialFunc
 	forwardDial bench.DialFunc
+	// links are the delaying links between the agent and the hub, on a
+	// tunnel whose device leg crosses a WAN: HTTPS, then MQTT.
+	links []*bench.Delay
+}
+
+// tunnelConfig says which tunnel to start.
+type tunnelConfig struct {
+	suffix, dir string
+	// pprof: builds that serve pprof; fresh: register the device (else it
+	// is on dir's hub already); defaults: the hub's limits as shipped.
+	pprof, fresh, defaults bool
+	// target is the agent's echo stream's target; r.target's when "".
+	target string
+	// wan, when positive, puts the agent behind delaying links holding
+	// each chunk that long each way: both hub ports, with the hub's
+	// streaming URLs naming the link's HTTPS port. The forwarder and the
+	// service SDK reach the hub directly.
+	wan time.Duration
+	// mqttTLS: the agent's control channel is MQTT over TLS (--transport
+	// tls) instead of its default, MQTT over WebSocket on the HTTPS port.
+	mqttTLS bool
 }
 
 // startTunnel starts (or restarts, on dir) a hub, registers the device if
 // new, and starts the agent and the forwarder.
 // With defaults the hub keeps its default limits (the authflood load).
 func (r *runner) startTunnel(ctx context.Context, suffix, dir string, pprof, fresh, defaults bool) (*tunnel, error) {
+	return r.startTunnelWith(ctx, tunnelConfig{suffix: suffix, dir: dir, pprof: pprof, fresh: fresh, defaults: defaults})
+}
+
+func (r *runner) startTunnelWith(ctx context.Context, cfg tunnelConfig) (*tunnel, error) {
+	suffix := cfg.suffix
 	tetherd, tether := r.bins["tetherd"], r.bins["tether"]
-	if pprof {
+	if cfg.pprof {
 		tetherd, tether = r.bins["tetherd-pprof"], r.bins["tether-pprof"]
+	}
+	target := cfg.target
+	if target == "" {
+		target = r.target.Addr()
 	}
 	t := &tunnel{device: "bench-dev"}
 	var err error
-	if t.hub, err = r.startHub(ctx, "tetherd"+suffix, tetherd, dir, pprof, defaults); err != nil {
+	var hubArgs []string
+	var linkHTTPS, linkMQTT string
+	if cfg.wan > 0 {
+		if linkHTTPS, err = freePort(); err != nil {
+			return nil, err
+		}
+		if linkMQTT, err = freePort(); err != nil {
+			return nil, err
+		}
+		// The streaming URL the hub sends the device names the link, or
+		// the device's stream legs would bypass it.
+		hubArgs = []string{"--public-url", "https://" + linkHTTPS}
+	}
+	if t.hub, err = r.startHub(ctx, "tetherd"+suffix, tetherd, cfg.dir, cfg.pprof, cfg.defaults, hubArgs...); err != nil {
 		return nil, err
 	}
-	var devCS string
-	if fresh {
-		d, err := t.hub.svc.CreateDevice(ctx, t.device)
-		if err != nil {
+	var d *wire.Device
+	if cfg.fresh {
+		if d, err = t.hub.svc.CreateDevice(ctx, t.device); err != nil {
 			return nil, fmt.Errorf("registering the agent's device: %w", err)
 		}
-		devCS = t.hub.svc.DeviceConnectionString(d)
-	} else {
-		d, err := t.hub.svc.GetDevice(ctx, t.device)
+	} else if d, err = t.hub.svc.GetDevice(ctx, t.device); err != nil {
+		return nil, err
+	}
+	devCS := t.hub.svc.DeviceConnectionString(d)
+	var agentArgs []string
+	if cfg.wan > 0 {
+		for _, l := range []struct{ listen, to string }{{linkHTTPS, t.hub.httpAddr}, {linkMQTT, t.hub.mqttAddr}} {
+			link, err := bench.StartDelay(l.listen, l.to, cfg.wan)
+			if err != nil {
+				t.closeLinks()
+				return nil, fmt.Errorf("starting the delaying link: %w", err)
+			}
+			t.links = append(t.links, link)
+		}
+		cs, err := sas.ParseConnectionString(devCS)
 		if err != nil {
 			return nil, err
 		}
-		devCS = t.hub.svc.DeviceConnectionString(d)
+		cs.HostName = linkHTTPS
+		devCS = cs.String()
+		if cfg.mqttTLS {
+			agentArgs = []string{"--transport", "tls", "--mqtt-addr", linkMQTT}
+		}
+	} else if cfg.mqttTLS {
+		agentArgs = []string{"--transport", "tls", "--mqtt-addr", t.hub.mqttAddr}
 	}
 	agentEnv, fwdEnv := t.hub.env(), t.hub.env()
-	if pprof {
+	if cfg.pprof {
 		if t.agentPprof, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -415,8 +546,9 @@ func (r *runner) startTunnel(ctx context.Context, suffix, dir string, pprof, fre
 		fwdEnv = append(fwdEnv, "TETHERBENCH_PPROF="+t.fwdPprof)
 	}
 	// The agent as users run it: its default transport (MQTT over
-	// WebSocket on the HTTPS port).
-	if t.agent, err = r.start("agent"+suffix, agentEnv, tether, "agent", "--device", devCS, "--allow", "echo="+r.target.Addr()); err != nil {
+	// WebSocket on the HTTPS port) unless mqttTLS.
+	agentArgs = append([]string{"agent", "--device", devCS, "--allow", "echo=" + target}, agentArgs...)
+	if t.agent, err = r.start("agent"+suffix, agentEnv, tether, agentArgs...); err != nil {
 		return nil, err
 	}
 	if _, err := t.agent.WaitLog(ctx, "agent running", 60*time.Second); err != nil {
@@ -437,7 +569,17 @@ func (r *runner) startTunnel(ctx context.Context, suffix, dir string, pprof, fre
 	return t, nil
 }
 
-func (r *runner) stopTunnel(t *tunnel) { r.stop(t.fwd, t.agent, t.hub.proc) }
+func (t *tunnel) closeLinks() {
+	for _, l := range t.links {
+		l.Close()
+	}
+	t.links = nil
+}
+
+func (r *runner) stopTunnel(t *tunnel) {
+	r.stop(t.fwd, t.agent, t.hub.proc)
+	t.closeLinks()
+}
 
 // startLimit starts the limit chain r1 → r2 → r3 → target with the hub's
 // certificate and CA on the two middle legs, and returns r1's address and

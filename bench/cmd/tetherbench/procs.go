@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/bench"
+	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/service"
 )
 
@@ -43,9 +44,10 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startHub starts tetherd on dir. Unless defaults, the limits that would
-// stand in the way of the loads are lifted.
-func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, defaults bool) (*hub, error) {
+// startHub starts tetherd on dir, extra appended to its flags. Unless
+// defaults, the limits that would stand in the way of the loads are
+// lifted.
+func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, defaults bool, extra ...string) (*hub, error) {
 	h := &hub{dir: dir}
 	var err error
 	if h.httpAddr, err = freePort(); err != nil {
@@ -76,7 +78,7 @@ func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, def
 		args = append(args, "--mqtt-conns-per-source", "0", "--mqtt-conn-rate-per-source", "0",
 			"--max-streams-per-device", "0", "--stream-rate", "0", "--stream-rate-per-policy", "0")
 	}
-	h.proc, err = r.start(name, env, bin, args...)
+	h.proc, err = r.start(name, env, bin, append(args, extra...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +89,15 @@ func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, def
 	if err != nil {
 		return nil, err
 	}
-	h.owner = strings.TrimSpace(string(owner))
+	// The owner's connection string names the hub's public URL: the
+	// service dials the hub itself even where --public-url puts a link
+	// in front of it for the device.
+	cs, err := sas.ParseConnectionString(strings.TrimSpace(string(owner)))
+	if err != nil {
+		return nil, fmt.Errorf("the hub's owner.connstr: %w", err)
+	}
+	cs.HostName = h.httpAddr
+	h.owner = cs.String()
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = h.tlsConf.Clone()
 	// Registering thousands of devices from 16 workers: keep their

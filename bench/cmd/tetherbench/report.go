@@ -1,12 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"image/color"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -108,6 +111,9 @@ type results struct {
 	AgentBinary     int64
 	HubBinary       int64
 	AuthFlood       *AuthFloodFig `json:",omitempty"`
+	WAN             *WANFig       `json:",omitempty"`
+	Big             *BigFig       `json:",omitempty"`
+	Stalled         *StallFig     `json:",omitempty"`
 	Profiles        []ProfileSummary
 	ProfileError    string `json:",omitempty"`
 }
@@ -249,6 +255,7 @@ func (r *runner) rows() []row {
 				Tether: f(a.RatioControl, 2) + "; " + f(a.HubShare, 2), Ratio: "–"},
 		)
 	}
+	rows = append(rows, r.manyStreamRows()...)
 	rows = append(rows, row{Figure: "6. agent binary (tether), stripped", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBinary), 1), Ratio: "–", Target: "≤ 10", Met: met(mib(res.AgentBinary) <= 10)})
 	return rows
 }
@@ -300,14 +307,20 @@ func printTable(w io.Writer, rows []row) {
 	fmt.Fprintln(w)
 }
 
+// tableHeader opens the Markdown table of results.
+const tableHeader = "| figure | unit | direct | limit | Tether | Tether ÷ limit | target | met |\n| --- | --- | ---: | ---: | ---: | ---: | --- | --- |\n"
+
 func markdownTable(rows []row) string {
 	var b strings.Builder
-	b.WriteString("| figure | unit | direct | limit | Tether | Tether ÷ limit | target | met |\n")
-	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | --- | --- |\n")
+	b.WriteString(tableHeader)
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Figure, r.Unit, r.Direct, r.Limit, r.Tether, r.Ratio, r.Target, r.Met)
+		b.WriteString(markdownRow(r))
 	}
 	return b.String()
+}
+
+func markdownRow(r row) string {
+	return fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Figure, r.Unit, r.Direct, r.Limit, r.Tether, r.Ratio, r.Target, r.Met)
 }
 
 const (
@@ -326,7 +339,8 @@ func (r *runner) writeResults(rows []row) error {
 		return err
 	}
 	png := filepath.Join(r.out, "benchmarks.png")
-	if r.cfg.writeDocs {
+	// A run of some loads leaves the report's plot alone.
+	if r.cfg.writeDocs && len(r.cfg.only) == 0 {
 		png = strings.TrimSuffix(r.cfg.docs, ".md") + ".png"
 	}
 	if err := r.plot(png); err != nil {
@@ -339,15 +353,138 @@ func (r *runner) writeResults(rows []row) error {
 	if !r.cfg.writeDocs {
 		return nil
 	}
-	analysis := analysisBegin + "\n## Analysis\n\n(Not written yet: read the profiles above.)\n" + analysisEnd + "\n"
-	if old, err := os.ReadFile(r.cfg.docs); err == nil {
-		s := string(old)
-		if i, j := strings.Index(s, analysisBegin), strings.Index(s, analysisEnd); i >= 0 && j > i {
-			analysis = s[i:j+len(analysisEnd)] + "\n"
+	old, err := os.ReadFile(r.cfg.docs)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	doc := string(old)
+	if len(r.cfg.only) > 0 && strings.Contains(doc, tableHeader) {
+		if doc, err = r.splice(doc, rows); err != nil {
+			return err
 		}
+		r.logf("writing the rows of %s into %s", strings.Join(r.onlyLoads(), ", "), r.cfg.docs)
+		return os.WriteFile(r.cfg.docs, []byte(doc), 0o644)
 	}
 	r.logf("writing %s and %s", r.cfg.docs, png)
-	return os.WriteFile(r.cfg.docs, []byte(md+"\n"+analysis), 0o644)
+	return os.WriteFile(r.cfg.docs, []byte(md+"\n"+keptTail(doc)), 0o644)
+}
+
+// keptTail is what a full run keeps of the report doc: the hand-written
+// analysis and whatever follows it, or an empty analysis.
+func keptTail(doc string) string {
+	if i, j := strings.Index(doc, analysisBegin), strings.Index(doc, analysisEnd); i >= 0 && j > i {
+		return doc[i:]
+	}
+	return analysisBegin + "\n## Analysis\n\n(Not written yet: read the profiles above.)\n" + analysisEnd + "\n"
+}
+
+// onlyLoads are the loads of -only, in the order they run.
+func (r *runner) onlyLoads() []string {
+	var ls []string
+	for _, l := range loads {
+		if r.cfg.only[l] {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// updatedPrefix begins the lines that say what a run of some loads
+// (-only) changed in a report a full run wrote.
+const updatedPrefix = "Updated since by a run of some loads"
+
+// splice lays this run's rows over the report doc, written by an earlier
+// run: a row replaces the row of the same figure, or goes after the last
+// row of its number (at the table's end if none); the parts of loads 8 to
+// 10 that ran replace theirs; a line under the first paragraph says what
+// was updated, when, and from what. The rest of doc is left as it is.
+func (r *runner) splice(doc string, rows []row) (string, error) {
+	hdr := strings.Index(doc, tableHeader)
+	start := hdr + len(tableHeader)
+	end := start
+	for end < len(doc) && strings.HasPrefix(doc[end:], "| ") {
+		nl := strings.IndexByte(doc[end:], '\n')
+		if nl < 0 {
+			end = len(doc)
+			break
+		}
+		end += nl + 1
+	}
+	table := strings.SplitAfter(doc[start:end], "\n")
+	if len(table) > 0 && table[len(table)-1] == "" {
+		table = table[:len(table)-1]
+	}
+	for _, rw := range rows {
+		line := markdownRow(rw)
+		if i := slices.IndexFunc(table, func(l string) bool { return rowFigure(l) == rw.Figure }); i >= 0 {
+			table[i] = line
+			continue
+		}
+		at := len(table)
+		for i, l := range table {
+			if figureNumber(rowFigure(l)) == figureNumber(rw.Figure) {
+				at = i + 1
+			}
+		}
+		table = slices.Insert(table, at, line)
+	}
+	doc = doc[:start] + strings.Join(table, "") + doc[end:]
+
+	if r.res.WAN != nil || r.res.Big != nil || r.res.Stalled != nil {
+		if !strings.Contains(doc, manyBegin) {
+			sec := r.manyStreamsSection() + "\n"
+			if i := strings.Index(doc, analysisBegin); i >= 0 {
+				doc = doc[:i] + sec + doc[i:]
+			} else {
+				doc += "\n" + sec
+			}
+		}
+		for _, l := range manyLoads {
+			part := r.manyPart(l)
+			if part == "" {
+				continue
+			}
+			begin, end := partMarkers(l)
+			i, j := strings.Index(doc, begin), strings.Index(doc, end)
+			if i < 0 || j < i {
+				return "", fmt.Errorf("%s: the part of %s is not between its markers", r.cfg.docs, l)
+			}
+			doc = doc[:i+len(begin)] + "\n" + part + doc[j:]
+		}
+	}
+
+	stamp := fmt.Sprintf("%s (`%s`) on %s, tetherd and tether from %s: the rows of %s (load average %s at its start, %s at its end).",
+		updatedPrefix, r.res.Command, r.res.When, r.res.Source, strings.Join(r.onlyLoads(), ", "), r.res.Machine.LoadAvg[0], r.res.Machine.LoadAvg[1])
+	lines := strings.Split(doc, "\n")
+	at := -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "Written by") || strings.HasPrefix(l, updatedPrefix) {
+			at = i
+		}
+		if strings.HasPrefix(l, "## ") {
+			break
+		}
+	}
+	if at >= 0 {
+		lines = slices.Insert(lines, at+1, "", stamp)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// rowFigure is the figure of a Markdown row of the table.
+func rowFigure(line string) string {
+	f := strings.Split(line, " | ")
+	if len(f) < 2 {
+		return ""
+	}
+	return strings.TrimPrefix(f[0], "| ")
+}
+
+// figureNumber is the load's number a figure begins with ("8." of "8. WAN
+// ..."), or "".
+func figureNumber(figure string) string {
+	n, _, _ := strings.Cut(figure, " ")
+	return n
 }
 
 func (r *runner) markdown(rows []row, pngName string) string {
@@ -393,6 +530,8 @@ by a wrong key, one in ten over MQTT/WebSocket; the figure is the streams' rate 
 With 2 or more CPUs (` + "`-authflood-pin`" + `, on by default) the hub, agent, forwarder and load generator run on CPU 0
 and the attackers on the others, in every window: a real attacker's CPU is elsewhere, and the figure is the hub's own cost.
 A control runs the same attack against a listener that only accepts and closes.
+(8) to (10), the loads of many streams on one connection (WAN first byte, ` + thousands(float64(r.cfg.bigN)) + ` streams,
+stalled streams): in their section below.
 Then the tunnel is restarted with builds that serve ` + "`net/http/pprof`" + ` (added by a
 ` + "`go build -overlay`" + ` file, the tree untouched) and each load is re-run under 5 s CPU profiles
 of the hub, agent and forwarder; and the hub's heap is profiled before and after 1,000 idle devices.
@@ -443,6 +582,7 @@ Profiles and logs stay in ` + "`bench/out/`" + `.
 	for _, n := range notes {
 		fmt.Fprintf(&b, "- %s\n", n)
 	}
+	b.WriteString("\n" + r.manyStreamsSection())
 	if len(res.Profiles) > 0 {
 		b.WriteString("\n## Where the CPU goes\n\nFlat CPU time of each process under each load (Tether path), by category, in % of the samples taken.\n")
 		byLoad := map[string]map[string]ProfileSummary{}
