@@ -67,9 +67,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tether console: %v: %s", err, stderr)
 	}
-	readOnly, stderr, err := runCmd(t, h.env, h.tether, "policies", "show", "registryRead")
-	if err != nil {
-		t.Fatalf("tether policies show registryRead: %v: %s", err, stderr)
+	policy := func(name string) string {
+		cs, stderr, err := runCmd(t, h.env, h.tether, "policies", "show", name)
+		if err != nil {
+			t.Fatalf("tether policies show %s: %v: %s", name, err, stderr)
+		}
+		return strings.TrimSpace(cs)
 	}
 	shots := t.ArtifactDir()
 	f := newConsoleFleet(t, h)
@@ -78,7 +81,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	cmd.Dir = consoleScripts
 	cmd.Env = append(os.Environ(),
 		"TETHER_CONSOLE_LINK="+strings.TrimSpace(link),
-		"TETHER_READONLY="+strings.TrimSpace(readOnly),
+		"TETHER_READONLY="+policy("registryRead"),
+		"TETHER_NOREAD="+policy("service"),
 		"TETHER_SHOTS="+shots,
 		"CHROMIUM="+chromium)
 	stdin, err := cmd.StdinPipe()

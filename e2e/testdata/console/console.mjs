@@ -5,8 +5,9 @@
 // "@tether {json}" on stdout, answered by one JSON line on stdin.
 //
 // Environment: TETHER_CONSOLE_LINK (from tether console), TETHER_READONLY
-// (the registryRead policy's connection string), TETHER_SHOTS (where the
-// screenshots go), CHROMIUM (default /usr/bin/chromium).
+// and TETHER_NOREAD (the connection strings of the registryRead and
+// service policies), TETHER_SHOTS (where the screenshots go), CHROMIUM
+// (default /usr/bin/chromium).
 
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import readline from 'node:readline';
 
 const link = process.env.TETHER_CONSOLE_LINK;
 const readOnlyConnstr = process.env.TETHER_READONLY;
+const noReadConnstr = process.env.TETHER_NOREAD;
 const shots = process.env.TETHER_SHOTS;
 const origin = new URL(link).origin;
 const consoleURL = `${origin}/console/`;
@@ -186,8 +188,10 @@ await test('a stream opened with tether forward is listed with its bytes', async
   }, bytes, { timeout: 5000 });
   assert.equal(await row.locator('td').nth(2).textContent(), 'iothubowner');
   await shot(page, 'streams');
-  await ask({ do: 'endForward' });
+  await row.locator('button:has-text("End")').click();
+  await page.click('dialog button.danger:has-text("End stream")');
   await row.waitFor({ state: 'detached', timeout: 5000 });
+  await ask({ do: 'endForward' });
 });
 
 await test('stream logs: filter by device and result, live tail, download', async () => {
@@ -235,24 +239,34 @@ await test('a read-only policy sees the fleet and cannot change it', async () =>
   await ro.waitForSelector('#readonly-badge:not([hidden])');
   await ro.waitForSelector('tr[data-device="added-1"]', { timeout: 5000 });
   assert.equal(await ro.locator('#add-device').isVisible(), false);
-  assert.equal(await ro.locator('td.actions button').count(), 0);
+  assert.equal(await ro.locator('table.devices button:not(.sort)').count(), 0);
   assert.match(await ro.textContent('.readonly'), /registryRead may not change the registry \(the hub answered: Unauthorized\)/);
   await shot(ro, 'read-only');
   await ro.context().close();
 });
 
-await test('a wrong key is refused with the hub\'s words', async () => {
-  const bad = await newPage();
-  await bad.goto(consoleURL);
-  await bad.fill('#connstr', readOnlyConnstr.replace(/SharedAccessKey=[^;]+/, 'SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='));
-  await bad.click('form.signin button[type="submit"]');
-  await bad.waitForFunction(() => /Unauthorized/.test(document.querySelector('.summary')?.textContent || ''), null, { timeout: 5000 });
-  await shot(bad, 'refused');
-  await bad.context().close();
+await test('a wrong key, and a policy without RegistryRead, are refused at sign-in with the hub\'s words', async () => {
+  const wrongKey = readOnlyConnstr.replace(/SharedAccessKey=[^;]+/, 'SharedAccessKey=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=');
+  for (const connstr of [wrongKey, noReadConnstr]) {
+    const bad = await newPage();
+    await bad.goto(consoleURL);
+    await bad.fill('#connstr', connstr);
+    await bad.click('form.signin button[type="submit"]');
+    await bad.waitForFunction(() => /refused policy .* \(Unauthorized\)/.test(document.querySelector('#signin-error')?.textContent || ''), null, { timeout: 5000 });
+    assert.equal(await bad.locator('#nav').isVisible(), false);
+    assert.equal(await bad.evaluate(() => sessionStorage.length), 0);
+    if (connstr === wrongKey) await shot(bad, 'refused');
+    await bad.context().close();
+  }
+});
+
+await test('sign out forgets the session', async () => {
   await page.goto(consoleURL);
   await page.click('button:has-text("Sign out")');
   await page.waitForSelector('form.signin');
   assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+  await page.reload();
+  await page.waitForSelector('form.signin');
   await shot(page, 'sign-in');
 });
 

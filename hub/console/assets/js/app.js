@@ -2,7 +2,8 @@
 // session's end. Pages are modules that fill <main> and return a function
 // that stops what they started (timers, requests).
 
-import { Session, parseConnectionString } from './auth.js';
+import { Session, SessionExpired, parseConnectionString } from './auth.js';
+import { call, HubError } from './api.js';
 import { h, notify } from './dom.js';
 import { store, start, stop, listen } from './store.js';
 import { devicesPage } from './devices.js';
@@ -89,17 +90,36 @@ function showSignIn(message, kind = 'error') {
   connstr.focus();
 }
 
-function signIn(s) {
+// signIn checks the policy with one read before it shows anything: the
+// console needs RegistryRead, and a wrong key, a renewed one or an
+// expired link is better said on the sign-in form than on every page.
+async function signIn(s) {
+  try {
+    await call(s, 'GET', '/devices?top=1');
+  } catch (e) {
+    if (e instanceof HubError && e.status === 401) {
+      Session.clear();
+      showSignIn(`The hub refused policy ${s.keyName} (${e.message}): its key is wrong or was renewed, the link expired, or the policy lacks RegistryRead, which the console needs.`);
+      return;
+    }
+    if (e instanceof SessionExpired) {
+      Session.clear();
+      showSignIn(e.message);
+      return;
+    }
+    // The hub is unreachable now: the pages say so, and retry.
+  }
   session = s;
   session.save();
   start(session, (e) => signOut(e.message));
   nav.hidden = false;
   const expires = session.expiry ? h('span', { class: 'muted' }, ` until ${new Date(session.expiry).toLocaleTimeString()}`) : null;
   const badge = h('span', { class: 'badge', id: 'readonly-badge', hidden: true }, 'read-only');
-  who.replaceChildren(
+  who.replaceChildren(...[
     h('span', { id: 'policy' }, session.keyName), expires, badge,
     h('span', { class: 'feed', id: 'feed' }),
-    h('button', { type: 'button', class: 'link', onclick: () => signOut('Signed out.', 'info') }, 'Sign out'));
+    h('button', { type: 'button', class: 'link', onclick: () => signOut('Signed out.', 'info') }, 'Sign out'),
+  ].filter(Boolean));
   if (!/^#\/\w+/.test(location.hash)) history.replaceState(null, '', `${location.pathname}#/devices`);
   route();
 }

@@ -91,7 +91,7 @@ export function devicesPage(session, main) {
           type: 'button', class: 'sort',
           onclick: () => { view.desc = sorted ? !view.desc : false; view.sort = c.key; render(); },
         }, c.title, sorted ? (view.desc ? ' ▼' : ' ▲') : ''));
-    }), h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')));
+    }), store.canWrite === false ? null : h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')));
   }
 
   function render() {
@@ -155,11 +155,10 @@ function row(session, e, counts, writable) {
     h('td', null, state === 'connected' ? e.node : ''),
     h('td', null, e.record.authentication?.type || 'sas'),
     h('td', { class: 'num' }, String(counts.get(e.id) || 0)),
-    h('td', { class: 'actions' }, writable ? [
+    writable ? h('td', null, h('div', { class: 'actions' },
       disabled ? button('Enable', enable) : button('Disable', disable),
       (e.record.authentication?.type || 'sas') === 'sas' ? button('Rotate key', rotateKey) : null,
-      button('Delete', remove, true),
-    ] : null));
+      button('Delete', remove, true))) : null);
 }
 
 // connectionString is what a device puts in its configuration.

@@ -32,7 +32,7 @@ export function streamsPage(session, main) {
       h('td', null, s.paired ? 'relaying' : 'waiting for a side'),
       h('td', { class: 'num', title: `${s.bytesToDevice} bytes` }, bytes(s.bytesToDevice)),
       h('td', { class: 'num', title: `${s.bytesToService} bytes` }, bytes(s.bytesToService)),
-      h('td', { class: 'actions' }, store.canKill === false ? null : h('button', {
+      h('td', null, store.canKill === false ? null : h('button', {
         type: 'button', class: 'small danger', 'aria-label': `End stream ${s.name} of ${s.deviceId}`,
         onclick: (ev) => busy(ev.currentTarget, () => kill(session, s)),
       }, 'End')))));
