@@ -173,6 +173,32 @@ func TestStallFillsAndHolds(t *testing.T) {
 	}
 }
 
+func TestStallCountsTheStreamsThePathCut(t *testing.T) {
+	// A path that takes the mode byte, then resets the connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			var b [1]byte
+			io.ReadFull(c, b[:])
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	res := Stall(context.Background(), TCPDialer(ln.Addr().String()), StallConfig{N: 2, OpenConc: 1, Quiet: 200 * time.Millisecond, Limit: 20 * time.Second}, nil)
+	defer res.Close()
+	if res.Opened != 0 || res.Errors != 2 || res.FirstErr == nil || len(res.Written) != 0 {
+		t.Fatalf("Stall on a path that cuts: %d held, %d errors (%v), %d written", res.Opened, res.Errors, res.FirstErr, len(res.Written))
+	}
+}
+
 func TestManyStopsOpeningAtTheFirstError(t *testing.T) {
 	tg, err := StartTarget("127.0.0.1:0")
 	if err != nil {

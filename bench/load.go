@@ -402,8 +402,9 @@ const stallBuffer = 64 << 10
 // StallResult is what Stall measured.
 type StallResult struct {
 	Opened int
-	// Written is what each open stream's writer got rid of before its
-	// writes stopped, by stream.
+	// Opened counts the streams held stalled at the end: opened and not
+	// cut by the path. Written is what each of their writers got rid of
+	// before its writes stopped.
 	Written []int64
 	// Fill is the time from the first open to the writes' stop.
 	Fill time.Duration
@@ -441,6 +442,7 @@ func Stall(ctx context.Context, dial DialFunc, cfg StallConfig, stop func() bool
 	n := cfg.N
 	res := &StallResult{}
 	written := make([]atomic.Int64, n)
+	cut := make([]atomic.Bool, n)
 	conns := make([]net.Conn, n)
 	var (
 		next    atomic.Int64
@@ -488,6 +490,7 @@ func Stall(ctx context.Context, dial DialFunc, cfg StallConfig, stop func() bool
 				return // the fill's end
 			}
 			if err != nil {
+				cut[i].Store(true)
 				fail(err)
 				return
 			}
@@ -537,11 +540,14 @@ func Stall(ctx context.Context, dial DialFunc, cfg StallConfig, stop func() bool
 	}
 	writers.Wait()
 	for i, c := range conns {
-		if c != nil {
-			res.conns = append(res.conns, c)
+		if c == nil {
+			continue
+		}
+		res.conns = append(res.conns, c)
+		if !cut[i].Load() {
 			res.Written = append(res.Written, written[i].Load())
 		}
 	}
-	res.Opened = len(res.conns)
+	res.Opened = len(res.Written)
 	return res
 }

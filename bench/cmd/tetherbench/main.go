@@ -291,7 +291,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.res.Machine = machine()
 	r.res.Machine.Nofile = nofile
-	r.res.Command = strings.Join(append([]string{"go run ./bench/cmd/tetherbench"}, os.Args[1:]...), " ")
+	r.res.Command = commandLine(os.Args[1:])
 	r.res.Quick = c.quick
 	c.rounds = max(c.rounds, 1)
 	r.res.Rounds = c.rounds
@@ -364,6 +364,19 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.logf("done in %s; logs, profiles and results.json in %s", r.res.Elapsed, r.out)
 	return ctx.Err()
+}
+
+// commandLine is the command that ran this harness, its arguments quoted
+// where a shell would need it.
+func commandLine(args []string) string {
+	parts := []string{"go run ./bench/cmd/tetherbench"}
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t'\"$;&|<>()*?") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }
 
 func maxOf(xs []int) int {

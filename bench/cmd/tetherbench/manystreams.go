@@ -377,7 +377,7 @@ func (r *runner) manyStreamRows() []row {
 		rtt := 2 * w.HoldMs
 		goal := rtt + 5 // one round trip and 5 ms
 		rows = append(rows,
-			only(fmt.Sprintf("8. WAN first byte, device %s ms RTT from the hub: connect to tether forward → first echoed byte, p50 of %d after the first", f(rtt, 0), w.N),
+			only(fmt.Sprintf("8. WAN first byte, device %s ms RTT from the hub: connect to tether forward → first echoed byte, p50 of %d after the first", f(rtt, 0), r.cfg.wanN),
 				"ms", f(w.P50, 1), "≤ "+f(goal, 0), met(w.P50 <= goal)),
 			only(fmt.Sprintf("8. WAN first byte in round trips of %s ms: p50 / the first connection (cold)", f(rtt, 0)),
 				"RTT", f(w.RoundTrips(w.P50), 2)+" / "+f(w.RoundTrips(w.Cold), 2), "≤ 1 + 5 ms", ""),
@@ -388,16 +388,16 @@ func (r *runner) manyStreamRows() []row {
 		rows = append(rows,
 			only(fmt.Sprintf("9. streams held open at once through tether forward, of %s tried", thousands(float64(b.Want))),
 				"streams", thousands(float64(b.Opened)), thousands(float64(b.Want)), met(b.Opened >= b.Want)),
-			only(fmt.Sprintf("9. %s streams × 1 KiB ping-pong, steady state", thousands(float64(b.Opened))), "msgs/s", f(b.Rate, 0), "", ""),
-			only(fmt.Sprintf("9. %s streams × 1 KiB ping-pong, p99", thousands(float64(b.Opened))), "ms", f(b.P99, 1), "", ""),
-			only(fmt.Sprintf("9. RSS with %s streams open: hub / agent / forwarder", thousands(float64(b.Opened))), "MiB",
+			only(fmt.Sprintf("9. 1 KiB ping-pong on every stream held open (of %s), steady state", thousands(float64(b.Want))), "msgs/s", f(b.Rate, 0), "", ""),
+			only(fmt.Sprintf("9. 1 KiB ping-pong on every stream held open (of %s), p99", thousands(float64(b.Want))), "ms", f(b.P99, 1), "", ""),
+			only(fmt.Sprintf("9. RSS with every stream open (of %s): hub / agent / forwarder", thousands(float64(b.Want))), "MiB",
 				f(mib(b.Open.Hub), 1)+" / "+f(mib(b.Open.Agent), 1)+" / "+f(mib(b.Open.Forward), 1), "", ""),
 		)
 	}
 	if s := res.Stalled; s != nil {
 		n := s.Opened
 		rows = append(rows,
-			only(fmt.Sprintf("10. %s stalled streams: hub RSS per stalled stream", thousands(float64(n))), "KiB", f(per(s.Before.Hub, s.After.Hub, n)/1024, 0), "", ""),
+			only(fmt.Sprintf("10. %s stalled streams: hub RSS per stalled stream", thousands(float64(s.Want))), "KiB", f(per(s.Before.Hub, s.After.Hub, n)/1024, 0), "", ""),
 			only("10. hub heap in use / goroutine stacks per stalled stream (pprof build, after GC)", "KiB",
 				f(per(s.HubHeap[0], s.HubHeap[1], n)/1024, 0)+" / "+f(per(s.HubStacks[0], s.HubStacks[1], n)/1024, 1), "", ""),
 			only("10. agent / forwarder RSS per stalled stream", "KiB",
@@ -602,8 +602,8 @@ fill more of the hub's buffers (see the Analysis).
 		} else {
 			b.WriteString("This run had no namespace of its own (`-stalled-netns=false`, or the machine refused one): the machine's socket buffers, the fill stopped at the kernel's pressure threshold if it came to that.\n\n")
 		}
-		fmt.Fprintf(&b, "%s\n%s of %s streams filled in %.1f s (%d errors%s)%s. A writer got rid of %.0f KiB (median; %.0f to %.0f).\n\n",
-			stamp, thousands(float64(n)), thousands(float64(s.Want)), s.FillSec, s.Errors, strings.TrimSuffix(" "+s.FirstErr, " "),
+		fmt.Fprintf(&b, "%s\n%s of %s streams held stalled, filled in %.1f s (%d failed to open or were cut by the path%s)%s. A writer got rid of %.0f KiB (median; %.0f to %.0f).\n\n",
+			stamp, thousands(float64(n)), thousands(float64(s.Want)), s.FillSec, s.Errors, strings.TrimSuffix("; the first: "+s.FirstErr, "; the first: "),
 			map[bool]string{true: "; the fill was ended when the machine's TCP memory passed the kernel's pressure threshold (tcp_mem), to spare the shared machine"}[s.Pressure],
 			float64(s.Written[0])/1024, float64(s.Written[1])/1024, float64(s.Written[2])/1024)
 		b.WriteString("| per stalled stream | KiB |\n| --- | ---: |\n")
