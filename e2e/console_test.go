@@ -9,15 +9,20 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tether-io/tether/device"
+	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/service"
+	"github.com/tether-io/tether/wire"
 )
 
 // consoleScripts is the folder of the console's browser tests: a Node.js
@@ -76,15 +81,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shots := t.ArtifactDir()
 	f := newConsoleFleet(t, h)
-
-	cmd := exec.Command(node, "console.mjs")
-	cmd.Dir = consoleScripts
-	cmd.Env = append(os.Environ(),
+	runBrowserScript(t, node, "console.mjs", f.do,
 		"TETHER_CONSOLE_LINK="+strings.TrimSpace(link),
 		"TETHER_READONLY="+policy("registryRead"),
 		"TETHER_NOREAD="+policy("service"),
 		"TETHER_SHOTS="+shots,
 		"CHROMIUM="+chromium)
+	if os.Getenv("TETHER_CONSOLE_DOCS") == "1" {
+		copyShots(t, shots, filepath.Join("..", "docs", "console"))
+	}
+}
+
+// runBrowserScript runs script of consoleScripts with node and env,
+// answering each of its questions (lines "@tether {json}") with answer,
+// and fails the test when the script fails. Its other lines are its
+// report, logged.
+func runBrowserScript(t *testing.T, node, script string, answer func(string) map[string]any, env ...string) {
+	t.Helper()
+	cmd := exec.Command(node, script)
+	cmd.Dir = consoleScripts
+	cmd.Env = append(os.Environ(), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -106,8 +122,6 @@ func TestConsoleInBrowser(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
-	// The script asks for what it needs of the fleet; its other lines are
-	// its report.
 	deadline := time.After(4 * time.Minute)
 	for done := false; !done; {
 		select {
@@ -121,21 +135,18 @@ func TestConsoleInBrowser(t *testing.T) {
 				t.Log(line)
 				continue
 			}
-			answer, _ := json.Marshal(f.do(req))
-			if _, err := fmt.Fprintf(stdin, "%s\n", answer); err != nil {
-				t.Fatalf("answering the browser test: %v", err)
+			b, _ := json.Marshal(answer(req))
+			if _, err := fmt.Fprintf(stdin, "%s\n", b); err != nil {
+				t.Fatalf("answering %s: %v", script, err)
 			}
 		case <-deadline:
 			_ = cmd.Process.Kill()
-			t.Fatalf("the browser tests did not end within 4 minutes\nstderr:\n%s", errOut.String())
+			t.Fatalf("%s did not end within 4 minutes\nstderr:\n%s", script, errOut.String())
 		}
 	}
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the browser tests failed (%v)\nstderr:\n%s", err, errOut.String())
-	}
-	if os.Getenv("TETHER_CONSOLE_DOCS") == "1" {
-		copyShots(t, shots, filepath.Join("..", "docs", "console"))
+		t.Fatalf("%s failed (%v)\nstderr:\n%s", script, err, errOut.String())
 	}
 }
 
@@ -307,4 +318,67 @@ func copyShots(t *testing.T, from, to string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestConsoleTenThousandDevices: the Devices page of a hub of ten
+// thousand devices (testdata/console/scale.mjs) shows its first page, and
+// answers search, filter, sort and paging, within bounds, and a device
+// that connects still shows within a second.
+func TestConsoleTenThousandDevices(t *testing.T) {
+	node, chromium := browserTools(t)
+	t.Parallel()
+	h := startHub(t, hubOptions{})
+	const n = 10_000
+	start := time.Now()
+	keys := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				d, _, err := h.Registry.Put(context.Background(), wire.Device{DeviceID: fmt.Sprintf("dev-%05d", i)}, "")
+				if err != nil {
+					errs <- err
+					return
+				}
+				keys[i] = d.Authentication.SymmetricKey.PrimaryKey
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("registered %d devices in %v", n, time.Since(start).Round(time.Millisecond))
+	owner, err := sas.ParseConnectionString(h.Owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := owner.Token(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := (&url.URL{Scheme: "https", Host: owner.HostName, Path: "/console/", Fragment: "token=" + tok}).String()
+	runBrowserScript(t, node, "scale.mjs", func(raw string) map[string]any {
+		var req consoleRequest
+		if err := json.Unmarshal([]byte(raw), &req); err != nil || req.Do != "connect" {
+			return map[string]any{"error": fmt.Sprintf("unknown request %s", raw)}
+		}
+		i, err := strconv.Atoi(strings.TrimPrefix(req.ID, "dev-"))
+		if err != nil || i < 0 || i >= n {
+			return map[string]any{"error": "no device " + req.ID}
+		}
+		cs := sas.ConnectionString{HostName: owner.HostName, DeviceID: req.ID, SharedAccessKey: keys[i]}
+		h.connectDevice(t, cs.String(), device.WebSocket)
+		eventually(t, 10*time.Second, req.ID+" connected", func() bool {
+			d, err := h.Registry.Get(context.Background(), req.ID)
+			return err == nil && d.ConnectionState == wire.StateConnected
+		})
+		return map[string]any{}
+	},
+		"TETHER_CONSOLE_LINK="+link,
+		"TETHER_DEVICES="+strconv.Itoa(n),
+		"TETHER_SHOTS="+t.ArtifactDir(),
+		"CHROMIUM="+chromium)
 }

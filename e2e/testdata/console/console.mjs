@@ -1,108 +1,26 @@
 // Browser tests of Tether's web console. e2e/console_test.go starts a
 // hub (tetherd) and runs this script with node; Playwright drives Debian's
 // Chromium, headless. What needs the fleet to change (an agent started or
-// stopped, a stream opened) the script asks of the Go test: a line
-// "@tether {json}" on stdout, answered by one JSON line on stdin.
+// stopped, a stream opened) the script asks of the Go test (lib.mjs).
 //
 // Environment: TETHER_CONSOLE_LINK (from tether console), TETHER_READONLY
 // and TETHER_NOREAD (the connection strings of the registryRead and
 // service policies), TETHER_SHOTS (where the screenshots go), CHROMIUM
 // (default /usr/bin/chromium).
 
-import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import readline from 'node:readline';
+import { readFile } from 'node:fs/promises';
+import { ask, consoleURL, finish, link, newPage, shot, test, violations, waitState } from './lib.mjs';
 
-const link = process.env.TETHER_CONSOLE_LINK;
 const readOnlyConnstr = process.env.TETHER_READONLY;
 const noReadConnstr = process.env.TETHER_NOREAD;
-const shots = process.env.TETHER_SHOTS;
-const origin = new URL(link).origin;
-const consoleURL = `${origin}/console/`;
-
-// The Go test's answers, one line each.
-const answers = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-async function ask(request) {
-  process.stdout.write(`@tether ${JSON.stringify(request)}\n`);
-  const { value, done } = await answers.next();
-  if (done) throw new Error(`the Go test closed stdin before answering ${request.do}`);
-  const answer = JSON.parse(value);
-  if (answer.error) throw new Error(`${request.do}: ${answer.error}`);
-  return answer;
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  // No network beyond loopback here: Chromium's own background traffic
-  // would only fail.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
-
-// Everything a page did that the console must never do.
-const violations = [];
-
-async function newPage() {
-  // The hub's certificate is signed by its own CA, which this browser
-  // does not know.
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 760 } });
-  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
-  const page = await context.newPage();
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !/the server responded with a status of (400|401|404)/.test(m.text())) {
-      violations.push(`console error: ${m.text()}`);
-    }
-  });
-  page.on('pageerror', (e) => violations.push(`uncaught: ${e.message}`));
-  page.on('request', (r) => {
-    const u = new URL(r.url());
-    if (!['data:', 'blob:'].includes(u.protocol) && u.origin !== origin) violations.push(`request to another origin: ${r.url()}`);
-    if (/token=|SharedAccess|sig=/.test(r.url())) violations.push(`credential in a URL: ${r.url()}`);
-    if (r.headers().cookie) violations.push(`cookie sent: ${r.url()}`);
-  });
-  page.on('response', async (r) => {
-    if ((await r.allHeaders())['set-cookie']) violations.push(`cookie set by ${r.url()}`);
-  });
-  return page;
-}
-
-async function shot(page, name) {
-  if (shots) await page.screenshot({ path: path.join(shots, `${name}.png`) });
-}
 
 function stateOf(page, id) {
   return page.locator(`tr[data-device="${id.replace(/["\\]/g, '\\$&')}"] .state`);
 }
 
-// waitState waits until the Devices page shows id in state and returns
-// how long that took (ms).
-async function waitState(page, id, state, timeout) {
-  const start = Date.now();
-  await page.waitForFunction(([i, s]) => {
-    const row = [...document.querySelectorAll('tr[data-device]')].find((r) => r.dataset.device === i);
-    return row?.querySelector('.state')?.textContent === s;
-  }, [id, state], { timeout, polling: 10 });
-  return Date.now() - start;
-}
-
 async function search(page, text) {
   await page.fill('input[type="search"]', text);
-}
-
-const results = [];
-async function test(name, fn) {
-  const start = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true });
-    console.log(`ok   ${name} (${Date.now() - start} ms)`);
-  } catch (e) {
-    results.push({ name, ok: false });
-    console.log(`FAIL ${name}: ${e.stack || e}`);
-  }
 }
 
 // Live state changes must show within a second of the change.
@@ -216,7 +134,6 @@ await test('stream logs: filter by device and result, live tail, download', asyn
   await shot(page, 'logs');
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#log-download')]);
   const file = await download.path();
-  const { readFile } = await import('node:fs/promises');
   const records = (await readFile(file, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(records.length, before + 1);
   assert.ok(records.every((r) => r.category === 'DeviceStreams' && r.sequence > 0));
@@ -274,7 +191,4 @@ await test('no CSP violation, script error, cookie, outside request or credentia
   assert.deepEqual(violations, []);
 });
 
-await browser.close();
-const failed = results.filter((r) => !r.ok).length;
-console.log(`console: ${results.length - failed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await finish('console');
