@@ -94,7 +94,7 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	cliflag.Fallback(fs, "ca", "ca in the --config file")
 	cliflag.Fallback(fs, "hub", "")
 	fl := addAgentFlags(fs)
-	noSessions := fs.Bool("no-sessions", false, "carry every stream on a connection of its own, never on a session with the hub (TETHER_SESSIONS=0 too)")
+	noSessions := sessionsFlag(fs)
 	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
