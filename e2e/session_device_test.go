@@ -55,9 +55,9 @@ func (sd *sessionDevice) answer(t *testing.T, req *device.Request) {
 	}
 }
 
-// echoOnSession opens a stream, echoes 4 KiB through it and closes it.
-func echoOnSession(ctx context.Context, svc *service.Client) error {
-	c, err := svc.OpenStream(ctx, "dev1", "echo")
+// echoOnSession opens a stream to device id, echoes 4 KiB through it and closes it.
+func echoOnSession(ctx context.Context, svc *service.Client, id string) error {
+	c, err := svc.OpenStream(ctx, id, "echo")
 	if err != nil {
 		return err
 	}
@@ -78,7 +78,7 @@ func TestDeviceSession(t *testing.T) {
 			svc := h.service(t)
 			ctx := context.Background()
 
-			if err := echoOnSession(ctx, svc); err != nil {
+			if err := echoOnSession(ctx, svc, "dev1"); err != nil {
 				t.Fatal(err)
 			}
 			if sd.mqtt.Load() != 1 || sd.pushed.Load() != 0 {
@@ -87,7 +87,7 @@ func TestDeviceSession(t *testing.T) {
 			// The session opens beside the first stream; until the hub
 			// holds it, streams still come over MQTT.
 			eventually(t, 20*time.Second, "a stream on the device's session", func() bool {
-				if err := echoOnSession(ctx, svc); err != nil {
+				if err := echoOnSession(ctx, svc, "dev1"); err != nil {
 					t.Fatal(err)
 				}
 				return sd.pushed.Load() > 0
@@ -99,7 +99,7 @@ func TestDeviceSession(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					if err := echoOnSession(ctx, svc); err != nil {
+					if err := echoOnSession(ctx, svc, "dev1"); err != nil {
 						t.Errorf("stream %d: %v", i, err)
 					}
 				}()
@@ -114,7 +114,7 @@ func TestDeviceSession(t *testing.T) {
 			if !errors.As(err, &re) || re.Status != wire.AnswerNotAllowed || !errors.Is(err, service.ErrNotAllowed) {
 				t.Fatalf("OpenStream of a name the device rejects: %v, want a RejectError %d", err, wire.AnswerNotAllowed)
 			}
-			if err := echoOnSession(ctx, svc); err != nil {
+			if err := echoOnSession(ctx, svc, "dev1"); err != nil {
 				t.Fatal(err)
 			}
 			if sd.mqtt.Load() != before {
@@ -139,11 +139,42 @@ func TestDeviceNoSessions(t *testing.T) {
 	sd.serve(t, dc)
 	svc := h.service(t)
 	for range 5 {
-		if err := echoOnSession(ctx, svc); err != nil {
+		if err := echoOnSession(ctx, svc, "dev1"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if sd.pushed.Load() != 0 || sd.mqtt.Load() != 5 {
 		t.Fatalf("%d streams on a session, %d over MQTT; want all 5 over MQTT", sd.pushed.Load(), sd.mqtt.Load())
+	}
+}
+
+// An X.509 device opens its session with its certificate, as its MQTT
+// connection.
+func TestDeviceSessionX509(t *testing.T) {
+	t.Parallel()
+	h := startHub(t, hubOptions{})
+	svc := h.service(t)
+	ctx := context.Background()
+	cert := validCert(t, "cam1", nil)
+	d, err := svc.CreateDeviceX509(ctx, "cam1", fingerprint(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []device.Transport{device.WebSocket, device.TLS} {
+		t.Run(tr.String(), func(t *testing.T) {
+			dc, err := h.dialX509(t, svc.DeviceConnectionString(d), &cert, tr)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer dc.Close()
+			sd := &sessionDevice{}
+			sd.serve(t, dc)
+			eventually(t, 20*time.Second, "a stream on the device's session", func() bool {
+				if err := echoOnSession(ctx, svc, "cam1"); err != nil {
+					t.Fatal(err)
+				}
+				return sd.pushed.Load() > 0
+			})
+		})
 	}
 }
