@@ -381,4 +381,7 @@ func TestConsoleTenThousandDevices(t *testing.T) {
 		"TETHER_DEVICES="+strconv.Itoa(n),
 		"TETHER_SHOTS="+t.ArtifactDir(),
 		"CHROMIUM="+chromium)
+	if os.Getenv("TETHER_CONSOLE_DOCS") == "1" {
+		copyShots(t, t.ArtifactDir(), filepath.Join("..", "docs", "console"))
+	}
 }
