@@ -20,6 +20,12 @@
 // row, from MaxBackoff up to 10 minutes, rather than take the session back
 // at once.
 //
+// With a Tether hub, the first stream request opens the device's data
+// session beside it: one connection on which the hub opens the streams
+// that follow, each answered on it, until 30 s pass without a stream
+// (mux.go). Accept hands those requests out as any other;
+// Options.NoSessions keeps every stream on a connection of its own.
+//
 // The SDK imports nothing of the hub, so an agent built on it stays small.
 package device
 
