@@ -48,9 +48,10 @@ await test('an agent shows connected, then disconnected when it stops, within a 
 });
 
 await test('add a device and run an agent with its copied connection string', async () => {
+  // By keyboard: the dialog takes the focus, Enter adds.
   await page.click('#add-device');
-  await page.fill('#new-device-id', 'added-1');
-  await page.click('dialog button[type="submit"]');
+  await page.keyboard.type('added-1');
+  await page.keyboard.press('Enter');
   await page.waitForSelector('#connection-string');
   const shown = await page.textContent('#connection-string');
   assert.match(shown, /^HostName=[^;]+;DeviceId=added-1;SharedAccessKey=[A-Za-z0-9+/]+=*$/);
@@ -140,11 +141,22 @@ await test('stream logs: filter by device and result, live tail, download', asyn
   await page.click('#log-tail');
 });
 
+await test('fits a phone screen: the table scrolls, the page does not', async () => {
+  await page.goto(`${consoleURL}#/devices`);
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForSelector('tr[data-device="added-1"]');
+  const widths = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  assert.ok(widths[0] <= widths[1], `the page is ${widths[0]} px wide on a ${widths[1]} px screen`);
+  await shot(page, 'phone');
+  await page.setViewportSize({ width: 1280, height: 760 });
+});
+
 await test('the hub page lists the node with its devices', async () => {
   await page.goto(`${consoleURL}#/hub`);
   const row = page.locator('table.nodes tbody tr').first();
   await row.waitFor({ timeout: 5000 });
   assert.match(await row.textContent(), /ready/);
+  assert.equal(await row.locator('td').nth(4).textContent(), '2', 'devices connected to the node');
   await shot(page, 'hub');
 });
 

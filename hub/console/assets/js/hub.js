@@ -37,7 +37,7 @@ export function hubPage(session, main) {
       h('td', { class: 'id', title: n.node }, n.name),
       h('td', null, h('span', { class: `health ${n.ready ? (n.draining ? 'draining' : 'ready') : 'failing'}` },
         n.ready ? (n.draining ? 'draining' : 'ready') : `not ready: ${n.readyError}`)),
-      h('td', null, n.version),
+      h('td', { title: n.goVersion }, n.commit ? `${n.version} (${n.commit})` : n.version),
       h('td', { title: localTime(n.started) }, ago(n.started)),
       h('td', { class: 'num' }, String(n.devices)),
       h('td', { class: 'num' }, String(n.streams)))));
