@@ -507,8 +507,8 @@ first echoed byte (the target's echo of the mode byte), then close.
 		if w.MQTTTLS {
 			b.WriteString("In this run the agent's control channel was MQTT over TLS (`-wan-mqtt-tls`), through the MQTT link.\n\n")
 		}
-		fmt.Fprintf(&b, "%s\nThe first connection: %.1f ms, %.2f round trips. The %d after it: p50 %.1f ms (%.2f round trips), p90 %.1f ms, from %.1f to %.1f ms; %d failed %s. The target with sessions: one round trip and 5 ms, %s ms. The HTTPS link accepted %d connections over the load and the MQTT link %d: the agent's control channel and its stream connections; the forwarder's legs do not cross them.\n\nThe samples (ms): %s.\n",
-			stamp, w.Cold, w.RoundTrips(w.Cold), w.N, w.P50, w.RoundTrips(w.P50), w.P90, w.Min, w.Max, w.Errors, w.LastErr, f(2*w.HoldMs+5, 0), w.LinkConns[0], w.LinkConns[1], joinFloats(w.Samples, 1))
+		fmt.Fprintf(&b, "%s\nThe first connection: %.1f ms, %.2f round trips. The %d after it: p50 %.1f ms (%.2f round trips), p90 %.1f ms, from %.1f to %.1f ms; %d failed%s. The target with sessions: one round trip and 5 ms, %s ms. The HTTPS link accepted %d connections over the load and the MQTT link %d: the agent's control channel and its stream connections; the forwarder's legs do not cross them.\n\nThe samples (ms): %s.\n",
+			stamp, w.Cold, w.RoundTrips(w.Cold), w.N, w.P50, w.RoundTrips(w.P50), w.P90, w.Min, w.Max, w.Errors, strings.TrimSuffix(" ("+w.LastErr+")", " ()"), f(2*w.HoldMs+5, 0), w.LinkConns[0], w.LinkConns[1], joinFloats(w.Samples, 1))
 	case "streams10k":
 		bg := res.Big
 		if bg == nil {
@@ -521,10 +521,11 @@ generator opens %s connections to the forwarder, 32 at a time, each
 echoing its mode byte before it counts as open, holds them all, then
 ping-pongs 1 KiB on every one of them for %v. The target is a process of
 its own (`+"`bench/cmd/benchtarget`"+`): the harness already holds one end of
-every stream. A stream today is a connection at each hop, so the
-forwarder, the hub and the agent each hold two descriptors per stream
-(the hub: the forwarder's and the agent's; the agent: the hub's and the
-target's). The opening ends at the first open that fails (5 s each), and
+every stream. A stream with a connection of its own at each hop takes
+two descriptors in each of the forwarder, the hub and the agent (the
+hub: the forwarder's and the agent's; the agent: the hub's and the
+target's); streams that share a session take one at the forwarder and
+the agent (the client's, the target's) and none at the hub. The opening ends at the first open that fails (5 s each), and
 the ping-pong runs on the streams open by then. RSS is read once all are
 open and at its peak during the ping-pong; descriptors (`+"`/proc/PID/fd`"+`)
 once all are open, beside each process's limit.
@@ -534,7 +535,12 @@ once all are open, beside each process's limit.
 		if bg.OpenErr != "" {
 			fmt.Fprintf(&b, "; the first open that failed: `%s`", bg.OpenErr)
 		}
-		fmt.Fprintf(&b, ". Ping-pong: %.0f msgs/s, p50 %.1f ms, p99 %.1f ms (%d errors%s).\n\n", bg.Rate, bg.P50, bg.P99, bg.Errors, strings.TrimSuffix(" "+bg.LastErr, " "))
+		fmt.Fprintf(&b, ". Ping-pong: %.0f msgs/s, p50 %.1f ms, p99 %.1f ms (%d errors%s).", bg.Rate, bg.P50, bg.P99, bg.Errors, strings.TrimSuffix("; the last: "+bg.LastErr, "; the last: "))
+		if bg.Opened > 0 {
+			perStream := func(proc string) float64 { return float64(bg.FDs[proc][0]) / float64(bg.Opened) }
+			fmt.Fprintf(&b, " Descriptors per stream held: hub %.2f, agent %.2f, forwarder %.2f.", perStream("tetherd-big"), perStream("agent-big"), perStream("forward-big"))
+		}
+		b.WriteString("\n\n")
 		b.WriteString("| process | RSS before (MiB) | with the streams open | peak during the ping-pong | descriptors open / limit |\n| --- | ---: | ---: | ---: | ---: |\n")
 		for _, p := range []struct {
 			name, proc      string
