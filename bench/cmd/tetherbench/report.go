@@ -456,6 +456,18 @@ func (r *runner) splice(doc string, rows []row) (string, error) {
 	stamp := fmt.Sprintf("%s (`%s`) on %s, tetherd and tether from %s: the rows of %s (load average %s at its start, %s at its end).",
 		updatedPrefix, r.res.Command, r.res.When, r.res.Source, strings.Join(r.onlyLoads(), ", "), r.res.Machine.LoadAvg[0], r.res.Machine.LoadAvg[1])
 	lines := strings.Split(doc, "\n")
+	// A line of an earlier run whose rows this run all replaced goes, with
+	// the blank line before it.
+	for i := 0; i < len(lines); i++ {
+		if r.replacesUpdate(lines[i]) {
+			from := i
+			if i > 0 && lines[i-1] == "" {
+				from--
+			}
+			lines = slices.Delete(lines, from, i+1)
+			i = from - 1
+		}
+	}
 	at := -1
 	for i, l := range lines {
 		if strings.HasPrefix(l, "Written by") || strings.HasPrefix(l, updatedPrefix) {
@@ -469,6 +481,25 @@ func (r *runner) splice(doc string, rows []row) (string, error) {
 		lines = slices.Insert(lines, at+1, "", stamp)
 	}
 	return strings.Join(lines, "\n"), nil
+}
+
+// replacesUpdate reports whether line says what an earlier run of some
+// loads updated, all of them loads of this run.
+func (r *runner) replacesUpdate(line string) bool {
+	if !strings.HasPrefix(line, updatedPrefix) {
+		return false
+	}
+	_, after, ok := strings.Cut(line, ": the rows of ")
+	if !ok {
+		return false
+	}
+	list, _, _ := strings.Cut(after, " (")
+	for l := range strings.SplitSeq(list, ", ") {
+		if !r.cfg.only[l] {
+			return false
+		}
+	}
+	return true
 }
 
 // rowFigure is the figure of a Markdown row of the table.

@@ -6,7 +6,7 @@ import (
 )
 
 // A report as a full run leaves it, cut short.
-const fullReport = "# Benchmarks\n\nWritten by `bench/run.sh` on a day.\n\n## Results\n\n" + tableHeader +
+const fullReport = "# Benchmarks\n\nWritten by `bench/run.sh` on a day.\n\n## Results\n\n```\nsame\nsame\n\n\n```\n\n" + tableHeader +
 	"| 2. RTT 64 B, p50 | µs | 21 | 285 | 416 | 1.46× | ≤ 1.1× limit | **no** |\n" +
 	"| 6. agent binary (tether), stripped | MiB | – | – | 7.0 | – | ≤ 10 | yes |\n" +
 	"\nRun notes:\n\n- a note\n\n" + analysisBegin + "\n## Analysis\n\nkept\n" + analysisEnd + "\n\n## Choosing the multiplexer\n\nkept too\n"
@@ -62,6 +62,17 @@ func TestSpliceReplacesAndAddsRows(t *testing.T) {
 	}
 	if strings.Count(doc2, updatedPrefix) != 2 {
 		t.Errorf("want a line for each run of some loads:\n%s", doc2)
+	}
+
+	// A run of both replaces both lines with its own.
+	r3 := spliceRunner("stalled", "wan")
+	r3.res.WAN, r3.res.Stalled = r.res.WAN, r2.res.Stalled
+	doc3, err := r3.splice(doc2, r3.rows())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(doc3, updatedPrefix) != 1 || !strings.Contains(doc3, "same\nsame\n\n\n```") || strings.Count(doc3, "\n\n\n") != 1 {
+		t.Errorf("a run of both loads leaves lines of earlier runs or blank lines behind:\n%s", doc3[:400])
 	}
 }
 
