@@ -54,6 +54,9 @@ name in capitals with _ for - (--mqtt-listen: TETHER_MQTT_LISTEN); a flag
 given wins. Help names the variable and says whether it is set, never its
 value.
 
+tetherd healthcheck asks a hub running on this machine whether it is
+healthy: exit 0 if so, 1 if not (tetherd healthcheck --help).
+
 `
 
 // newFlagSet registers tetherd's flags into c and returns them with their
@@ -140,7 +143,7 @@ func parseFlags(args []string, stdout io.Writer) (*config, error) {
 		return nil, envErr
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q: tetherd takes flags only (tetherd --help lists them)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q: tetherd takes flags only, or healthcheck first (tetherd --help lists them)", fs.Arg(0))
 	}
 	if err := finish(); err != nil {
 		return nil, err

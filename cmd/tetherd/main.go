@@ -44,6 +44,9 @@ func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(healthcheck(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	c, err := parseFlags(os.Args[1:], os.Stdout)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) || errors.Is(err, errVersion) {
