@@ -334,7 +334,7 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
 		return
 	}
 	st.SetReadDeadline(time.Time{})
-	a := &muxAnswer{s: s, conn: st}
+	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st)}
 	start := time.Now()
 	epoch := s.keys.epoch.Load() // before the policy is read again, if it is
 	if epoch != m.epoch.Load() {
@@ -387,10 +387,15 @@ func muxTimeout(name string, ms int64, def, max time.Duration) (time.Duration, e
 type muxAnswer struct {
 	s    *Server
 	conn net.Conn
+	// gate is conn as the relay has it when the stream was pushed to the
+	// device with its early data (muxearly.go).
+	gate *writeGate
 }
 
-// end writes ans and ends the stream: nothing of it reached a device.
+// end writes ans and ends the stream: nothing of it reached a device's
+// accepted stream.
 func (a *muxAnswer) end(ans wire.MuxAnswer) {
+	a.gate.decide(gateRefused)
 	a.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
 	_ = wire.WriteMuxHeader(a.conn, ans)
 	a.conn.Close()
@@ -413,7 +418,17 @@ func (a *muxAnswer) rejected(deviceStatus int) {
 // runs the stream until it ends.
 func (a *muxAnswer) accepted(st *relay.Stream, _ string) {
 	a.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
-	if err := wire.WriteMuxHeader(a.conn, wire.MuxAnswer{Status: http.StatusOK, Accepted: true, StreamID: st.ID}); err != nil {
+	err := wire.WriteMuxHeader(a.conn, wire.MuxAnswer{Status: http.StatusOK, Accepted: true, StreamID: st.ID})
+	if a.gate.used.Load() {
+		// The relay has the stream already: the device's frames follow
+		// the answer once the gate opens.
+		if err != nil || !a.gate.decide(gateOpen) {
+			a.gate.decide(gateRefused)
+			a.conn.Close()
+		}
+		return
+	}
+	if err != nil {
 		a.s.relay.Cancel(st.ID)
 		a.conn.Close()
 		return

@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/hub/node"
 	"github.com/tether-io/tether/internal/muxconn"
 	"github.com/tether-io/tether/internal/wsconn"
+	"github.com/tether-io/tether/internal/wsframe"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -58,7 +60,7 @@ func TestMuxHundredStreams(t *testing.T) {
 		seen[id] = true
 	}
 	for range n {
-		p := <-pushes
+		p := recv(t, pushes)
 		if !seen[p.req.StreamID] || p.req.Name != "echo" || p.req.RID == "" {
 			t.Errorf("pushed request %+v", p.req)
 		}
@@ -262,7 +264,7 @@ func TestMuxDeviceSessionReplaced(t *testing.T) {
 	if err := echo(c, []byte("to the second")); err != nil {
 		t.Fatal(err)
 	}
-	if p := <-pushes; p.req.StreamID != ans.StreamID {
+	if p := recv(t, pushes); p.req.StreamID != ans.StreamID {
 		t.Errorf("pushed %+v", p.req)
 	}
 }
@@ -285,38 +287,44 @@ func TestMuxRequestProperty(t *testing.T) {
 			ans, _ := openStream(t, svc, wire.MuxOpen{DeviceID: r.id, Name: "ssh"})
 			done <- ans
 		}()
-		req := <-mq.reqs
+		req := recv(t, mq.reqs)
 		if req.Mux != r.tether {
 			t.Errorf("%s: request %+v, want Mux %v", r.id, req, r.tether)
 		}
 		mq.answer(t, req, wire.AnswerTargetRefused)
-		if ans := <-done; ans.DeviceStatus != wire.AnswerTargetRefused {
+		if ans := recv(t, done); ans.DeviceStatus != wire.AnswerTargetRefused {
 			t.Errorf("%s: answer %+v", r.id, ans)
 		}
 	}
 
+	// A data session that fails (here: answers what is no header): the
+	// POST's stream goes over MQTT after all; a session's stream, whose
+	// early data went to the device with the request, fails.
 	tok := h.addDevice(t, "broken")
 	mq := h.connectMQTT(t, "broken", tok, true)
 	ds := h.dataSession(t, "broken", tok)
 	go func() {
-		st, err := ds.AcceptStream()
-		if err != nil {
-			return
+		for {
+			st, err := ds.AcceptStream()
+			if err != nil {
+				return
+			}
+			st.Write([]byte{0, 3, 'b', 'a', 'd'})
 		}
-		st.Write([]byte{0, 3, 'b', 'a', 'd'})
 	}()
-	done := make(chan wire.MuxAnswer, 1)
-	go func() {
-		ans, _ := openStream(t, svc, wire.MuxOpen{DeviceID: "broken", Name: "ssh"})
-		done <- ans
-	}()
-	req := <-mq.reqs
+	posted := make(chan int, 1)
+	go func() { posted <- h.post(t, "broken", "ssh") }()
+	req := recv(t, mq.reqs)
 	if req.Mux {
 		t.Errorf("request %+v: Mux set for a device with a data session", req)
 	}
 	mq.answer(t, req, wire.AnswerTargetRefused)
-	if ans := <-done; ans.DeviceStatus != wire.AnswerTargetRefused {
-		t.Errorf("answer %+v", ans)
+	if status := recv(t, posted); status != http.StatusOK {
+		t.Errorf("POST: %d", status)
+	}
+	ans, _ := openStream(t, svc, wire.MuxOpen{DeviceID: "broken", Name: "ssh"})
+	if ans.Status != http.StatusInternalServerError || ans.ErrorCode != "ServerError" {
+		t.Errorf("answer %+v, want 500", ans)
 	}
 }
 
@@ -334,19 +342,8 @@ func TestMuxSessionsOff(t *testing.T) {
 		}
 	}
 	mq := h.connectMQTT(t, "dev1", tok, true)
-	go func() {
-		req, err := http.NewRequestWithContext(t.Context(), "POST", "https://"+h.addr+"/twins/dev1/streams/ssh", nil)
-		if err != nil {
-			return
-		}
-		req.Header.Set("Authorization", h.token)
-		client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.tls}}
-		if res, err := client.Do(req); err == nil {
-			res.Body.Close()
-		}
-		client.CloseIdleConnections()
-	}()
-	req := <-mq.reqs
+	go h.post(t, "dev1", "ssh")
+	req := recv(t, mq.reqs)
 	if req.Mux {
 		t.Errorf("request %+v: Mux set with sessions off", req)
 	}
@@ -447,5 +444,89 @@ func TestMuxKeyWithdrawn(t *testing.T) {
 	case <-ds.CloseChan():
 	case <-time.After(muxWait):
 		t.Fatal("the device's data session is still open")
+	}
+}
+
+// TestMuxEarlyData: what a service writes behind its MuxOpen reaches the
+// device right behind the MuxRequest, before the device answered; after a
+// rejection it is gone (the next, accepted stream begins with its own),
+// the rejected stream's record counts no bytes, and the accepted stream
+// goes on as any.
+func TestMuxEarlyData(t *testing.T) {
+	h := startMuxHub(t, nil)
+	tok := h.addDevice(t, "dev1")
+	h.connectMQTT(t, "dev1", tok, true)
+	ds := h.dataSession(t, "dev1", tok)
+	type seen struct {
+		req   wire.MuxRequest
+		first []byte // the first frame behind the request, read before answering
+	}
+	got := make(chan seen, 2)
+	go func() {
+		for {
+			st, err := ds.AcceptStream()
+			if err != nil {
+				return
+			}
+			st.SetReadDeadline(time.Now().Add(muxWait))
+			var req wire.MuxRequest
+			if err := wire.ReadMuxHeader(st, &req); err != nil {
+				t.Errorf("device: %v", err)
+				return
+			}
+			var hbuf [wsframe.MaxHeaderSize]byte
+			var hd ws.Header
+			if err := wsframe.ReadHeader(st, &hbuf, &hd); err != nil || hd.Masked || hd.OpCode != ws.OpBinary {
+				t.Errorf("device: the frame behind the request: %+v, %v", hd, err)
+				return
+			}
+			first := make([]byte, hd.Length)
+			if _, err := io.ReadFull(st, first); err != nil {
+				t.Errorf("device: %v", err)
+				return
+			}
+			st.SetReadDeadline(time.Time{})
+			got <- seen{req, first}
+			status := http.StatusOK
+			if req.Name == "no" {
+				status = wire.AnswerTargetRefused
+			}
+			wire.WriteMuxHeader(st, wire.MuxAnswer{Status: status})
+			if status != http.StatusOK {
+				st.Close()
+				continue
+			}
+			go func() {
+				c := wsconn.OnSession(st)
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	svc := h.serviceSession(t)
+	ans, c := openStream(t, svc, wire.MuxOpen{DeviceID: "dev1", Name: "no"}, []byte("secret early"))
+	if c != nil || ans.DeviceStatus != wire.AnswerTargetRefused {
+		t.Fatalf("answer %+v, want a rejection", ans)
+	}
+	if s := recv(t, got); s.req.Name != "no" || string(s.first) != "secret early" {
+		t.Errorf("device saw %+v %q", s.req, s.first)
+	}
+	ans, c = openStream(t, svc, wire.MuxOpen{DeviceID: "dev1", Name: "yes"}, []byte("hello"))
+	if c == nil {
+		t.Fatalf("answer %+v", ans)
+	}
+	if s := recv(t, got); s.req.StreamID != ans.StreamID || string(s.first) != "hello" {
+		t.Errorf("device saw %+v %q", s.req, s.first)
+	}
+	if err := echo(c, []byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	recs := h.streamLogs(t, "dev1", 2)
+	if r := recs[0]; r.Result != wire.ResultRejected || r.BytesToDevice != 0 || r.BytesToService != 0 {
+		t.Errorf("rejected stream's record %+v", r)
+	}
+	if r := recs[1]; r.Result != wire.ResultAccepted || r.BytesToDevice != int64(len("hellomore")) || r.BytesToService != int64(len("more")) {
+		t.Errorf("accepted stream's record %+v", r)
 	}
 }

@@ -182,6 +182,9 @@ func (s *Server) pushStream(ctx context.Context, m *muxSession, req routeRequest
 		st.Close()
 		return 0, s.pushError(ctx, err)
 	}
+	if req.early != nil {
+		return s.pushEarly(ctx, st, req)
+	}
 	var ans wire.MuxAnswer
 	if err := wire.ReadMuxHeader(st, &ans); err != nil {
 		st.Close()
@@ -205,4 +208,31 @@ func (s *Server) pushError(ctx context.Context, err error) error {
 		return errTimeout
 	}
 	return fmt.Errorf("%w: %v", errPushFailed, err)
+}
+
+// pushEarly relays the stream from the moment its request went to the
+// device (muxearly.go) and waits for the device's answer. A failure of the
+// session now is the stream's: what the service sent went to the device.
+func (s *Server) pushEarly(ctx context.Context, st *yamux.Stream, req routeRequest) (int, error) {
+	g := req.early
+	a := &answerReader{Stream: st, svc: g, answered: make(chan pushResult, 1)}
+	if err := s.relay.AttachEarly(req.streamID, g, a, a.accepted); err != nil {
+		st.Close()
+		return 0, fmt.Errorf("routing to device: %w", err)
+	}
+	g.used.Store(true)
+	select {
+	case res := <-a.answered:
+		switch {
+		case res.err == nil:
+			return res.status, nil
+		case errors.Is(res.err, yamux.ErrTimeout) || ctx.Err() != nil:
+			return 0, errTimeout
+		}
+		return 0, fmt.Errorf("routing to device: data session: %w", res.err)
+	case <-ctx.Done():
+		g.decide(gateRefused)
+		st.SetReadDeadline(time.Now()) // the relay's wait for the answer ends
+		return 0, errTimeout
+	}
 }

@@ -328,6 +328,36 @@ func openStream(t *testing.T, s *yamux.Session, open wire.MuxOpen, early ...[]by
 	return ans, wsconn.OnSession(st)
 }
 
+// recv receives from ch within muxWait.
+func recv[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(muxWait):
+		t.Fatal("nothing came")
+		panic("unreachable")
+	}
+}
+
+// post asks for a stream to device id the Azure way, with the owner's
+// token, and returns the answer's status.
+func (h *muxHub) post(t *testing.T, id, name string) int {
+	req, err := http.NewRequestWithContext(t.Context(), "POST", "https://"+h.addr+"/twins/"+id+"/streams/"+name, nil)
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Authorization", h.token)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.tls}}
+	defer client.CloseIdleConnections()
+	res, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
 // echo writes msg on c and reads it back.
 func echo(c net.Conn, msg []byte) error {
 	c.SetDeadline(time.Now().Add(muxWait))

@@ -38,6 +38,9 @@ type routeRequest struct {
 	// never sent: only such a stream may be pushed on the device's data
 	// session, whose stream joins this node's relay.
 	streamID string
+	// early is the service's session stream, for a stream asked on a
+	// session: pushed, it is relayed from the request on (muxearly.go).
+	early *writeGate
 }
 
 // routeReply is the device's answer, or why there is none.

@@ -241,7 +241,11 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 		return
 	}
 	url := s.streamURL(st)
-	status, err := s.askDevice(ctx, clientID, routeRequest{Name: inv.name, URL: url, Token: st.DeviceToken, streamID: st.ID}, respTimeout)
+	req := routeRequest{Name: inv.name, URL: url, Token: st.DeviceToken, streamID: st.ID}
+	if ma, ok := a.(*muxAnswer); ok {
+		req.early = ma.gate
+	}
+	status, err := s.askDevice(ctx, clientID, req, respTimeout)
 	switch {
 	case errors.Is(err, errOffline):
 		fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is not online", clientID))

@@ -59,6 +59,9 @@ type pipe struct {
 	// stopped is set once stop ran: a copy loop that sees it stops
 	// relaying and, for a side that may reuse its conn, only drains.
 	stopped atomic.Bool
+	// accepted, when set (AttachEarly), says whether and when the device
+	// accepted the stream: a stream it did not accept ends unpaired.
+	accepted func() (time.Time, bool)
 }
 
 // run relays until either side ends and returns the stream's Info.
@@ -79,13 +82,23 @@ func (pp *pipe) run() Info {
 	st := pp.st
 	pp.r.log.Debug("stream ended", "stream", st.ID, "device", st.DeviceID, "name", st.Name,
 		"by", pp.closedBy, "reason", pp.reason, "toDevice", toDevice, "toService", toService)
-	return Info{
+	info := Info{
 		ID: st.ID, DeviceID: st.DeviceID, Name: st.Name,
 		Opened: st.opened, Paired: pp.paired, Closed: time.Now(),
 		BytesToDevice: toDevice, BytesToService: toService,
 		ClosedBy: pp.closedBy, Reason: pp.reason, PairedOK: true,
 		HalfClosedBy: pp.halfClosedBy(),
 	}
+	if pp.accepted != nil {
+		if at, ok := pp.accepted(); ok {
+			info.Paired = at
+		} else {
+			// What went to the device before it said no was discarded.
+			info.Paired, info.PairedOK = time.Time{}, false
+			info.BytesToDevice, info.BytesToService = 0, 0
+		}
+	}
+	return info
 }
 
 func (pp *pipe) halfClosedBy() string {

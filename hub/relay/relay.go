@@ -499,7 +499,13 @@ func (r *Relay) join(st *stream, p *peer) {
 	st.pipe = pp
 	r.pending--
 	r.mu.Unlock()
+	r.runPipe(pp)
+}
 
+// runPipe relays until pp's stream ends and reports it. The caller is
+// counted in wg.
+func (r *Relay) runPipe(pp *pipe) {
+	st := pp.st
 	info := pp.run()
 
 	r.mu.Lock()

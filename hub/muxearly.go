@@ -1,0 +1,198 @@
+package hub
+
+// Early data: a stream a service opens on its session and the hub pushes
+// on the device's data session is relayed from the moment the request
+// goes to the device, so that what the service wrote behind its MuxOpen
+// reaches the device right behind the MuxRequest, before the device
+// answered: a new connection's first byte echoed costs one round trip to
+// the device. Two gates keep the protocol's promises: nothing of the
+// device reaches the service before the service's MuxAnswer (writeGate),
+// and nothing of the device is relayed before it accepted (answerReader);
+// on a rejection the stream ends unpaired and the early data, which the
+// device discards, was never delivered to an accepted stream.
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/tether-io/tether/wire"
+)
+
+// errRefused is what the relay's writes to a service's stream get once
+// the device did not accept it: the hub answers the service itself.
+var errRefused = errors.New("stream not accepted")
+
+// Gate states.
+const (
+	gateWaiting = iota
+	gateOpen
+	gateRefused
+)
+
+// writeGate is a service's session stream whose writes wait until the
+// service was answered: open once its MuxAnswer went out, refused when the
+// stream was not accepted. Until open, closing it leaves the stream to the
+// answer and only wakes its reader.
+type writeGate struct {
+	net.Conn
+	used atomic.Bool // the stream was pushed with its early data
+
+	mu       sync.Mutex
+	state    int
+	deadline time.Time // of writes
+	decided  chan struct{}
+	wake     chan struct{} // the write deadline changed
+}
+
+func newWriteGate(c net.Conn) *writeGate {
+	return &writeGate{Conn: c, decided: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// decide opens or refuses the gate, once; it reports whether the gate is
+// in the state asked for.
+func (g *writeGate) decide(state int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state == gateWaiting {
+		g.state = state
+		close(g.decided)
+	}
+	return g.state == state
+}
+
+// opened waits until the gate is decided and reports whether it opened.
+func (g *writeGate) opened() bool {
+	<-g.decided
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.state == gateOpen
+}
+
+// wait waits until the gate is decided or the write deadline passes.
+func (g *writeGate) wait() error {
+	for {
+		g.mu.Lock()
+		state, deadline := g.state, g.deadline
+		g.mu.Unlock()
+		switch state {
+		case gateOpen:
+			return nil
+		case gateRefused:
+			return errRefused
+		}
+		var expired <-chan time.Time
+		if !deadline.IsZero() {
+			d := time.Until(deadline)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			t := time.NewTimer(d)
+			defer t.Stop()
+			expired = t.C
+		}
+		select {
+		case <-g.decided:
+		case <-g.wake:
+		case <-expired:
+			return os.ErrDeadlineExceeded
+		}
+	}
+}
+
+func (g *writeGate) Write(p []byte) (int, error) {
+	if err := g.wait(); err != nil {
+		return 0, err
+	}
+	return g.Conn.Write(p)
+}
+
+func (g *writeGate) SetWriteDeadline(t time.Time) error {
+	g.mu.Lock()
+	g.deadline = t
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	return g.Conn.SetWriteDeadline(t)
+}
+
+func (g *writeGate) SetDeadline(t time.Time) error {
+	g.SetWriteDeadline(t)
+	return g.Conn.SetReadDeadline(t)
+}
+
+// Close closes the stream once the gate is open. Before, the relay is done
+// with a stream the device did not take: the answer's writer owns it, and
+// only the relay's read of it is woken.
+func (g *writeGate) Close() error {
+	if g.decide(gateRefused) {
+		return g.Conn.SetReadDeadline(time.Now())
+	}
+	return g.Conn.Close()
+}
+
+// answerReader is the device's side of an early stream: its first read
+// reads the device's MuxAnswer, hands it to the pusher and refuses the
+// service's gate unless it accepted; the device's frames follow once the
+// gate opened, never after a rejection.
+type answerReader struct {
+	*yamux.Stream
+	svc      *writeGate
+	answered chan pushResult // the answer, once
+	once     sync.Once
+	err      error // after the answer: why nothing follows
+	at       atomic.Pointer[time.Time]
+}
+
+// pushResult is the device's answer to a pushed stream.
+type pushResult struct {
+	status int
+	err    error
+}
+
+func (a *answerReader) Read(p []byte) (int, error) {
+	a.once.Do(func() {
+		var ans wire.MuxAnswer
+		err := wire.ReadMuxHeader(a.Stream, &ans)
+		switch {
+		case err != nil:
+			a.err = err
+		case ans.Status != http.StatusOK:
+			a.err = fmt.Errorf("%w by the device: %d", errRefused, ans.Status)
+		default:
+			now := time.Now()
+			a.at.Store(&now)
+			a.Stream.SetReadDeadline(time.Time{})
+		}
+		if a.err != nil {
+			a.svc.decide(gateRefused)
+		}
+		a.answered <- pushResult{ans.Status, err}
+	})
+	if a.err != nil {
+		return 0, a.err
+	}
+	// Nothing of the device, its close frame included, is relayed before
+	// the service has its answer.
+	if !a.svc.opened() {
+		return 0, errRefused
+	}
+	return a.Stream.Read(p)
+}
+
+// accepted is the relay's question: did the device accept, and when.
+func (a *answerReader) accepted() (time.Time, bool) {
+	if at := a.at.Load(); at != nil {
+		return *at, true
+	}
+	return time.Time{}, false
+}
