@@ -1,0 +1,40 @@
+# shellcheck shell=sh
+# Sourced by scripts/release.sh, scripts/image.sh and the Dockerfile: what a
+# release build stamps into its binaries, and the -ldflags that stamp it.
+# Each value may be given in the environment (a build without .git, such as
+# a container build, must); otherwise it comes from git:
+#
+#   VERSION             git describe --tags --always --dirty (v1.2.3, v1.2.3-4-gabc1234, abc1234-dirty)
+#   COMMIT              the full commit hash
+#   SOURCE_DATE_EPOCH   the commit's time (seconds since 1970): every time
+#                       in the archives and packages, and the build date, so
+#                       that the same commit gives the same bytes
+#
+# LDFLAGS is then the -ldflags of every release binary.
+
+# The package whose variables -X sets: the one place to change if it moves.
+VERSION_PKG=github.com/tether-io/tether/internal/version
+
+if [ -z "${VERSION:-}" ]; then
+	VERSION=$(git describe --tags --always --dirty)
+fi
+if [ -z "${COMMIT:-}" ]; then
+	COMMIT=$(git rev-parse HEAD)
+fi
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
+fi
+case $SOURCE_DATE_EPOCH in
+'' | *[!0-9]*)
+	echo "SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH: want seconds since 1970" >&2
+	exit 2
+	;;
+esac
+# RFC 3339 in UTC; GNU date takes -d @N, BSD date -r N.
+BUILD_DATE=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null ||
+	date -u -r "$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+export VERSION COMMIT SOURCE_DATE_EPOCH BUILD_DATE
+
+# -s -w: no symbol table or DWARF; -buildid=: no build ID, which differs
+# between machines.
+LDFLAGS="-s -w -buildid= -X $VERSION_PKG.Version=$VERSION -X $VERSION_PKG.Commit=$COMMIT -X $VERSION_PKG.Date=$BUILD_DATE"
