@@ -530,3 +530,16 @@ func TestMuxEarlyData(t *testing.T) {
 		t.Errorf("accepted stream's record %+v", r)
 	}
 }
+
+// TestMuxDataSessionFollowsMQTT: a device's data session closes when its
+// MQTT session on the node ends.
+func TestMuxDataSessionFollowsMQTT(t *testing.T) {
+	h := startMuxHub(t, nil)
+	mq, ds, _ := h.sessionDevice(t, "dev1", accept)
+	mq.c.Disconnect(0)
+	select {
+	case <-ds.CloseChan():
+	case <-time.After(muxWait):
+		t.Fatal("the data session outlived the MQTT session")
+	}
+}
