@@ -4,7 +4,8 @@
 # Each value may be given in the environment (a build without .git, such as
 # a container build, must); otherwise it comes from git:
 #
-#   VERSION             git describe --tags --always --dirty (v1.2.3, v1.2.3-4-gabc1234, abc1234-dirty)
+#   VERSION             git describe --tags --always --dirty, without a tag's v
+#                       (1.2.3, 1.2.3-4-gabc1234, abc1234-dirty)
 #   COMMIT              the full commit hash
 #   SOURCE_DATE_EPOCH   the commit's time (seconds since 1970): every time
 #                       in the archives and packages, and the build date, so
@@ -15,9 +16,18 @@
 # The package whose variables -X sets: the one place to change if it moves.
 VERSION_PKG=github.com/tether-io/tether/internal/version
 
+if { [ -z "${VERSION:-}" ] || [ -z "${COMMIT:-}" ] || [ -z "${SOURCE_DATE_EPOCH:-}" ]; } &&
+	! git rev-parse --git-dir >/dev/null 2>&1; then
+	echo "no git checkout here: give VERSION, COMMIT and SOURCE_DATE_EPOCH (a container build: --build-arg)" >&2
+	exit 2
+fi
 if [ -z "${VERSION:-}" ]; then
 	VERSION=$(git describe --tags --always --dirty)
 fi
+# Tag v1.2.3 is release 1.2.3, in file names as in tetherd --version.
+case $VERSION in
+v[0-9]*) VERSION=${VERSION#v} ;;
+esac
 if [ -z "${COMMIT:-}" ]; then
 	COMMIT=$(git rev-parse HEAD)
 fi
