@@ -31,7 +31,7 @@ func TestCertificateNameSDK(t *testing.T) {
 	}
 	const names = `name "localhost" not in the certificate, which holds 127.0.0.1`
 
-	svc, err := service.New(byName(h.Owner), service.Options{TLSConfig: h.TLS})
+	svc, err := service.New(byName(h.Owner), svcOptions(service.Options{TLSConfig: h.TLS}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,11 +41,11 @@ func TestCertificateNameSDK(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = device.Dial(ctx, byName(devStr), device.Options{TLSConfig: h.TLS, Logger: testLogger(t)})
+	_, err = device.Dial(ctx, byName(devStr), devOptions(device.Options{TLSConfig: h.TLS, Logger: testLogger(t)}))
 	checkCertError(t, "device", err, names, "Options.TLSConfig")
 
 	// A CA the client does not trust is told apart.
-	svc2, err := service.New(h.Owner, service.Options{TLSConfig: &tls.Config{}})
+	svc2, err := service.New(h.Owner, svcOptions(service.Options{TLSConfig: &tls.Config{}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -220,7 +220,7 @@ func (n *clusterNode) service(t *testing.T) *service.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := service.New(strings.TrimSpace(string(owner)), service.Options{TLSConfig: &tls.Config{RootCAs: caPool(n.dir)}})
+	c, err := service.New(strings.TrimSpace(string(owner)), svcOptions(service.Options{TLSConfig: &tls.Config{RootCAs: caPool(n.dir)}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,10 +543,10 @@ func TestClusterExternalNATS(t *testing.T) {
 	mark := len(nodes[0].proc.out.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	dc, err := device.Dial(ctx, strings.TrimSpace(out), device.Options{
+	dc, err := device.Dial(ctx, strings.TrimSpace(out), devOptions(device.Options{
 		TLSConfig: &tls.Config{RootCAs: caPool(nodes[0].dir)},
 		Hubs:      []string{nodes[1].httpAddr},
-	})
+	}))
 	if err != nil {
 		t.Fatalf("device SDK to node 2: %v", err)
 	}

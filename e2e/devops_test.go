@@ -21,9 +21,9 @@ func (h *testHub) dialQuick(t *testing.T, connStr string) (*device.Client, error
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dc, err := device.Dial(ctx, connStr, device.Options{
+	dc, err := device.Dial(ctx, connStr, devOptions(device.Options{
 		TLSConfig: h.TLS, MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: testLogger(t),
-	})
+	}))
 	if err == nil {
 		t.Cleanup(func() { dc.Close() })
 	}

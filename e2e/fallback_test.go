@@ -98,7 +98,7 @@ func TestOneRequestAfterBalancerError(t *testing.T) {
 	tlsConf := h.TLS.Clone()
 	tlsConf.RootCAs = tlsConf.RootCAs.Clone()
 	tlsConf.RootCAs.AddCert(b.srv.Certificate())
-	svc, err := service.New(owner.String(), service.Options{TLSConfig: tlsConf})
+	svc, err := service.New(owner.String(), svcOptions(service.Options{TLSConfig: tlsConf}))
 	if err != nil {
 		t.Fatal(err)
 	}

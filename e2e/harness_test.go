@@ -46,6 +46,33 @@ type hubOptions struct {
 	nats   string        // an external NATS URL; default an embedded server of the hub's own
 }
 
+// noSessions runs the tests on connections of their own, as against a hub
+// without sessions: TETHER_SESSIONS=0 (.ci/run runs the package both
+// ways) turns sessions off in the hubs, service clients and devices the
+// harness starts and, through the environment, in every tetherd and
+// tether process the tests run.
+var noSessions = os.Getenv("TETHER_SESSIONS") == "0"
+
+// needSessions skips a test about sessions in a run without them.
+func needSessions(t *testing.T) {
+	t.Helper()
+	if noSessions {
+		t.Skip("a test of sessions; TETHER_SESSIONS=0 turned them off")
+	}
+}
+
+// svcOptions and devOptions are o with sessions off in a run without
+// them.
+func svcOptions(o service.Options) service.Options {
+	o.NoSessions = o.NoSessions || noSessions
+	return o
+}
+
+func devOptions(o device.Options) device.Options {
+	o.NoSessions = o.NoSessions || noSessions
+	return o
+}
+
 func testLogger(t *testing.T) *slog.Logger {
 	if os.Getenv("TETHER_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -82,6 +109,7 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		MaxWindow:    o.window,
 		Limits:       o.limits,
 		Logger:       log,
+		NoSessions:   noSessions,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +137,7 @@ func (h *testHub) Close() {
 // service returns a service client with the owner policy.
 func (h *testHub) service(t *testing.T) *service.Client {
 	t.Helper()
-	c, err := service.New(h.Owner, service.Options{TLSConfig: h.TLS})
+	c, err := service.New(h.Owner, svcOptions(service.Options{TLSConfig: h.TLS}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +161,7 @@ func (h *testHub) connectDevice(t *testing.T, connStr string, tr device.Transpor
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dc, err := device.Dial(ctx, connStr, device.Options{TLSConfig: h.TLS, Transport: tr, MQTTAddress: h.MQTTAddr, Logger: testLogger(t)})
+	dc, err := device.Dial(ctx, connStr, devOptions(device.Options{TLSConfig: h.TLS, Transport: tr, MQTTAddress: h.MQTTAddr, Logger: testLogger(t)}))
 	if err != nil {
 		t.Fatalf("device dial: %v", err)
 	}

@@ -232,7 +232,7 @@ func TestLogsFollowSurvivesHubRestart(t *testing.T) {
 	startProc(t, append(slices.Clone(h.env), "TETHER_DEVICE="+devStr), h.tether, "agent", "--allow", "echo="+startEcho(t))
 	waitConnected(t, h.env, h.tether, "dev1")
 	owner, _ := strings.CutPrefix(h.env[0], "TETHER_HUB=")
-	svc, err := service.New(owner, service.Options{TLSConfig: &tls.Config{RootCAs: caPool(h.dir)}})
+	svc, err := service.New(owner, svcOptions(service.Options{TLSConfig: &tls.Config{RootCAs: caPool(h.dir)}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 func policyService(t *testing.T, h *testHub, name, key string) *service.Client {
 	t.Helper()
 	cs := sas.ConnectionString{HostName: h.Addr, SharedAccessKeyName: name, SharedAccessKey: key}
-	c, err := service.New(cs.String(), service.Options{TLSConfig: h.TLS})
+	c, err := service.New(cs.String(), svcOptions(service.Options{TLSConfig: h.TLS}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 // first stream opened it, and keeps each on a connection of its own with
 // --no-sessions or TETHER_SESSIONS=0; streams echo either way.
 func TestAgentSessionsCLI(t *testing.T) {
+	needSessions(t)
 	t.Parallel()
 	h := startProcHub(t)
 	echo := startEcho(t)

@@ -69,6 +69,7 @@ func echoOnSession(ctx context.Context, svc *service.Client, id string) error {
 // comes over MQTT, and the hub pushes the next ones on it: 100 at once
 // echo whole, and a rejection reaches the service with its status.
 func TestDeviceSession(t *testing.T) {
+	needSessions(t)
 	t.Parallel()
 	for _, tr := range []device.Transport{device.WebSocket, device.TLS} {
 		t.Run(tr.String(), func(t *testing.T) {
@@ -151,6 +152,7 @@ func TestDeviceNoSessions(t *testing.T) {
 // An X.509 device opens its session with its certificate, as its MQTT
 // connection.
 func TestDeviceSessionX509(t *testing.T) {
+	needSessions(t)
 	t.Parallel()
 	h := startHub(t, hubOptions{})
 	svc := h.service(t)

@@ -195,7 +195,7 @@ func TestBadAndExpiredSAS(t *testing.T) {
 	}
 	// The SDK maps it to ErrUnauthorized.
 	bad := sas.ConnectionString{HostName: cs.HostName, SharedAccessKeyName: cs.SharedAccessKeyName, SharedAccessKey: "c29tZSBvdGhlciBrZXkgZW50aXJlbHkgMTIzNDU2Nzg="}
-	svc, err := service.New(bad.String(), service.Options{TLSConfig: h.TLS})
+	svc, err := service.New(bad.String(), svcOptions(service.Options{TLSConfig: h.TLS}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestBadAndExpiredSAS(t *testing.T) {
 		t.Fatal(err)
 	}
 	roStr := sas.ConnectionString{HostName: cs.HostName, SharedAccessKeyName: ro.Name, SharedAccessKey: ro.PrimaryKey}.String()
-	roSvc, _ := service.New(roStr, service.Options{TLSConfig: h.TLS})
+	roSvc, _ := service.New(roStr, svcOptions(service.Options{TLSConfig: h.TLS}))
 	if _, err := roSvc.OpenStream(ctx, "dev1", "ssh"); !errors.Is(err, service.ErrUnauthorized) {
 		t.Fatalf("registryRead policy opening a stream: %v", err)
 	}
@@ -222,7 +222,7 @@ func TestBadAndExpiredSAS(t *testing.T) {
 	dcs.SharedAccessKey = "c29tZSBvdGhlciBrZXkgZW50aXJlbHkgMTIzNDU2Nzg="
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := device.Dial(dctx, dcs.String(), device.Options{TLSConfig: h.TLS}); !errors.Is(err, device.ErrUnauthorized) {
+	if _, err := device.Dial(dctx, dcs.String(), devOptions(device.Options{TLSConfig: h.TLS})); !errors.Is(err, device.ErrUnauthorized) {
 		t.Fatalf("device with a wrong key: %v", err)
 	}
 	devTok, _ := sas.New(dcs.Resource(), mustKey(t, devStr), "", time.Now().Add(-time.Minute))

@@ -120,7 +120,7 @@ func TestStreamLogRecords(t *testing.T) {
 	}
 	stop := rawDeviceAnswering(t, h, h.addDevice(t, "dev3"), 0)
 	defer stop()
-	quick, err := service.New(h.Owner, service.Options{TLSConfig: h.TLS, ResponseTimeout: 300 * time.Millisecond})
+	quick, err := service.New(h.Owner, svcOptions(service.Options{TLSConfig: h.TLS, ResponseTimeout: 300 * time.Millisecond}))
 	if err != nil {
 		t.Fatal(err)
 	}

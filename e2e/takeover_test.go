@@ -84,11 +84,11 @@ func dialTwin(t *testing.T, h *testHub, connStr string, tr device.Transport, max
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dc, err := device.Dial(ctx, connStr, device.Options{
+	dc, err := device.Dial(ctx, connStr, devOptions(device.Options{
 		TLSConfig: h.TLS, Transport: tr, MQTTAddress: h.MQTTAddr,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: maxB,
 		Logger: slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}))
 	if err != nil {
 		t.Fatalf("device dial: %v", err)
 	}

@@ -134,9 +134,9 @@ func (h *testHub) dialX509(t *testing.T, connStr string, cert *tls.Certificate, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dc, err := device.Dial(ctx, connStr, device.Options{
+	dc, err := device.Dial(ctx, connStr, devOptions(device.Options{
 		TLSConfig: h.TLS, Certificate: cert, Transport: tr, MQTTAddress: h.MQTTAddr, Logger: testLogger(t),
-	})
+	}))
 	if err == nil {
 		t.Cleanup(func() { dc.Close() })
 	}
