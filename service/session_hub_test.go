@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ import (
 
 type realHub struct {
 	t    *testing.T
+	log  *slog.Logger // the hub's and the device's, shown when the test fails
 	dir  string
 	addr string // HTTPS, 127.0.0.1:port
 	n    *node.Node
@@ -37,6 +39,13 @@ func startRealHub(t *testing.T, noSessions bool) *realHub {
 	if err := os.Chmod(h.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	var logs lockedBuffer
+	h.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hub and device log:\n%s", logs.String())
+		}
+	})
 	h.start(noSessions, "127.0.0.1:0", "127.0.0.1:0")
 	t.Cleanup(h.stop)
 	return h
@@ -63,6 +72,7 @@ func (h *realHub) start(noSessions bool, httpAddr, mqttAddr string) {
 		HostNames:    []string{"127.0.0.1"},
 		DrainTimeout: 200 * time.Millisecond,
 		NoSessions:   noSessions,
+		Logger:       h.log,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -106,7 +116,7 @@ func (h *realHub) device(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dc, err := device.Dial(ctx, svc.DeviceConnectionString(d), device.Options{TLSConfig: h.n.ClientTLS(), MQTTAddress: h.mqtt})
+	dc, err := device.Dial(ctx, svc.DeviceConnectionString(d), device.Options{TLSConfig: h.n.ClientTLS(), MQTTAddress: h.mqtt, Logger: h.log.With("part", "device")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +155,24 @@ func (h *realHub) device(t *testing.T) {
 			}()
 		}
 	}()
+}
+
+// lockedBuffer is a log's buffer that goroutines write at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // echo writes msg on conn, half-closes it, and checks that msg and then
