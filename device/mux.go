@@ -23,10 +23,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/tether-io/tether/internal/muxconn"
 	"github.com/tether-io/tether/internal/wsconn"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/wire"
 )
 

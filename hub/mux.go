@@ -21,11 +21,11 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/hub/relay"
 	"github.com/tether-io/tether/internal/muxconn"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/wire"
 )
 

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/hub/node"
 	"github.com/tether-io/tether/internal/muxconn"
 	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/internal/wsframe"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/wire"
 )
 

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/hub/relay"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/wire"
 )
 

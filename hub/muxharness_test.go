@@ -25,7 +25,6 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gobwas/ws"
-	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/hub/cluster"
@@ -34,6 +33,7 @@ import (
 	"github.com/tether-io/tether/internal/muxconn"
 	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/internal/wsframe"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )

@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/internal/muxconn"
 	"github.com/tether-io/tether/internal/wsframe"
 	"github.com/tether-io/tether/internal/wstest"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/wire"
 )
 

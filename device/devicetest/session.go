@@ -12,9 +12,9 @@ import (
 	"github.com/coder/websocket"
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
-	"github.com/hashicorp/yamux"
 
 	"github.com/tether-io/tether/internal/muxconn"
+	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/sas"
 	"github.com/tether-io/tether/wire"
 )

@@ -11,9 +11,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"github.com/tether-io/tether/internal/wsconn"
+	"github.com/tether-io/tether/internal/yamux"
 )
 
 // Window is the receive window of every session stream, at both ends and

@@ -51,6 +51,7 @@ type goModule struct {
 // listedPackage is what go list -json says of a package.
 type listedPackage struct {
 	ImportPath string
+	Dir        string
 	DepOnly    bool
 	Standard   bool
 	Deps       []string
@@ -66,7 +67,10 @@ type listedModule struct {
 }
 
 // goModules lists the modules the binaries link on each target, with
-// their licences, sorted by path, the standard library first.
+// their licences, sorted by path, the standard library first. A folder of
+// Tether's own tree that holds a licence file of its own (a copy of
+// another project's package, changed, as internal/yamux) is listed as a
+// part of its own beside them.
 func goModules(root string) ([]goModule, error) {
 	goroot, err := goCmd(root, nil, "env", "GOROOT")
 	if err != nil {
@@ -77,13 +81,14 @@ func goModules(root string) ([]goModule, error) {
 		return nil, fmt.Errorf("the Go standard library: %w", err)
 	}
 	byPath := map[string]*goModule{}
+	inTree := map[string]*goModule{} // by package; nil: Tether's own code
 	for _, tg := range targets {
 		platform := tg.goos + "/" + tg.goarch
 		var pkgs []string
 		for _, b := range tg.binaries {
 			pkgs = append(pkgs, "./cmd/"+b)
 		}
-		args := append([]string{"list", "-deps", "-json=ImportPath,DepOnly,Standard,Deps,Module"}, pkgs...)
+		args := append([]string{"list", "-deps", "-json=ImportPath,Dir,DepOnly,Standard,Deps,Module"}, pkgs...)
 		out, err := goCmd(root, []string{"GOOS=" + tg.goos, "GOARCH=" + tg.goarch, "CGO_ENABLED=0"}, args...)
 		if err != nil {
 			return nil, err
@@ -94,8 +99,15 @@ func goModules(root string) ([]goModule, error) {
 		}
 		mods := map[string]*listedModule{} // by package
 		for _, p := range listed {
-			if p.Module != nil && !p.Module.Main {
+			switch {
+			case p.Module != nil && !p.Module.Main:
 				mods[p.ImportPath] = p.Module
+			case p.Module != nil:
+				if _, seen := inTree[p.ImportPath]; !seen {
+					if inTree[p.ImportPath], err = newInTree(root, p); err != nil {
+						return nil, err
+					}
+				}
 			}
 		}
 		for _, p := range listed {
@@ -105,6 +117,10 @@ func goModules(root string) ([]goModule, error) {
 			bin := filepath.Base(p.ImportPath)
 			std.on[bin] = appendOnce(std.on[bin], platform)
 			for _, dep := range p.Deps {
+				if gm := inTree[dep]; gm != nil {
+					gm.on[bin] = appendOnce(gm.on[bin], platform)
+					continue
+				}
 				m := mods[dep]
 				if m == nil {
 					continue // the standard library, or Tether's own
@@ -120,11 +136,65 @@ func goModules(root string) ([]goModule, error) {
 			}
 		}
 	}
+	for p, gm := range inTree {
+		if gm != nil {
+			byPath[p] = gm
+		}
+	}
 	out := []goModule{std}
 	for _, p := range slices.Sorted(maps.Keys(byPath)) {
 		out = append(out, *byPath[p])
 	}
 	return out, nil
+}
+
+// upstreamMark begins the line of an in-tree folder's README.md that names
+// what the folder's code was copied from: "Upstream: MODULE VERSION".
+const upstreamMark = "Upstream: "
+
+// newInTree is the part that package p of Tether's own module is when its
+// folder (not the module's root) holds a licence file: someone else's
+// code, kept in the tree under its own licence. Its README.md names where
+// it came from. Any other package is Tether's own: nil.
+func newInTree(root string, p listedPackage) (*goModule, error) {
+	if p.Dir == "" || filepath.Clean(p.Dir) == filepath.Clean(root) {
+		return nil, nil
+	}
+	files, err := filesNamed(p.Dir, "license", "licence", "copying")
+	if err != nil || len(files) == 0 {
+		return nil, err
+	}
+	text, err := readAll(files)
+	if err != nil {
+		return nil, err
+	}
+	license, err := classify(text)
+	if err != nil {
+		return nil, fmt.Errorf("package %s (%s): %w", p.ImportPath, strings.Join(files, ", "), err)
+	}
+	readme, err := os.ReadFile(filepath.Join(p.Dir, "README.md"))
+	if err != nil {
+		return nil, fmt.Errorf("package %s holds a licence of its own, so its README.md must say where its code came from (a line %q): %w", p.ImportPath, upstreamMark+"MODULE VERSION", err)
+	}
+	var upstream string
+	for l := range strings.SplitSeq(string(readme), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), upstreamMark); ok {
+			upstream = strings.TrimSpace(rest)
+			break
+		}
+	}
+	if upstream == "" {
+		return nil, fmt.Errorf("package %s holds a licence of its own, so its README.md must say where its code came from: no line %q", p.ImportPath, upstreamMark+"MODULE VERSION")
+	}
+	notices, err := filesNamed(p.Dir, "notice")
+	if err != nil {
+		return nil, err
+	}
+	notice, err := readAll(notices)
+	if err != nil {
+		return nil, err
+	}
+	return &goModule{path: p.ImportPath, version: "in tree, from " + upstream, license: license, notice: strings.TrimSpace(notice), on: map[string][]string{}}, nil
 }
 
 // decodePackages reads go list -json's stream of objects.

@@ -11,8 +11,10 @@ const header = `# Third-party software
 Tether's binaries, tetherd and tether, carry the software below, each part
 under its own licence, whose full text ships with it: a Go module's in its
 LICENSE or COPYING file at the version listed (in the module cache, or at
-https://pkg.go.dev/MODULE@VERSION?tab=licenses), the Go standard library's
-in the Go distribution, an npm package's in the package.
+https://pkg.go.dev/MODULE@VERSION?tab=licenses), a package kept in
+Tether's tree ("in tree") in the LICENSE file of its folder, beside a
+README.md that says what it changed, the Go standard library's in the Go
+distribution, an npm package's in the package.
 
 This file is generated: ` + "`go run ./internal/tools/thirdparty`" + ` writes it,
 and ` + "`.ci/run`" + ` fails when it is stale. "Linked into" names the targets

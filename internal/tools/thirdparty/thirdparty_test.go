@@ -205,8 +205,10 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Tether's binaries link NATS's server, and the CLI a TOML parser.
-	for _, want := range []string{"| github.com/nats-io/nats-server/v2 | ", "| github.com/BurntSushi/toml | v", "| Go standard library and runtime | - | BSD-3-Clause | tetherd, tether |"} {
+	// Tether's binaries link NATS's server, the CLI a TOML parser, and
+	// both the copy of yamux kept in the tree.
+	for _, want := range []string{"| github.com/nats-io/nats-server/v2 | ", "| github.com/BurntSushi/toml | v", "| Go standard library and runtime | - | BSD-3-Clause | tetherd, tether |",
+		"| github.com/tether-io/tether/internal/yamux | in tree, from github.com/hashicorp/yamux v0.1.2 | MPL-2.0 | tetherd, tether |"} {
 		if !bytes.Contains(current, []byte(want)) {
 			t.Errorf("the list has no %q:\n%s", want, current)
 		}
@@ -273,5 +275,54 @@ func TestCheck(t *testing.T) {
 	}
 	if _, code := runTool("extra"); code != 2 {
 		t.Errorf("an argument: exit %d, want 2", code)
+	}
+}
+
+// TestInTree: a folder of Tether's tree with a licence file of its own is
+// a part of its own, named after the upstream its README.md gives; one
+// without a licence file is Tether's own code; a licence file without the
+// README line, or one not recognised, is an error naming the package.
+func TestInTree(t *testing.T) {
+	root := t.TempDir()
+	folder := func(files map[string]string) listedPackage {
+		t.Helper()
+		dir, err := os.MkdirTemp(root, "pkg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, text := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return listedPackage{ImportPath: "example.com/tether/internal/" + filepath.Base(dir), Dir: dir}
+	}
+
+	if gm, err := newInTree(root, listedPackage{ImportPath: "example.com/tether", Dir: root}); gm != nil || err != nil {
+		t.Errorf("the module's root: %+v, %v; want nothing", gm, err)
+	}
+	if gm, err := newInTree(root, folder(map[string]string{"README.md": "Upstream: example.com/x v1.0.0\n"})); gm != nil || err != nil {
+		t.Errorf("a folder without a licence file: %+v, %v; want nothing", gm, err)
+	}
+
+	p := folder(map[string]string{"LICENSE": mplText, "README.md": "# x\n\nUpstream: example.com/x v1.2.3\n\nChanged.\n"})
+	gm, err := newInTree(root, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gm.path != p.ImportPath || gm.version != "in tree, from example.com/x v1.2.3" || gm.license != "MPL-2.0" {
+		t.Errorf("got %s | %s | %s", gm.path, gm.version, gm.license)
+	}
+
+	for name, files := range map[string]map[string]string{
+		"no README.md":        {"LICENSE": mplText},
+		"no Upstream line":    {"LICENSE": mplText, "README.md": "# x\n"},
+		"an unknown licence":  {"LICENSE": "All rights reserved.", "README.md": "Upstream: example.com/x v1\n"},
+		"a licence not taken": {"COPYING": gplText, "README.md": "Upstream: example.com/x v1\n"},
+	} {
+		p := folder(files)
+		if _, err := newInTree(root, p); err == nil || !strings.Contains(err.Error(), p.ImportPath) {
+			t.Errorf("%s: %v, want an error naming %s", name, err, p.ImportPath)
+		}
 	}
 }
