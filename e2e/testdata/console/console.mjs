@@ -160,6 +160,24 @@ await test('the hub page lists the node with its devices', async () => {
   await shot(page, 'hub');
 });
 
+await test('rotate a key and delete a device, each confirmed', async () => {
+  await page.goto(`${consoleURL}#/devices`);
+  await page.click('button[aria-label="Rotate key added-1"]');
+  await page.click('dialog button.danger:has-text("Rotate key")');
+  await page.waitForSelector('#connection-string');
+  const shown = await page.textContent('#connection-string');
+  assert.match(shown, /^HostName=[^;]+;DeviceId=added-1;SharedAccessKey=/);
+  await page.click('dialog button:has-text("Done")');
+  // The agent's key no longer opens the device: the hub ends its session.
+  await waitState(page, 'added-1', 'disconnected', live);
+  await page.click('button[aria-label="Delete sensor-1"]');
+  await page.click('dialog button.danger:has-text("Delete")');
+  await page.waitForSelector('tr[data-device="sensor-1"]', { state: 'detached', timeout: live });
+  await ask({ do: 'stopAgent', id: 'added-1' });
+  await ask({ do: 'startAgentWith', connstr: shown });
+  await waitState(page, 'added-1', 'connected', 10000);
+});
+
 await test('a read-only policy sees the fleet and cannot change it', async () => {
   const ro = await newPage();
   await ro.goto(consoleURL);
