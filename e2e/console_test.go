@@ -34,6 +34,12 @@ const consoleScripts = "testdata/console"
 // skips the test, or fails it under TETHER_E2E_REQUIRE=1 (CI).
 func browserTools(t *testing.T) (node, chromium string) {
 	t.Helper()
+	if noSessions {
+		// The console sees streams the same whichever way they are
+		// carried; the run with sessions covers it, and CI time is
+		// better spent elsewhere.
+		t.Skip("the console's browser tests run once, in the run with sessions")
+	}
 	var missing []string
 	node, err := exec.LookPath("node")
 	if err != nil {
