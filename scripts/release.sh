@@ -8,7 +8,10 @@
 #
 # The same commit gives the same bytes on any machine (scripts/version.sh
 # sets SOURCE_DATE_EPOCH to the commit's time; internal/tools/pack writes the
-# archives): CGO off, -trimpath, no build ID.
+# archives): CGO off, -trimpath, no build ID, and no VCS stamp, which
+# would differ between a checkout and a source tarball (the version, commit
+# and date are set with -ldflags -X). The Go release is an input too: each
+# binary records its own (go version -m).
 #
 # Environment:
 #   TARGETS   the targets to build, space-separated (default: all below)
@@ -35,7 +38,7 @@ mkdir -p "$dist/build" "$dist/stage"
 # build OS ARCH: the binaries of one target into dist/build/OS_ARCH/.
 # ARCH is Go's, with armv6 and armv7 for GOARCH=arm and GOARM=6 or 7.
 build() {
-	goos=$1 arch=$2 goarch=$2 goarm= gomips=
+	goos=$1 arch=$2 goarch=$2 goarm='' gomips=''
 	case $arch in
 	armv6) goarch=arm goarm=6 ;;
 	armv7) goarch=arm goarm=7 ;;
@@ -49,8 +52,9 @@ build() {
 	mkdir -p "$out"
 	echo "build $goos/$arch"
 	# shellcheck disable=SC2086 # pkgs is a list
-	env CGO_ENABLED=0 GOOS="$goos" GOARCH="$goarch" GOARM="$goarm" GOMIPS="$gomips" \
-		go build -trimpath -ldflags "$LDFLAGS" -o "$out/" $pkgs
+	# GOAMD64=v1: every x86-64 machine, whatever the builder's environment.
+	env CGO_ENABLED=0 GOOS="$goos" GOARCH="$goarch" GOARM="$goarm" GOMIPS="$gomips" GOAMD64=v1 \
+		go build -trimpath -buildvcs=false -ldflags "$LDFLAGS" -o "$out/" $pkgs
 }
 
 # archive OS ARCH: dist/tether_VERSION_OS_ARCH.tar.gz (.zip for Windows).

@@ -47,4 +47,5 @@ export VERSION COMMIT SOURCE_DATE_EPOCH BUILD_DATE
 
 # -s -w: no symbol table or DWARF; -buildid=: no build ID, which differs
 # between machines.
+# shellcheck disable=SC2034 # for the script that sources this one
 LDFLAGS="-s -w -buildid= -X $VERSION_PKG.Version=$VERSION -X $VERSION_PKG.Commit=$COMMIT -X $VERSION_PKG.Date=$BUILD_DATE"
