@@ -5,6 +5,8 @@
 #   make release                          archives, .deb packages, SHA256SUMS
 #   make release TARGETS="linux/amd64"    a subset of the targets
 #   make debs                             the .deb packages again, from dist/build
+#   make image                            the hub's container image from dist/build
+#                                         (podman; ARCH=arm64 for another)
 #   make reproducible                     a second build, elsewhere and with an
 #                                         empty build cache, gives the same bytes
 #   make clean
@@ -17,13 +19,16 @@ ifdef TARGETS
 export TARGETS
 endif
 
-.PHONY: release debs reproducible clean
+.PHONY: release debs image reproducible clean
 
 release:
 	sh scripts/release.sh
 
 debs:
 	sh scripts/deb.sh
+
+image:
+	sh scripts/image.sh
 
 reproducible:
 	sh scripts/reproducible.sh
