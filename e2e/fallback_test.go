@@ -98,7 +98,9 @@ func TestOneRequestAfterBalancerError(t *testing.T) {
 	tlsConf := h.TLS.Clone()
 	tlsConf.RootCAs = tlsConf.RootCAs.Clone()
 	tlsConf.RootCAs.AddCert(b.srv.Certificate())
-	svc, err := service.New(owner.String(), svcOptions(service.Options{TLSConfig: tlsConf}))
+	// The one-request opening and its fallbacks are what is tested: no
+	// session (whose dial the balancer would see first).
+	svc, err := service.New(owner.String(), service.Options{TLSConfig: tlsConf, NoSessions: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,9 @@ type hubOptions struct {
 	logTo  io.Writer     // the hub's log, as JSON lines; default: discarded (or TETHER_TEST_LOG)
 	limits hub.Limits    // zero fields: the defaults
 	nats   string        // an external NATS URL; default an embedded server of the hub's own
+	// noSessions makes a hub without sessions (tetherd --sessions=false),
+	// whatever TETHER_SESSIONS says: Tether's ends fall back.
+	noSessions bool
 }
 
 // noSessions runs the tests on connections of their own, as against a hub
@@ -109,7 +112,7 @@ func startHub(t *testing.T, o hubOptions) *testHub {
 		MaxWindow:    o.window,
 		Limits:       o.limits,
 		Logger:       log,
-		NoSessions:   noSessions,
+		NoSessions:   noSessions || o.noSessions,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -645,7 +645,9 @@ func TestDeviceSeesOnlyItsOwnRequests(t *testing.T) {
 // each still carries its own bytes.
 func TestStreamsReuseConnections(t *testing.T) {
 	t.Parallel()
-	h := startHub(t, hubOptions{})
+	// Reuse is what streams on connections of their own do: a hub without
+	// sessions.
+	h := startHub(t, hubOptions{noSessions: true})
 	dc := h.connectDevice(t, h.addDevice(t, "dev1"), device.TLS)
 	devAddrs := make(chan string, 8)
 	// The device's side of a stream is back in its pool once Close
