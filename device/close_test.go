@@ -86,7 +86,7 @@ func TestRejectDoesNotStallReader(t *testing.T) {
 		if typ&0xf0 != pktPublish || err != nil {
 			t.Fatalf("packet type %#x (%v), want the reject of %s", typ, err, rid)
 		}
-		if want := wire.ResponseTopic(wire.AnswerNotAllowed, rid); topic != want {
+		if want := wire.ResponseTopic(wire.AnswerBusy, rid); topic != want {
 			t.Fatalf("answer %q, want %q", topic, want)
 		}
 	}

@@ -695,7 +695,7 @@ func (c *Client) onMessage(s *session, topic string) {
 	default:
 	}
 	select {
-	case s.later <- wire.ResponseTopic(wire.AnswerNotAllowed, r.RID):
+	case s.later <- wire.ResponseTopic(wire.AnswerBusy, r.RID):
 		c.log.Warn("too many stream requests waiting for Accept; rejecting", "name", r.Name, "rid", r.RID)
 	default:
 		c.log.Warn("too many stream requests waiting for Accept, and too many rejects waiting to go out; dropping it: the hub answers its service when the request times out", "name", r.Name, "rid", r.RID)

@@ -233,7 +233,7 @@ func TestQueueFullRejects(t *testing.T) {
 	for i := range requestQueue + 1 {
 		b.SendRequest(wire.StreamRequest{Name: "ssh", RID: fmt.Sprint("r", i), URL: "wss://127.0.0.1:1/b", Token: "t"}.Topic())
 	}
-	want := fmt.Sprintf("$iothub/streams/res/400/?$rid=r%d", requestQueue)
+	want := fmt.Sprintf("$iothub/streams/res/429/?$rid=r%d", requestQueue)
 	if got := b.NextAnswer(); got != want {
 		t.Fatalf("answer = %q, want %q", got, want)
 	}

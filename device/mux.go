@@ -234,7 +234,7 @@ func (ms *muxSession) serveStream(st *yamux.Stream) {
 	}
 	c.log.Warn("too many stream requests waiting for Accept; rejecting", "name", r.Name, "rid", r.RID)
 	r.answered.Store(true)
-	ps.answer(context.Background(), wire.AnswerNotAllowed, answerTimeout)
+	ps.answer(context.Background(), wire.AnswerBusy, answerTimeout)
 }
 
 // readMuxRequest reads and checks a pushed stream's header, within

@@ -18,6 +18,9 @@ var (
 	// ErrTargetUnreachable: the device serves the name but could not
 	// connect to the stream's target (the service it forwards to).
 	ErrTargetUnreachable = errors.New("the device could not connect to the stream's target")
+	// ErrDeviceBusy: the device had more stream requests waiting than it
+	// takes at once; trying again a moment later may succeed.
+	ErrDeviceBusy = errors.New("the device is busy")
 )
 
 // RejectError is the error of a stream the device rejected. A Tether hub
@@ -46,6 +49,8 @@ func (e *RejectError) Unwrap() []error {
 		return []error{ErrRejected, ErrNotAllowed}
 	case wire.TargetFailure(e.Status):
 		return []error{ErrRejected, ErrTargetUnreachable}
+	case e.Status == wire.AnswerBusy:
+		return []error{ErrRejected, ErrDeviceBusy}
 	}
 	return []error{ErrRejected}
 }
@@ -75,6 +80,8 @@ func rejectStatus(status int) *RejectError {
 		e.Reason = "connecting to its target timed out"
 	case wire.AnswerTargetFailed:
 		e.Reason = "it could not connect to its target"
+	case wire.AnswerBusy:
+		e.Reason = "busy: too many stream requests waiting on the device"
 	default:
 		e.Reason = "it answered " + strconv.Itoa(status)
 	}

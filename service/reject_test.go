@@ -60,3 +60,10 @@ func TestOpenStreamRejectReasons(t *testing.T) {
 		}
 	}
 }
+
+func TestRejectBusy(t *testing.T) {
+	e := rejectStatus(wire.AnswerBusy)
+	if !errors.Is(e, ErrDeviceBusy) || !errors.Is(e, ErrRejected) || errors.Is(e, ErrNotAllowed) {
+		t.Fatalf("%v: want ErrRejected and ErrDeviceBusy alone", e)
+	}
+}

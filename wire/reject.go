@@ -26,6 +26,9 @@ const (
 	// AnswerTargetTimeout: the device serves the name, but connecting to
 	// its target timed out.
 	AnswerTargetTimeout = 504
+	// AnswerBusy: the device has more stream requests waiting than it
+	// takes at once; the same request may succeed a moment later.
+	AnswerBusy = 429
 )
 
 // HeaderDeviceStatus is a Tether-only header of the hub's answer to a

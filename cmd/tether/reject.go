@@ -21,6 +21,8 @@ func explainRejection(err error, device, stream string) error {
 		return fmt.Errorf("device %q allows stream %q but could not connect to its target: connection refused (is the service the agent's --allow names for %s running?)", device, stream, stream)
 	case re != nil && re.Status == wire.AnswerTargetTimeout:
 		return fmt.Errorf("device %q allows stream %q but could not connect to its target: timed out", device, stream)
+	case errors.Is(err, service.ErrDeviceBusy):
+		return fmt.Errorf("device %q is busy: more stream requests were waiting on it than its agent takes at once; try again", device)
 	case errors.Is(err, service.ErrTargetUnreachable):
 		return fmt.Errorf("device %q allows stream %q but could not connect to its target (the agent's log says why)", device, stream)
 	}
