@@ -94,6 +94,12 @@ func TestDeviceSession(t *testing.T) {
 				return sd.pushed.Load() > 0
 			})
 
+			// The streams before are over at the hub too, so that 100 at
+			// once stay within its cap of streams per device.
+			eventually(t, 10*time.Second, "the earlier streams to end at the hub", func() bool {
+				open, err := svc.Streams(ctx, "dev1")
+				return err == nil && len(open) == 0
+			})
 			before := sd.mqtt.Load()
 			var wg sync.WaitGroup
 			for i := range 100 {
