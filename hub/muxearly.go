@@ -14,6 +14,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -111,6 +112,18 @@ func (g *writeGate) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return g.Conn.Write(p)
+}
+
+// SendWindow waits for the gate as Write does, then for the stream's send
+// window: the relay reads no more for the service than it takes.
+func (g *writeGate) SendWindow() (int, error) {
+	if err := g.wait(); err != nil {
+		return 0, err
+	}
+	if w, ok := g.Conn.(*yamux.Stream); ok {
+		return w.SendWindow()
+	}
+	return math.MaxInt32, nil
 }
 
 func (g *writeGate) SetWriteDeadline(t time.Time) error {

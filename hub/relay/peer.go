@@ -23,6 +23,10 @@ type peer struct {
 	batch    *batchconn.Conn // beneath conn's TLS, when the listener put one there
 	r        *bufio.Reader
 	wtimeout time.Duration
+	// window is conn when it is a session stream, whose writes wait for
+	// its peer's flow-control window (internal/yamux): the relay reads
+	// no more than that window for it (room).
+	window windowed
 
 	// wmu serialises writes: data frames from one copy goroutine, pongs
 	// and close frames from the other.
@@ -48,7 +52,39 @@ func newPeer(s side, conn net.Conn, hijacked *bufio.Reader, wtimeout time.Durati
 	}
 	// Buffered so a frame header costs no syscall of its own on plain TCP;
 	// payload reads larger than the buffer bypass it.
-	return &peer{side: s, conn: conn, batch: batchconn.Find(conn), r: bufio.NewReaderSize(src, 4096), wtimeout: wtimeout}
+	window, _ := conn.(windowed)
+	return &peer{side: s, conn: conn, batch: batchconn.Find(conn), r: bufio.NewReaderSize(src, 4096), wtimeout: wtimeout, window: window}
+}
+
+// windowed is a conn whose writes wait until its peer takes the bytes:
+// SendWindow waits, under the write deadline, until a write can send
+// some, and says how many.
+type windowed interface {
+	SendWindow() (int, error)
+}
+
+// room waits until p takes bytes without waiting for its peer and returns
+// how many, at most max: a session stream's send window. Any other conn
+// takes max (its socket buffers are the kernel's). It waits as write does,
+// under a fresh write deadline, and the caller holds no buffer meanwhile:
+// a peer that stopped reading leaves nothing read and held by the relay.
+func (p *peer) room(max int) (int, error) {
+	if p.window == nil {
+		return max, nil
+	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	p.conn.SetWriteDeadline(time.Now().Add(p.wtimeout))
+	// As in write: after the deadline, so that closing's short deadline
+	// or its shut flag is seen.
+	if p.shut.Load() {
+		return 0, net.ErrClosed
+	}
+	n, err := p.window.SendWindow()
+	if err != nil {
+		return 0, err
+	}
+	return min(n, max), nil
 }
 
 // write sends b in one Write under a fresh write deadline. The caller

@@ -215,20 +215,30 @@ func (pp *pipe) copyFrames(src, dst *peer) (relayed int64) {
 }
 
 // relayData relays one data frame, in pieces when it is larger than the
-// buffer: the first piece keeps the frame's opcode, the others are
+// buffer or than what dst takes now (a session stream's send window): the
+// first piece keeps the frame's opcode, the others are
 // continuations, and only the last keeps its FIN (RFC 6455 §5.4 lets an
 // intermediary refragment when no extension is in use). It returns the
 // payload bytes written to dst and a non-nil error once the stream ended.
 func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
 	op, left, off := h.OpCode, h.Length, 0
 	var relayed int64
 	for {
-		n := int(min(left, int64(len(buf)-hdrRoom)))
+		// Each piece is what dst takes now, and only then is a buffer
+		// taken: a session stream whose reader stalled leaves no piece
+		// read and waiting here, its bytes left in src's window.
+		room, err := dst.room(bufSize)
+		if err != nil {
+			src.skip = left
+			pp.writeFailed(dst, dir, err)
+			return relayed, err
+		}
+		n := int(min(left, int64(max(room, hdrRoom+1)-hdrRoom)))
+		bp := bufPool.Get().(*[]byte)
+		buf := *bp
 		payload := buf[hdrRoom : hdrRoom+n]
 		if _, err := io.ReadFull(src.r, payload); err != nil {
+			bufPool.Put(bp)
 			pp.readFailed(src, dir, err)
 			return relayed, err
 		}
@@ -238,8 +248,9 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 		start := hdrRoom - wsframe.HeaderSize(n, false)
 		wsframe.PutHeader(buf[start:], op, h.Fin && left == 0, n)
 		dst.wmu.Lock()
-		err := dst.write(buf[start : hdrRoom+n])
+		err = dst.write(buf[start : hdrRoom+n])
 		dst.wmu.Unlock()
+		bufPool.Put(bp)
 		if err != nil {
 			// What is left of the frame is still unread: a drain skips it.
 			src.skip = left

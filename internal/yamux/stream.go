@@ -244,6 +244,50 @@ WAIT:
 	goto START
 }
 
+// SendWindow waits until a Write can send without waiting for the peer,
+// and returns how many bytes it can: the stream's send window. It waits
+// as a Write does, and ends as one would: the stream closed or reset, the
+// session gone, the write deadline passed. A relay asks it before reading
+// what it passes on, so that it reads no more than the peer takes now
+// instead of holding what it read while the peer does not read.
+func (s *Stream) SendWindow() (int, error) {
+	s.sendLock.Lock()
+	defer s.sendLock.Unlock()
+	for {
+		s.stateLock.Lock()
+		state := s.state
+		s.stateLock.Unlock()
+		switch state {
+		case streamLocalClose, streamClosed:
+			return 0, ErrStreamClosed
+		case streamReset:
+			return 0, ErrConnectionReset
+		}
+		if window := atomic.LoadUint32(&s.sendWindow); window > 0 {
+			return int(window), nil
+		}
+		var timeout <-chan time.Time
+		var timer *time.Timer
+		if deadline := s.writeDeadline.Load().(time.Time); !deadline.IsZero() {
+			timer = time.NewTimer(time.Until(deadline))
+			timeout = timer.C
+		}
+		select {
+		case <-s.session.shutdownCh:
+			if timer != nil {
+				timer.Stop()
+			}
+			return 0, ErrSessionShutdown
+		case <-s.sendNotifyCh:
+		case <-timeout:
+			return 0, ErrTimeout
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
 // sendFlags determines any flags that are appropriate
 // based on the current stream state
 func (s *Stream) sendFlags() uint16 {
