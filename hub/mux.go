@@ -395,6 +395,7 @@ type muxAnswer struct {
 // end writes ans and ends the stream: nothing of it reached a device's
 // accepted stream.
 func (a *muxAnswer) end(ans wire.MuxAnswer) {
+	a.gate.answered()
 	a.gate.decide(gateRefused)
 	a.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
 	_ = wire.WriteMuxHeader(a.conn, ans)
@@ -417,6 +418,7 @@ func (a *muxAnswer) rejected(deviceStatus int) {
 // service's side of st; with the device's side waiting, this goroutine
 // runs the stream until it ends.
 func (a *muxAnswer) accepted(st *relay.Stream, _ string) {
+	a.gate.answered()
 	a.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
 	err := wire.WriteMuxHeader(a.conn, wire.MuxAnswer{Status: http.StatusOK, Accepted: true, StreamID: st.ID})
 	if a.gate.used.Load() {

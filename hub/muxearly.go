@@ -50,10 +50,22 @@ type writeGate struct {
 	deadline time.Time // of writes
 	decided  chan struct{}
 	wake     chan struct{} // the write deadline changed
+
+	// told is closed once the stream's answer to the service is known
+	// (its stream-log result recorded): a stream the device rejected
+	// must not end in the relay before, or the relay would report it
+	// first, as one the device never answered.
+	told     chan struct{}
+	toldOnce sync.Once
 }
 
 func newWriteGate(c net.Conn) *writeGate {
-	return &writeGate{Conn: c, decided: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &writeGate{Conn: c, decided: make(chan struct{}), wake: make(chan struct{}, 1), told: make(chan struct{})}
+}
+
+// answered says the stream's answer to the service is known.
+func (g *writeGate) answered() {
+	g.toldOnce.Do(func() { close(g.told) })
 }
 
 // decide opens or refuses the gate, once; it reports whether the gate is
@@ -189,6 +201,9 @@ func (a *answerReader) Read(p []byte) (int, error) {
 			a.svc.decide(gateRefused)
 		}
 		a.answered <- pushResult{ans.Status, err}
+		if a.err != nil {
+			<-a.svc.told
+		}
 	})
 	if a.err != nil {
 		return 0, a.err

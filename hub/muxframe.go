@@ -26,14 +26,7 @@ const (
 	// muxWriteTimeout bounds one write to the session's connection: an
 	// end that stopped reading for that long has lost its session.
 	muxWriteTimeout = 30 * time.Second
-	// muxPending bounds the bytes yamux may hand the writer before it
-	// waits for them to go out: enough for a frame of every stream ready
-	// together, little for an end that reads slowly.
-	muxPending = 512 << 10
-	// muxHdrRoom is kept free in front of the gathered bytes for the
-	// frame header, so header and payload leave in one Write.
-	muxHdrRoom = 10
-	// muxCloseTimeout bounds the last flush and the close frame.
+	// muxCloseTimeout bounds the last write and the close frame.
 	muxCloseTimeout = time.Second
 )
 
@@ -43,9 +36,11 @@ var errMuxClosed = errors.New("session connection closed")
 // frameConn is the WebSocket of a session, hijacked, as an
 // io.ReadWriteCloser for yamux.Server. Reads are the payloads of the end's
 // data frames (masked, as a client's; any opcode, any fragmentation),
-// pings answered and a close frame ending them. Writes are gathered while
-// the connection is busy and leave as one binary frame per write to it,
-// so that the frames of many streams ready together cost one TLS write.
+// pings answered and a close frame ending them. Each write leaves as one
+// binary frame in one write to the connection, on the writer's goroutine:
+// yamux's writer gathers the frames of every stream ready together into
+// one write already, so a goroutine of the connection's own would only
+// add a hand-off per message.
 type frameConn struct {
 	conn  net.Conn
 	batch *batchconn.Conn // beneath conn's TLS, when the listener put one there
@@ -59,17 +54,20 @@ type frameConn struct {
 	ctrl [ws.MaxControlFramePayloadSize]byte
 	rerr error
 
+	// wlock is held while writing to conn: a channel, so that Close can
+	// give up on a writer stuck on an end that does not read.
+	wlock chan struct{}
+	hdr   [muxHdrRoom]byte // the data frame's header, under wlock
+	wbufs net.Buffers      // what one write sends, under wlock
+
 	mu      sync.Mutex
-	cond    *sync.Cond // writers waiting for room, the writer for work
-	pending []byte     // gathered bytes behind muxHdrRoom
-	spare   []byte     // the other buffer, while the writer sends one
-	ctrlq   [][]byte   // control frames to send, whole
-	werr    error      // sticky
-	closing bool       // Close began: the writer flushes, says goodbye, ends
-	bye     []byte     // the close frame's body
+	ctrlq   [][]byte // control frames to send, whole, by whoever writes next
+	werr    error    // sticky
+	closing bool     // no data frame goes out any more, only the close frame
+	bye     []byte   // the close frame's body, once closing
+	byeSent bool
 
 	closeOnce sync.Once
-	done      chan struct{} // closed when the writer returned
 }
 
 // newFrameConn wraps conn, upgraded; hijacked holds what net/http read
@@ -80,15 +78,11 @@ func newFrameConn(conn net.Conn, hijacked *bufio.Reader) *frameConn {
 		src = io.MultiReader(io.LimitReader(hijacked, int64(hijacked.Buffered())), conn)
 	}
 	c := &frameConn{
-		conn:    conn,
-		batch:   batchconn.Find(conn),
-		r:       bufio.NewReaderSize(src, 16<<10),
-		pending: make([]byte, muxHdrRoom, 64<<10),
-		spare:   make([]byte, muxHdrRoom, 64<<10),
-		done:    make(chan struct{}),
+		conn:  conn,
+		batch: batchconn.Find(conn),
+		r:     bufio.NewReaderSize(src, 16<<10),
+		wlock: make(chan struct{}, 1),
 	}
-	c.cond = sync.NewCond(&c.mu)
-	go c.writeLoop()
 	return c
 }
 
@@ -157,112 +151,173 @@ func (c *frameConn) next() error {
 	}
 }
 
-// control queues a control frame ahead of the data gathered.
+// control sends a control frame: at once when no write is in progress,
+// else right behind it, so that the reader never waits on a writer.
 func (c *frameConn) control(op ws.OpCode, payload []byte) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing || c.werr != nil {
+		c.mu.Unlock()
 		return
 	}
 	c.ctrlq = append(c.ctrlq, wsframe.AppendFrame(nil, op, payload))
-	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.flushOthers()
 }
 
-// Write gathers p for the writer; it waits while muxPending bytes are
-// waiting already.
+// muxHdrRoom is the room WriteRoomed wants in front of the payload: the
+// largest unmasked header.
+const muxHdrRoom = 10
+
+// HeaderRoom tells yamux's writer to gather behind muxHdrRoom free bytes.
+func (c *frameConn) HeaderRoom() int { return muxHdrRoom }
+
+// WriteRoomed sends b[muxHdrRoom:] as one binary frame, its header put in
+// the room in front: one record where there is TLS, no copy.
+func (c *frameConn) WriteRoomed(b []byte) (int, error) {
+	n := len(b) - muxHdrRoom
+	if n <= 0 {
+		return 0, nil
+	}
+	start := muxHdrRoom - wsframe.HeaderSize(n, false)
+	wsframe.PutHeader(b[start:], ws.OpBinary, true, n)
+	c.wlock <- struct{}{}
+	err := c.writeData(b[start:], nil)
+	<-c.wlock
+	return c.wrote(n, err)
+}
+
+// Write sends p as one binary frame.
 func (c *frameConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for c.werr == nil && !c.closing && len(c.pending)-muxHdrRoom >= muxPending {
-		c.cond.Wait()
+	if len(p) == 0 {
+		return 0, nil
 	}
-	if c.werr != nil {
-		return 0, c.werr
-	}
-	if c.closing {
-		return 0, errMuxClosed
-	}
-	c.pending = append(c.pending, p...)
-	c.cond.Broadcast()
-	return len(p), nil
+	c.wlock <- struct{}{}
+	n := wsframe.PutHeader(c.hdr[:], ws.OpBinary, true, len(p))
+	err := c.writeData(c.hdr[:n], p)
+	<-c.wlock
+	return c.wrote(len(p), err)
 }
 
-// writeLoop sends what Write gathered, one frame per round, until Close
-// or a failed write.
-func (c *frameConn) writeLoop() {
-	defer close(c.done)
-	for {
-		c.mu.Lock()
-		for c.werr == nil && !c.closing && len(c.pending) == muxHdrRoom && len(c.ctrlq) == 0 {
-			c.cond.Wait()
-		}
-		if c.werr != nil {
-			c.mu.Unlock()
-			return
-		}
-		data, ctrl, closing, bye := c.pending, c.ctrlq, c.closing, c.bye
-		c.pending, c.spare, c.ctrlq = c.spare, nil, nil
-		c.cond.Broadcast() // room again for Write
-		c.mu.Unlock()
+// wrote flushes what was queued meanwhile, after a write of n bytes that
+// ended with err.
+func (c *frameConn) wrote(n int, err error) (int, error) {
+	c.flushOthers()
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
 
-		timeout := muxWriteTimeout
-		if closing {
-			timeout = muxCloseTimeout
-		}
-		err := c.send(data, ctrl, closing, bye, timeout)
+// writeData writes the control frames queued, a and b. The caller holds
+// wlock.
+func (c *frameConn) writeData(a, b []byte) error {
+	c.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
+	// Checked after the deadline was set: closing sets closing before its
+	// short deadline, so either this sees it or the short deadline
+	// replaces the long one.
+	c.mu.Lock()
+	err, ctrl := c.werr, c.ctrlq
+	if err == nil && c.closing {
+		err = errMuxClosed
+	}
+	c.ctrlq = nil
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.wbufs = append(append(c.wbufs[:0], ctrl...), a)
+	if b != nil {
+		c.wbufs = append(c.wbufs, b)
+	}
+	return c.send(c.wbufs)
+}
+
+// send writes bufs in one write to the connection where batchconn is
+// beneath its TLS (writev on plain TCP), and makes a failure sticky. The
+// caller holds wlock.
+func (c *frameConn) send(bufs net.Buffers) error {
+	write := func() error {
+		_, err := bufs.WriteTo(c.conn)
+		return err
+	}
+	var err error
+	if c.batch != nil {
+		err = c.batch.Batch(write)
+	} else {
+		err = write()
+	}
+	if err != nil {
 		c.mu.Lock()
-		c.spare = data[:muxHdrRoom]
-		if err != nil && c.werr == nil {
+		if c.werr == nil {
 			c.werr = err
 		}
-		c.cond.Broadcast()
 		c.mu.Unlock()
-		if err != nil || closing {
+	}
+	return err
+}
+
+// flushOthers sends the control frames and the close frame queued while
+// the connection was being written, unless someone else is writing: that
+// one looks again once done.
+func (c *frameConn) flushOthers() {
+	for {
+		c.mu.Lock()
+		need := c.werr == nil && (len(c.ctrlq) > 0 || c.closing && !c.byeSent)
+		c.mu.Unlock()
+		if !need {
 			return
 		}
+		select {
+		case c.wlock <- struct{}{}:
+		default:
+			return
+		}
+		c.writeOthers()
+		<-c.wlock
 	}
 }
 
-// send writes one round: the control frames, the data gathered as one
-// binary frame, and, when closing, the close frame, in one write to the
-// connection where batchconn is beneath its TLS.
-func (c *frameConn) send(data []byte, ctrl [][]byte, closing bool, bye []byte, timeout time.Duration) error {
-	c.conn.SetWriteDeadline(time.Now().Add(timeout))
-	write := func() error {
-		for _, f := range ctrl {
-			if _, err := c.conn.Write(f); err != nil {
-				return err
-			}
-		}
-		if n := len(data) - muxHdrRoom; n > 0 {
-			start := muxHdrRoom - wsframe.HeaderSize(n, false)
-			wsframe.PutHeader(data[start:], ws.OpBinary, true, n)
-			if _, err := c.conn.Write(data[start:]); err != nil {
-				return err
-			}
-		}
-		if closing {
-			_, err := c.conn.Write(wsframe.AppendFrame(nil, ws.OpClose, bye))
-			return err
-		}
-		return nil
+// writeOthers writes the control frames queued and, when closing, the
+// close frame. The caller holds wlock.
+func (c *frameConn) writeOthers() {
+	c.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
+	c.mu.Lock()
+	if c.werr != nil {
+		c.mu.Unlock()
+		return
 	}
-	if c.batch != nil {
-		return c.batch.Batch(write)
+	bufs := net.Buffers(c.ctrlq)
+	c.ctrlq = nil
+	closing := c.closing
+	if closing && !c.byeSent {
+		c.byeSent = true
+		bufs = append(bufs, wsframe.AppendFrame(nil, ws.OpClose, c.bye))
 	}
-	return write()
+	c.mu.Unlock()
+	if closing {
+		// As in writeData: set after closing was seen, so the short
+		// deadline is the one in force.
+		c.conn.SetWriteDeadline(time.Now().Add(muxCloseTimeout))
+	}
+	if len(bufs) > 0 {
+		_ = c.send(bufs)
+	}
 }
 
-// closeWith makes the writer send what is gathered and a close frame with
-// body, then end; the connection stays open for Close.
+// closeWith makes the close frame with body the next and last frame out:
+// written at once when nothing is being written, else right behind the
+// write in progress, whose deadline shrinks to muxCloseTimeout. The
+// connection stays open for Close.
 func (c *frameConn) closeWith(body []byte) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closing {
+		c.mu.Unlock()
 		return
 	}
 	c.closing, c.bye = true, body
-	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.conn.SetWriteDeadline(time.Now().Add(muxCloseTimeout))
+	c.flushOthers()
 }
 
 // CloseWith closes the connection with a close frame of code and reason.
@@ -271,14 +326,17 @@ func (c *frameConn) CloseWith(code ws.StatusCode, reason string) error {
 	return c.Close()
 }
 
-// Close sends what is gathered and a close frame (1000 unless said
-// otherwise before), within muxCloseTimeout, then closes the connection.
+// Close sends a close frame (1000 unless said otherwise before) behind
+// the write in progress, within muxCloseTimeout, then closes the
+// connection.
 func (c *frameConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closeWith(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))
 		t := time.NewTimer(muxCloseTimeout + 100*time.Millisecond)
 		select {
-		case <-c.done:
+		case c.wlock <- struct{}{}:
+			c.writeOthers()
+			<-c.wlock
 		case <-t.C:
 		}
 		t.Stop()

@@ -79,6 +79,35 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return done, nil
 }
 
+// HeaderRoom is how many bytes WriteRoomed wants free in front of the
+// payload: room for the largest masked header.
+func (c *Conn) HeaderRoom() int { return maxHeader }
+
+// WriteRoomed sends b[HeaderRoom():] as one binary frame of any size,
+// built where it is: the header goes into the room in front and the
+// payload is masked in place, so a writer that owns b and has framed
+// bytes of its own to send (a session's multiplexer gathering the frames
+// of its streams) costs no copy. b is the caller's again once it returns.
+// It returns how many payload bytes went out.
+func (c *Conn) WriteRoomed(b []byte) (int, error) {
+	n := len(b) - maxHeader
+	if n <= 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.writeErr(); err != nil {
+		return 0, err
+	}
+	start := maxHeader - wsframe.HeaderSize(n, true)
+	_, mask := wsframe.PutMaskedHeader(b[start:], ws.OpBinary, true, n)
+	ws.Cipher(b[maxHeader:], mask, 0)
+	if err := c.writeRaw(b[start:]); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 // smallChunk is the payload ReadFrom reads at first: a stream that only
 // ever carries small messages (a shell, a request and its answer) needs
 // no more.

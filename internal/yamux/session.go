@@ -2,7 +2,6 @@ package yamux
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -474,56 +473,91 @@ func (s *Session) send() {
 	}
 }
 
+// roomWriter is a connection that frames what it writes, as a WebSocket
+// does: it wants HeaderRoom() free bytes in front of what WriteRoomed
+// gets, for its frame's header, and may change the bytes in place (a
+// client masks them). sendLoop gathers into a buffer with that room, so
+// that the connection's frame is built where the bytes already are.
+type roomWriter interface {
+	HeaderRoom() int
+	WriteRoomed(b []byte) (int, error)
+}
+
+// maxGather bounds the bytes sendLoop gathers into one write: enough for
+// the frames of many streams ready together, or one full window.
+const maxGather = 256 << 10
+
+// gatherBufs hold sendLoop's buffers between writes, so that a quiet
+// session holds none.
+var gatherBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 16<<10)
+	return &b
+}}
+
+// sendLoop writes what streams queue on sendCh. Upstream writes a frame's
+// header and its body as two writes to the connection; here every frame
+// queued when the loop comes round, up to maxGather bytes, goes out in
+// one write: over a WebSocket over TLS, one frame, one record, one system
+// call for the frames of every stream ready together.
 func (s *Session) sendLoop() error {
 	defer close(s.sendDoneCh)
-	var bodyBuf bytes.Buffer
+	rw, _ := s.conn.(roomWriter)
+	room := 0
+	if rw != nil {
+		room = rw.HeaderRoom()
+	}
+	var batch []*sendReady
 	for {
-		bodyBuf.Reset()
-
+		var ready *sendReady
 		select {
-		case ready := <-s.sendCh:
-			// Send a header if ready
-			if ready.Hdr != nil {
-				_, err := s.conn.Write(ready.Hdr)
-				if err != nil {
-					s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
-					asyncSendErr(ready.Err, err)
-					return err
-				}
-			}
-
-			ready.mu.Lock()
-			if ready.Body != nil {
-				// Copy the body into the buffer to avoid
-				// holding a mutex lock during the write.
-				_, err := bodyBuf.Write(ready.Body)
-				if err != nil {
-					ready.Body = nil
-					ready.mu.Unlock()
-					s.logger.Printf("[ERR] yamux: Failed to copy body into buffer: %v", err)
-					asyncSendErr(ready.Err, err)
-					return err
-				}
-				ready.Body = nil
-			}
-			ready.mu.Unlock()
-
-			if bodyBuf.Len() > 0 {
-				// Send data from a body if given
-				_, err := s.conn.Write(bodyBuf.Bytes())
-				if err != nil {
-					s.logger.Printf("[ERR] yamux: Failed to write body: %v", err)
-					asyncSendErr(ready.Err, err)
-					return err
-				}
-			}
-
-			// No error, successful send
-			asyncSendErr(ready.Err, nil)
+		case ready = <-s.sendCh:
 		case <-s.shutdownCh:
 			return nil
 		}
+		bp := gatherBufs.Get().(*[]byte)
+		buf := append((*bp)[:0], make([]byte, room)...)
+		batch = append(batch[:0], ready)
+		buf = ready.appendTo(buf)
+	more:
+		for len(buf)-room < maxGather {
+			select {
+			case ready = <-s.sendCh:
+				batch = append(batch, ready)
+				buf = ready.appendTo(buf)
+			default:
+				break more
+			}
+		}
+		var err error
+		if rw != nil {
+			_, err = rw.WriteRoomed(buf)
+		} else {
+			_, err = s.conn.Write(buf)
+		}
+		*bp = buf[:0]
+		gatherBufs.Put(bp)
+		for i, r := range batch {
+			asyncSendErr(r.Err, err)
+			batch[i] = nil
+		}
+		if err != nil {
+			s.logger.Printf("[ERR] yamux: Failed to write frames: %v", err)
+			return err
+		}
 	}
+}
+
+// appendTo appends the frame, header and body, to b. The body is copied
+// under its lock: a sender that gave up waiting takes its body back.
+func (r *sendReady) appendTo(b []byte) []byte {
+	b = append(b, r.Hdr...)
+	r.mu.Lock()
+	if r.Body != nil {
+		b = append(b, r.Body...)
+		r.Body = nil
+	}
+	r.mu.Unlock()
+	return b
 }
 
 // recv is a long running goroutine that accepts new data
