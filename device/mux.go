@@ -222,7 +222,7 @@ func (ms *muxSession) serveStream(st *yamux.Stream) {
 	if err != nil {
 		// Only this stream is broken; the session goes on.
 		c.log.Warn("dropping a malformed stream request on the session", "err", err)
-		ps.Close()
+		ps.Reset()
 		return
 	}
 	r := &Request{Name: mr.Name, RID: mr.RID, StreamID: mr.StreamID, c: c, pushed: ps}
@@ -301,10 +301,18 @@ type pushedStream struct {
 	end  func()
 }
 
-// Close closes the stream (yamux's FIN: v0.1.2 has no reset to send) and
-// counts it ended.
+// Close closes the stream with FIN, so that the hub reads an answer
+// written before it, and counts it ended.
 func (p *pushedStream) Close() error {
 	err := p.Stream.Close()
+	p.once.Do(p.end)
+	return err
+}
+
+// Reset resets the stream, dropping whatever the hub sent on it, and
+// counts it ended.
+func (p *pushedStream) Reset() error {
+	err := p.Stream.Reset()
 	p.once.Do(p.end)
 	return err
 }

@@ -242,7 +242,7 @@ func (s *Server) serveMux(m *muxSession, serve func(*muxSession, *yamux.Stream))
 			return
 		}
 		if !s.muxGo(func() { serve(m, st) }) {
-			st.Close()
+			st.Reset()
 			return
 		}
 	}
@@ -323,14 +323,14 @@ func (s *Server) headerTimeout() time.Duration {
 // serveServiceStream serves one stream a service opened: its MuxOpen is
 // a stream request, checked and asked as the POST's, and answered with a
 // MuxAnswer; the stream is then the service's side of the stream. A
-// malformed header ends this stream alone.
+// malformed header resets this stream alone.
 func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
 	s.metrics.muxStreams.WithLabelValues(muxService).Inc()
 	st.SetReadDeadline(time.Now().Add(s.headerTimeout()))
 	var open wire.MuxOpen
 	if err := wire.ReadMuxHeader(st, &open); err != nil {
 		s.log.Debug("session stream without a header", "remote", m.remote, "err", err)
-		st.Close()
+		st.Reset()
 		return
 	}
 	st.SetReadDeadline(time.Time{})

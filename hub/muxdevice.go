@@ -73,7 +73,7 @@ func (s *Server) handleMuxDevice(w http.ResponseWriter, r *http.Request) {
 	s.log.Debug("device data session opened", "device", clientID, "remote", m.remote)
 	s.serveMux(m, func(m *muxSession, st *yamux.Stream) {
 		// A device's session carries the streams the hub opens only.
-		st.Close()
+		st.Reset()
 	})
 }
 
@@ -179,7 +179,7 @@ func (s *Server) pushStream(ctx context.Context, m *muxSession, req routeRequest
 	deadline, _ := ctx.Deadline()
 	st.SetDeadline(deadline)
 	if err := wire.WriteMuxHeader(st, wire.MuxRequest{Name: req.Name, RID: rand.Text(), StreamID: req.streamID}); err != nil {
-		st.Close()
+		st.Reset()
 		return 0, s.pushError(ctx, err)
 	}
 	if req.early != nil {
@@ -187,7 +187,9 @@ func (s *Server) pushStream(ctx context.Context, m *muxSession, req routeRequest
 	}
 	var ans wire.MuxAnswer
 	if err := wire.ReadMuxHeader(st, &ans); err != nil {
-		st.Close()
+		// No answer in time, or none the hub reads: the device's answer
+		// still to come fails rather than opening a stream nobody joins.
+		st.Reset()
 		return 0, s.pushError(ctx, err)
 	}
 	st.SetDeadline(time.Time{})
@@ -196,7 +198,7 @@ func (s *Server) pushStream(ctx context.Context, m *muxSession, req routeRequest
 		return ans.Status, nil
 	}
 	if err := s.relay.Attach(req.streamID, relay.SideDevice, st, true); err != nil {
-		st.Close()
+		st.Reset()
 		return 0, fmt.Errorf("routing to device: %w", err)
 	}
 	return http.StatusOK, nil
@@ -217,7 +219,7 @@ func (s *Server) pushEarly(ctx context.Context, st *yamux.Stream, req routeReque
 	g := req.early
 	a := &answerReader{Stream: st, svc: g, answered: make(chan pushResult, 1)}
 	if err := s.relay.AttachEarly(req.streamID, g, a, a.accepted); err != nil {
-		st.Close()
+		st.Reset()
 		return 0, fmt.Errorf("routing to device: %w", err)
 	}
 	g.used.Store(true)

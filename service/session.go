@@ -214,6 +214,13 @@ func (st *sessionStream) Close() error {
 	return err
 }
 
+// Reset resets the stream, as Close releases it.
+func (st *sessionStream) Reset() error {
+	err := st.Stream.Reset()
+	st.once.Do(func() { st.m.release(st.s) })
+	return err
+}
+
 // gone reports whether err, opening a stream on s, means the session went
 // away: the stream may be opened on another.
 func gone(s *yamux.Session, err error) bool {

@@ -415,11 +415,12 @@ func (s *Stream) stop() {
 }
 
 // cancel ends a stream whose opening the caller gave up: the session
-// stream is closed without a word on it.
+// stream is reset, so that the hub drops what it holds of it and stops
+// asking the device.
 func (s *Stream) cancel() {
 	s.stop()
 	if s.ys != nil {
-		s.ys.Close()
+		s.ys.Reset()
 	} else {
 		s.conn.Close()
 	}

@@ -37,8 +37,10 @@ package wire
 //  1. service → hub: MuxOpen, then, in the same write if it likes, the
 //     stream's first frames (early data).
 //  2. hub → service: MuxAnswer. Status 200 with Accepted: the stream is
-//     paired, frames follow. Anything else ends the stream (a yamux reset
-//     after the answer), and the early data was never delivered.
+//     paired, frames follow. Anything else ends the stream (closed after
+//     the answer: a yamux reset would drop the answer unread), and the
+//     early data was never delivered. A stream whose MuxOpen is malformed
+//     is reset, with no answer.
 //
 // On a device's session:
 //
@@ -46,8 +48,10 @@ package wire
 //     and, right behind it, the service's early frames: the device must
 //     read nothing past the header before it decided.
 //  2. device → hub: MuxAnswer with the device's status (AnswerAccept or
-//     one of the rejections); after a rejection the device resets the
-//     stream, discarding whatever came behind the header.
+//     one of the rejections); after a rejection the device closes the
+//     stream, discarding whatever came behind the header. A request the
+//     device cannot read is reset, and so is a stream the hub gives up
+//     on (no answer in time).
 
 import (
 	"encoding/binary"

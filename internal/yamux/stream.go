@@ -421,6 +421,39 @@ SEND_CLOSE:
 	return nil
 }
 
+// Reset ends the stream at once both ways, as a TCP reset does: the peer
+// is sent the protocol's RST flag, what was received and not read is
+// dropped, and reads and writes fail with ErrConnectionReset from now on.
+// Upstream's protocol has the flag, but v0.1.2 sends it only when a
+// stream's close times out; Close sends FIN, which leaves the peer free to
+// write on into a buffer that nobody reads until it closes too. Reset
+// after Close aborts what the close left open; of a stream that ended
+// (closed both ways, or reset) it does nothing.
+func (s *Stream) Reset() error {
+	s.stateLock.Lock()
+	switch s.state {
+	case streamClosed, streamReset:
+		s.stateLock.Unlock()
+		return nil
+	}
+	s.state = streamReset
+	if s.closeTimer != nil {
+		s.closeTimer.Stop()
+		s.closeTimer = nil
+	}
+	s.stateLock.Unlock()
+
+	s.recvLock.Lock()
+	s.recvBuf = nil
+	s.recvLock.Unlock()
+	s.notifyWaiting()
+	s.session.closeStream(s.id)
+
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typeWindowUpdate, flagRST, s.id, 0)
+	return s.session.sendNoWait(hdr)
+}
+
 // closeTimeout is called after StreamCloseTimeout during a close to
 // close this stream.
 func (s *Stream) closeTimeout() {
