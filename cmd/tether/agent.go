@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tether-io/tether/device"
+	"github.com/tether-io/tether/device/shell"
 	"github.com/tether-io/tether/internal/cliflag"
 	"github.com/tether-io/tether/sas"
 )
@@ -27,13 +28,20 @@ Runs on a device: keeps it connected to the hub and connects each stream
 named in an --allow to that HOST:PORT. Streams with any other name are
 rejected. Stops on SIGINT or SIGTERM.
 
+--allow NAME=@shell serves a shell on a pseudo-terminal as stream NAME
+(tether shell DEVICE NAME, or Terminal in the web console): the login
+shell of the agent's user, or --shell; as root, --shell-user runs it as
+another user. A session ends after --shell-idle without input or output
+and after --shell-max in all (0: no limit).
+
 The device's connection string, which holds its key, comes in a file only
 its owner may read (--device-file, as tether devices add --out writes it)
 or in TETHER_DEVICE; --device shows it to every local user in ps.
 
 Settings come from flags, then environment variables, then the --config
 file (TOML: device, device_file, ca, cert, key, allow, transport, mqtt_addr,
-hubs, keepalive, log_format, log_level), then the defaults. See
+hubs, keepalive, log_format, log_level, shell, shell_user, shell_idle,
+shell_max), then the defaults. See
 deploy/agent.toml.
 --hubs HOST:PORT,... (hubs in the file) lists hub nodes to connect to
 instead of the connection string's HostName, in random order; see
@@ -71,14 +79,17 @@ func (a allowList) entries() []string {
 func (a allowList) Set(v string) error {
 	name, target, ok := strings.Cut(v, "=")
 	if !ok || name == "" || target == "" {
-		return fmt.Errorf("%q is not NAME=HOST:PORT", v)
+		return fmt.Errorf("%q is not NAME=HOST:PORT or NAME=%s", v, shellTarget)
 	}
 	if strings.ContainsAny(name, "/?#+&= ") {
 		return fmt.Errorf("stream name %q may not hold / ? # + & = or spaces", name)
 	}
 	host, port, err := net.SplitHostPort(target)
-	if err != nil || host == "" || port == "" {
-		return fmt.Errorf("target %q of %q is not HOST:PORT", target, name)
+	if strings.HasPrefix(target, "@") && target != shellTarget {
+		return fmt.Errorf("target %q of %q: the agent's only built-in handler is %s", target, name, shellTarget)
+	}
+	if target != shellTarget && (err != nil || host == "" || port == "") {
+		return fmt.Errorf("target %q of %q is not HOST:PORT or %s", target, name, shellTarget)
 	}
 	if old, dup := a[name]; dup {
 		return fmt.Errorf("stream %q is allowed twice (%s and %s)", name, old, target)
@@ -135,6 +146,10 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 	if cfg.FileExposed {
 		log.Warn("the config file holds the device key and others may read it: chmod 600 it, or give the key in TETHER_DEVICE", "file", cfg.File)
 	}
+	shellSrv, err := newAgentShell(cfg, log)
+	if err != nil {
+		return err
+	}
 	g.CA = cfg.CA
 	conf, err := g.tlsConfig()
 	if err != nil {
@@ -169,7 +184,7 @@ func cmdAgent(ctx context.Context, g *globals, args []string) error {
 		// for the GC's own metadata (0.3 MiB more), so it is left alone.
 		debug.FreeOSMemory()
 	}
-	a := &agent{client: c, allow: cfg.Allow, log: log}
+	a := &agent{client: c, allow: cfg.Allow, log: log, shell: shellSrv}
 	a.run(ctx)
 	log.Info("agent stopped")
 	return nil
@@ -202,6 +217,7 @@ type agent struct {
 	client *device.Client
 	allow  allowList
 	log    *slog.Logger
+	shell  *shell.Server // nil unless --allow names shellTarget
 	wg     sync.WaitGroup
 }
 
@@ -236,6 +252,10 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 	if !ok {
 		log.Warn("rejecting stream: its name is not in --allow")
 		a.answered(log, req.Reject())
+		return
+	}
+	if target == shellTarget {
+		a.serveShell(ctx, req, log)
 		return
 	}
 	// The target first: a service should hear "rejected" at once, and why,

@@ -61,6 +61,10 @@ type agentFile struct {
 	KeepAlive  string    `toml:"keepalive"`
 	LogFormat  string    `toml:"log_format"`
 	LogLevel   string    `toml:"log_level"`
+	Shell      string    `toml:"shell"`
+	ShellUser  string    `toml:"shell_user"`
+	ShellIdle  string    `toml:"shell_idle"`
+	ShellMax   string    `toml:"shell_max"`
 }
 
 // fileAllow takes allow as a table (ssh = "127.0.0.1:22") or as an array
@@ -151,6 +155,14 @@ func (f *agentFile) value(name string) (v string, list []string) {
 		return f.LogFormat, nil
 	case "log-level":
 		return f.LogLevel, nil
+	case "shell":
+		return f.Shell, nil
+	case "shell-user":
+		return f.ShellUser, nil
+	case "shell-idle":
+		return f.ShellIdle, nil
+	case "shell-max":
+		return f.ShellMax, nil
 	}
 	// A setting of agentSettings with no key here: the program's mistake.
 	panic("agent config file: no key for setting " + name)
@@ -195,6 +207,7 @@ type agentConfig struct {
 	KeepAlive time.Duration
 	LogFormat string
 	LogLevel  slog.Level
+	Shell     shellConfig // for streams allowed as @shell
 
 	// DeviceFrom says where Device came from: a flag, a variable, a key
 	// of the config file, each with the device file's path if it came in
@@ -232,6 +245,7 @@ func addAgentFlags(fs *flag.FlagSet) *agentFlags {
 	fs.Duration("keepalive", defaultKeepAlive, "MQTT keep-alive: ping the hub after this long without traffic, whole seconds")
 	fs.String("log-format", defaultLogFormat, "log format on stderr: text or json")
 	fs.String("log-level", defaultLogLevel, "debug, info, warn or error")
+	addShellFlags(fs)
 	// Every setting has its flag (Env panics on a name with none) and its
 	// variable.
 	for name, env := range agentEnvs() {
@@ -268,6 +282,10 @@ type agentSettings struct {
 	KeepAlive  setting
 	LogFormat  setting
 	LogLevel   setting
+	Shell      setting
+	ShellUser  setting
+	ShellIdle  setting
+	ShellMax   setting
 }
 
 // agentField is one setting of agentSettings and its flag's name.
@@ -283,6 +301,7 @@ func (s *agentSettings) fields() []agentField {
 		{"device", &s.Device}, {"device-file", &s.DeviceFile}, {"ca", &s.CA}, {"cert", &s.Cert}, {"key", &s.Key},
 		{"allow", &s.Allow}, {"transport", &s.Transport}, {"mqtt-addr", &s.MQTTAddr}, {"hubs", &s.Hubs},
 		{"keepalive", &s.KeepAlive}, {"log-format", &s.LogFormat}, {"log-level", &s.LogLevel},
+		{"shell", &s.Shell}, {"shell-user", &s.ShellUser}, {"shell-idle", &s.ShellIdle}, {"shell-max", &s.ShellMax},
 	}
 }
 
@@ -484,6 +503,9 @@ func resolveAgentConfig(fl *agentFlags, ca string, getenv func(string) string) (
 	s = raw.LogLevel
 	if err := cfg.LogLevel.UnmarshalText([]byte(s.value)); err != nil {
 		return nil, fmt.Errorf("%s %q: want debug, info, warn or error", s.from, s.value)
+	}
+	if cfg.Shell, err = resolveShell(&raw, cfg.Allow); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }

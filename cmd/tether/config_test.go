@@ -78,6 +78,7 @@ func TestAgentConfigFile(t *testing.T) {
 		Device: "HostName=file.example;DeviceId=dev1;SharedAccessKey=ZmlsZQ==", CA: "/etc/tether/ca.pem",
 		Transport: "tls", MQTTAddr: "file.example:8883", KeepAlive: 7 * time.Second,
 		LogFormat: "json", LogLevel: slog.LevelWarn, File: path, DeviceFrom: "device in " + path,
+		Shell: shellConfig{Idle: 30 * time.Minute, Max: 12 * time.Hour},
 	}
 	got := *cfg
 	got.Allow = nil

@@ -49,6 +49,8 @@ Commands:
                           see tether agent -h
   forward DEVICE STREAM   relay each connection on --listen ADDR through a stream
   pipe DEVICE STREAM      join one stream to stdin/stdout (ssh ProxyCommand)
+  shell DEVICE [STREAM]   a shell on the device in this terminal (the agent's
+                          --allow shell=@shell)
   endpoints               show the hub's streaming endpoints
   streams [list] [--device ID] [--json]
                           streams open now, on every hub node
@@ -96,6 +98,7 @@ func init() {
 		{name: "agent", run: cmdAgent},
 		{name: "forward", run: cmdForward},
 		{name: "pipe", run: cmdPipe},
+		{name: "shell", run: cmdShell},
 		{name: "endpoints", run: cmdEndpoints},
 		{name: "streams", subs: []string{"list", "kill"}, run: cmdStreams},
 		{name: "logs", run: cmdLogs},
@@ -280,6 +283,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	var code exitCode
+	if errors.As(err, &code) {
+		os.Exit(int(code)) // the remote shell's status, already told
+	}
 	if err != nil {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "tether:", err)
