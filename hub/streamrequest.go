@@ -99,6 +99,7 @@ func (s *Server) handleOpenStream(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "a GET on a stream path must be a WebSocket upgrade; POST asks for a stream the Azure way")
 		return
 	}
+	r = bearerFromProtocols(r) // a browser's token (streambrowser.go)
 	if inv, window, respTimeout, ok := s.streamRequest(w, r); ok {
 		s.createStream(r.Context(), &httpAnswer{s: s, w: w, r: r, join: true}, inv, window, respTimeout)
 	}

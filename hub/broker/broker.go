@@ -414,8 +414,25 @@ func (b *Broker) Serve(ln net.Listener) error {
 func (b *Broker) refusedUpgrade(r *http.Request, why string) {
 	if ok, dropped := b.upgradeRefusals.allow(); ok {
 		b.log.Info("websocket upgrade refused", "remote", r.RemoteAddr, "why", why,
-			"subprotocols", r.Header.Values("Sec-WebSocket-Protocol"), "suppressed", dropped)
+			"subprotocols", offered(r.Header.Values("Sec-WebSocket-Protocol")), "suppressed", dropped)
 	}
+}
+
+// offered is the header's values with the token of a browser's bearer
+// subprotocol (wire.SubprotocolBearerPrefix), sent here by mistake, cut
+// out: a credential never reaches a log.
+func offered(values []string) []string {
+	out := make([]string, len(values))
+	for i, v := range values {
+		parts := strings.Split(v, ",")
+		for j, p := range parts {
+			if strings.HasPrefix(strings.TrimSpace(p), wire.SubprotocolBearerPrefix) {
+				parts[j] = " " + wire.SubprotocolBearerPrefix + "…"
+			}
+		}
+		out[i] = strings.TrimSpace(strings.Join(parts, ","))
+	}
+	return out
 }
 
 func isTemporary(err error) bool {
