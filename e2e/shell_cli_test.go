@@ -143,15 +143,15 @@ func running(pid int) bool {
 	return i < 0 || len(b) < i+3 || b[i+2] != 'Z'
 }
 
-// startShellAgent runs an agent that serves @shell as "shell" with
-// /bin/sh, beside the other --allow entries.
-func (h *procHub) startShellAgent(t *testing.T, id string, allow ...string) *proc {
+// startShellAgent runs an agent that serves @shell as "shell" with the
+// shell at path, beside the other --allow entries.
+func (h *procHub) startShellAgent(t *testing.T, id, path string, allow ...string) *proc {
 	t.Helper()
 	devStr, stderr, err := runCmd(t, h.env, h.tether, "devices", "add", id)
 	if err != nil {
 		t.Fatalf("devices add %s: %v: %s", id, err, stderr)
 	}
-	args := []string{"agent", "--device", strings.TrimSpace(devStr), "--shell", "/bin/sh", "--allow", "shell=@shell"}
+	args := []string{"agent", "--device", strings.TrimSpace(devStr), "--shell", path, "--allow", "shell=@shell"}
 	for _, a := range allow {
 		args = append(args, "--allow", a)
 	}
@@ -169,7 +169,7 @@ func newShellSession(t *testing.T) *shellTerm {
 	}
 	t.Parallel()
 	h := startProcHub(t)
-	h.startShellAgent(t, "dev1")
+	h.startShellAgent(t, "dev1", "/bin/sh")
 	return startShellTerm(t, h, "dev1")
 }
 

@@ -183,11 +183,12 @@ func (ss *session) run(ctx context.Context, s *Server, conn net.Conn, r *wire.Te
 	select {
 	case <-ss.exited:
 	case <-inDone:
+		// However the viewer left (a close, a browser tab's 1001, a cut
+		// connection), the shell goes with it.
 		viewerGone = true
 		res.Why = "the viewer closed the stream"
 		if err := inErr; err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-			res.Why = "the stream failed"
-			res.Err = err
+			res.Why = "the viewer's stream ended: " + err.Error()
 		}
 	case <-idle:
 		res.Why = fmt.Sprintf("no input or output for %v (the agent's --shell-idle)", s.opts.Idle)

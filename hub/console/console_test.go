@@ -123,6 +123,11 @@ func TestNoInlineCode(t *testing.T) {
 			return err
 		}
 		for i, line := range strings.Split(string(b), "\n") {
+			// The one style the console sets itself: xterm.js's own, which
+			// the Terminal page routes through the CSSOM (terminal.js).
+			if p == "js/terminal.js" && strings.HasSuffix(line, "// xterm.js's style attribute, through the CSSOM") {
+				continue
+			}
 			if m := forbidden.FindString(line); m != "" {
 				t.Errorf("%s:%d: %s", p, i+1, m)
 			}

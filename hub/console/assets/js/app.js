@@ -10,12 +10,14 @@ import { devicesPage } from './devices.js';
 import { streamsPage } from './streams.js';
 import { logsPage } from './logs.js';
 import { hubPage } from './hub.js';
+import { terminalPage } from './terminal.js';
 
 const pages = {
   devices: { title: 'Devices', show: devicesPage },
   streams: { title: 'Streams', show: streamsPage },
   logs: { title: 'Logs', show: logsPage },
   hub: { title: 'Hub', show: hubPage },
+  terminal: { title: 'Terminal', show: terminalPage },
 };
 
 let session = null;

@@ -156,6 +156,10 @@ function row(session, e, counts, writable) {
     h('td', null, e.record.authentication?.type || 'sas'),
     h('td', { class: 'num' }, String(counts.get(e.id) || 0)),
     writable ? h('td', null, h('div', { class: 'actions' },
+      state === 'connected' ? h('a', {
+        class: 'small', href: `#/terminal/${encodeURIComponent(e.id)}`,
+        dataset: { focusKey: `Terminal:${e.id}` }, 'aria-label': `Terminal on ${e.id}`,
+      }, 'Terminal') : null,
       disabled ? button('Enable', enable) : button('Disable', disable),
       (e.record.authentication?.type || 'sas') === 'sas' ? button('Rotate key', rotateKey) : null,
       button('Delete', remove, true))) : null);
