@@ -62,6 +62,8 @@ type pipe struct {
 	// accepted, when set (AttachEarly), says whether and when the device
 	// accepted the stream: a stream it did not accept ends unpaired.
 	accepted func() (time.Time, bool)
+	// tap, when set (Options.Tap), sees the payload relayed each way.
+	tap Tap
 }
 
 // run relays until either side ends and returns the stream's Info.
@@ -71,11 +73,17 @@ func (pp *pipe) run() Info {
 		toDevice, toService int64
 	)
 	stopIdle := pp.watchIdle()
+	if pp.r.tap != nil {
+		pp.tap = pp.r.tap(pp.st.Stream)
+	}
 	wg.Add(2)
 	go pp.serviceToDevice(&wg, &toDevice)
 	go pp.deviceToService(&wg, &toService)
 	wg.Wait()
 	stopIdle()
+	if pp.tap != nil {
+		pp.tap.Close()
+	}
 	// Once a copy loop ended, stop was called; wait until it returned, so
 	// that it has done with both conns before they are reused or closed.
 	pp.once.Do(func() {})
@@ -243,6 +251,9 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 			return relayed, err
 		}
 		ws.Cipher(payload, h.Mask, off)
+		if pp.tap != nil {
+			pp.tap.Data(dst.side == device, payload)
+		}
 		off += n
 		left -= int64(n)
 		start := hdrRoom - wsframe.HeaderSize(n, false)

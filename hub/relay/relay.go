@@ -61,6 +61,9 @@ type Options struct {
 	// OnLimit is called when a limit refuses a stream or ends one, with
 	// the limit's name (Limit*) and what happened; may be nil.
 	OnLimit func(limit, detail string)
+	// Tap, when set, is asked for a Tap as each stream pairs; a nil Tap
+	// leaves that stream alone. Nil: no stream is tapped.
+	Tap func(Stream) Tap
 }
 
 // Stream is a stream opened on the relay: where its two sides connect and
@@ -179,6 +182,7 @@ type Relay struct {
 	maxMessage                           int64
 	idle                                 time.Duration
 	onLimit                              func(limit, detail string)
+	tap                                  func(Stream) Tap
 
 	mu      sync.Mutex
 	closed  bool
@@ -232,6 +236,7 @@ func New(opts Options) *Relay {
 		idle:         opts.IdleTimeout,
 		closeWait:    opts.CloseTimeout,
 		onLimit:      opts.OnLimit,
+		tap:          opts.Tap,
 		perDevice:    make(map[string]int),
 	}
 	if r.log == nil {
