@@ -31,7 +31,7 @@ import (
 
 const usage = `usage: pack archive OUT.tar.gz|OUT.zip DIR
        pack sums DIR
-SOURCE_DATE_EPOCH (seconds since 1970) sets every time in an archive.`
+SOURCE_DATE_EPOCH (seconds since 1970) sets every time in an archive`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
