@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"github.com/tether-io/tether/wire"
 )
 
 // shellTerm is `tether shell` running in a pseudo-terminal of the test's,
@@ -251,5 +255,70 @@ func TestShellCLIRefused(t *testing.T) {
 		if !errors.As(r.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(r.stderr), tc.want) || r.took > 30*time.Second {
 			t.Errorf("shell %v: %v after %v, stderr %q; want exit 1 saying %q", tc.args, r.err, r.took, r.stderr, tc.want)
 		}
+	}
+}
+
+// tetherd --record-terminals records a terminal session on the node that
+// relayed it (mode 0600, what the screen showed and not what was typed),
+// and tether logs --replay plays it back; a policy without RegistryRead
+// gets nothing.
+func TestShellRecording(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc to see the device's processes in")
+	}
+	t.Parallel()
+	tetherd, tether := buildBinaries(t)
+	h := startProcHubOf(t, tetherd, tether, "--record-terminals")
+	h.startShellAgent(t, "dev1", "/bin/sh")
+	s := startShellTerm(t, h, "dev1")
+	// A password typed with the echo off shows nowhere, the recording
+	// included.
+	s.typeLine("stty -echo; echo ready-$((1+1)); read -r pw; stty echo; echo typed-${#pw}-chars")
+	s.match(`ready-2`)
+	s.typeLine("hunter2-secret")
+	s.match(`typed-14-chars`)
+	s.typeLine("echo recorded-$((6*7))")
+	s.match(`recorded-42`)
+	s.typeLine("exit")
+	if code := s.exit(); code != 0 {
+		t.Fatalf("tether shell exited with %d", code)
+	}
+
+	var id string
+	eventually(t, 30*time.Second, "the session's stream-log record", func() bool {
+		out, _, err := runCmd(t, h.env, h.tether, "logs", "--json", "--device", "dev1", "-n", "1")
+		var rec wire.StreamLog
+		var props wire.StreamLogProperties
+		if err != nil || json.Unmarshal([]byte(out), &rec) != nil || json.Unmarshal([]byte(rec.Properties), &props) != nil {
+			return false
+		}
+		id = props.StreamID
+		return id != ""
+	})
+	file := filepath.Join(h.dir, "recordings", id+".cast")
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v, want 0600", file, st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(file)
+	if !strings.HasPrefix(string(b), `{"version":2,"width":80,"height":24,`) || strings.Contains(string(b), "hunter2") {
+		t.Errorf("the recording:\n%s", b)
+	}
+
+	r := runTool(t, time.Minute, h.env, nil, h.tether, "logs", "--replay", id)
+	r.mustSucceed(t, "tether logs --replay")
+	if !strings.Contains(string(r.stdout), "recorded-42") || strings.Contains(string(r.stdout), "hunter2") {
+		t.Errorf("replay printed %q", r.stdout)
+	}
+	svc, _, err := runCmd(t, h.env, h.tether, "policies", "show", "service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = runTool(t, time.Minute, append(h.env, "TETHER_HUB="+strings.TrimSpace(svc)), nil, h.tether, "logs", "--replay", id)
+	if r.err == nil || len(r.stdout) != 0 {
+		t.Errorf("replay with the service policy: %v, stdout %q; want a refusal", r.err, r.stdout)
 	}
 }

@@ -54,6 +54,7 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET /streamlogs", s.handleStreamLogs)
 	mux.HandleFunc("GET /streams", s.handleStreams)
 	mux.HandleFunc("DELETE /streams/{id}", s.handleKillStream)
+	mux.HandleFunc("GET /streams/{id}/recording", s.handleRecording)
 	mux.HandleFunc("GET /events", s.handleEvents)
 	mux.HandleFunc("GET /nodes", s.handleNodes)
 	mux.Handle("GET /console/", console.Handler())

@@ -30,6 +30,7 @@ import (
 	"github.com/tether-io/tether/hub/registry"
 	"github.com/tether-io/tether/hub/relay"
 	"github.com/tether-io/tether/hub/streamlog"
+	"github.com/tether-io/tether/hub/termrec"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -71,6 +72,10 @@ type Options struct {
 	// wire.PathMuxDevices) off: their paths answer 404, as a hub without
 	// them, and Tether's ends use streams of their own WebSocket.
 	NoSessions bool
+	// RecordTerminals, when set, is the folder where the hub records each
+	// terminal session it relays, as asciicast v2 (hub/termrec); empty:
+	// nothing is recorded.
+	RecordTerminals string
 
 	Logger *slog.Logger
 }
@@ -95,6 +100,7 @@ type Server struct {
 	nc     *nats.Conn
 	node   string
 	relay  *relay.Relay
+	rec    *termrec.Recorder // nil unless Options.RecordTerminals
 	broker *broker.Broker
 	mux    *http.ServeMux
 	// reusedMux serves requests on reused stream connections (serveReused).
@@ -216,7 +222,13 @@ func New(opts Options) (*Server, error) {
 	s.wg.Add(2)
 	go s.presenceWorker()
 	go s.routeLoop()
+	if opts.RecordTerminals != "" {
+		if s.rec, err = termrec.New(opts.RecordTerminals, s.log.With("part", "recordings")); err != nil {
+			return nil, fmt.Errorf("hub: %w", err)
+		}
+	}
 	s.relay = relay.New(relay.Options{
+		Tap:    s.recordingTap(),
 		Logger: s.log.With("part", "relay"),
 		Window: opts.Window,
 		OnDone: s.relayDone,

@@ -18,6 +18,7 @@ import (
 )
 
 const logsUsage = `usage: tether logs [--device ID] [--since DURATION|TIME] [-n N] [--follow] [--json]
+       tether logs --replay STREAM-ID
 
 Prints the hub's stream logs: one record per stream request, written when
 the stream ends, newest last. Without --since or -n, the last hour's.
@@ -32,6 +33,10 @@ The table's ENDED is when the stream ended, in local time, and SERVICE the
 address its request came from. --json prints each record as a JSON line in
 the hub's shape (Azure's DeviceStreams resource logs), whose time is when
 the stream was asked for.
+
+--replay plays a terminal session (a device's @shell) as the hub node
+that relayed it recorded it, when that node runs with --record-terminals:
+the stream's ID is in the records (--json's streamId, or tether streams).
 `
 
 // defaultLogWindow is what logs shows when told neither --since nor -n:
@@ -50,9 +55,21 @@ func cmdLogs(ctx context.Context, g *globals, args []string) error {
 	last := fs.Int("n", 0, "only the last `N` records")
 	follow := fs.Bool("follow", false, "keep printing new records as they come, across hub restarts")
 	asJSON := fs.Bool("json", false, "print each record as a JSON line, in the hub's shape")
+	replay := fs.String("replay", "", replayFlagUsage)
 	pos, err := g.parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if *replay != "" {
+		if *device != "" || *since != "" || *last != 0 || *follow || *asJSON || len(pos) != 0 {
+			return errors.New("--replay plays one recording and takes no other flag or argument")
+		}
+		c, err := newServiceClient(g)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return replayRecording(ctx, c, *replay, g.Stdout)
 	}
 	if len(pos) != 0 {
 		return fmt.Errorf("logs takes no arguments (got %q); use --device ID", pos)

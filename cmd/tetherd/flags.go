@@ -31,6 +31,7 @@ type config struct {
 	retention  time.Duration
 	metrics    string
 	sessions   bool
+	record     bool
 	cluster    clusterConfig // cluster.go
 	limits     hub.Limits    // limits.go
 	version    bool          // --version: print it, start nothing
@@ -77,6 +78,7 @@ func newFlagSet(c *config) (fs *flag.FlagSet, groups []cliflag.Group, finish fun
 	fs.StringVar(&c.logLevel, "log-level", "info", "`LEVEL`: debug, info, warn or error")
 	fs.StringVar(&c.metrics, "metrics-listen", "off", "`ADDR` of Prometheus /metrics: off, on (127.0.0.1:9464) or HOST:PORT")
 	fs.DurationVar(&c.retention, "log-retention", 168*time.Hour, "how long stream-log records are kept")
+	fs.BoolVar(&c.record, "record-terminals", false, "record every terminal session (a device's @shell) this node relays, as asciicast v2 in the data folder's recordings/; see docs/security.md")
 	fs.BoolVar(&c.sessions, "sessions", true, "serve sessions, many streams on one connection, to Tether's own services and devices; false: they use a connection per stream")
 	limitNames, finishLimits := addLimitFlags(fs, &c.limits)
 	c.source = func(name string) string { return cliflag.Source(fs, name) }
@@ -89,7 +91,7 @@ func newFlagSet(c *config) (fs *flag.FlagSet, groups []cliflag.Group, finish fun
 	groups = []cliflag.Group{
 		{Title: "Listeners", Names: []string{"listen", "mqtt-listen", "metrics-listen", "hostname", "public-url", "sessions"}},
 		{Title: "TLS", Names: []string{"tls", "tls-cert", "tls-key"}},
-		{Title: "Data", Names: []string{"data", "log-retention"}},
+		{Title: "Data", Names: []string{"data", "log-retention", "record-terminals"}},
 		{Title: "Cluster (see docs/cluster.md)", Names: []string{"node-name", "cluster-name", "cluster-listen", "cluster-peers", "cluster-secret",
 			"cluster-tls-cert", "cluster-tls-key", "cluster-tls-ca", "nats", "nats-ca", "nats-cert", "nats-key", "replicas", "drain-timeout"}},
 		{Title: "Limits (see docs/security.md)", Names: limitNames},

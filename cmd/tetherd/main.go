@@ -107,6 +107,8 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		Limits:       c.limits,
 		NoSessions:   !c.sessions,
 		Logger:       log,
+
+		RecordTerminals: c.record,
 	})
 	if err != nil {
 		return err

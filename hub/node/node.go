@@ -101,6 +101,9 @@ type Config struct {
 	// NoSessions turns mux sessions off (hub.Options.NoSessions): their
 	// paths answer 404 and Tether's ends use streams of their own.
 	NoSessions bool
+	// RecordTerminals records each terminal session the node relays, as
+	// asciicast v2 in the data folder's recordings/ (hub/termrec).
+	RecordTerminals bool
 
 	// Logger receives the node's log, each part with its "part"
 	// attribute; default discard.
@@ -189,7 +192,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("writing the owner connection string: %w", err)
 	}
 
-	n.srv, err = hub.New(hub.Options{
+	hopts := hub.Options{
 		Cluster:      n.cl,
 		Registry:     n.reg,
 		HostNames:    cfg.HostNames,
@@ -202,7 +205,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		Limits:       cfg.Limits,
 		NoSessions:   cfg.NoSessions,
 		Logger:       n.log,
-	})
+	}
+	if cfg.RecordTerminals {
+		hopts.RecordTerminals = filepath.Join(cfg.DataDir, "recordings")
+	}
+	n.srv, err = hub.New(hopts)
 	if err != nil {
 		return nil, err
 	}
