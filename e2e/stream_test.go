@@ -54,8 +54,16 @@ func TestBulkBothWays(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				defer conn.Close()
+				// Closed once both directions are done: a Close while the
+				// write is still going would cut it (its close frame's
+				// deadline ends the write).
+				wrote := make(chan struct{})
+				defer func() {
+					<-wrote
+					conn.Close()
+				}()
 				go func() {
+					defer close(wrote)
 					if _, err := conn.Write(toService); err != nil {
 						t.Errorf("device write: %v", err)
 					}
