@@ -190,6 +190,7 @@ func TestIdleTimeout(t *testing.T) {
 	svc, svcR := rawDial(t, h, st, st.ServiceToken)
 	_, devR := rawDial(t, h, st, st.DeviceToken)
 	start := time.Now()
+	var quiet time.Time // when the last data crossed
 	// Data every third of the timeout, for twice the timeout: the
 	// stream stays up.
 	for time.Since(start) < 2*idle {
@@ -197,6 +198,7 @@ func TestIdleTimeout(t *testing.T) {
 		if f := rawRead(t, devR); f.payload != "x" {
 			t.Fatalf("got %+v", f)
 		}
+		quiet = time.Now()
 		// A ping is not data: it does not keep the stream open.
 		rawWrite(t, svc, ws.OpPing, true, nil)
 		if f := rawRead(t, svcR); f.op != ws.OpPong {
@@ -204,7 +206,6 @@ func TestIdleTimeout(t *testing.T) {
 		}
 		time.Sleep(idle / 3) // the pace of the data, not a wait for an event
 	}
-	quiet := time.Now()
 	wantClose(t, devR, ws.StatusGoingAway)
 	wantClose(t, svcR, ws.StatusGoingAway)
 	if d := time.Since(quiet); d < idle/2 || d > 5*idle {
