@@ -127,12 +127,12 @@ START:
 	n, _ = s.recvBuf.Read(b)
 	s.recvLock.Unlock()
 
-	// Send a window update potentially
-	err = s.sendWindowUpdate()
-	if err == ErrSessionShutdown {
-		err = nil
-	}
-	return n, err
+	// Send a window update potentially. The bytes read are the caller's
+	// whatever becomes of it: a session failing under the update (its
+	// peer gone) shows at the next Read, once what was received is read.
+	// Upstream returned the update's error beside n.
+	_ = s.sendWindowUpdate()
+	return n, nil
 
 WAIT:
 	var timeout <-chan time.Time
