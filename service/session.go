@@ -306,7 +306,10 @@ func (c *Client) readAnswer(st *sessionStream, deviceID, streamName string) (ses
 	case errors.Is(rerr, os.ErrDeadlineExceeded) || isTimeout(rerr):
 		return false, c.noAnswer(deviceID, streamName)
 	case errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) || errors.Is(rerr, yamux.ErrConnectionReset):
-		sessionLost = st.Session().IsClosed()
+		// A stream that crossed the hub's GoAway (a drain) is reset
+		// unanswered, the GoAway ahead of it: the session is lost to it
+		// as to a closed one.
+		sessionLost = st.Session().IsClosed() || st.Session().RemoteGoneAway()
 		rerr = fmt.Errorf("the hub ended the stream before answering: %w", rerr)
 	}
 	return sessionLost, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, &hubError{addr: c.cs.Address(), err: rerr})

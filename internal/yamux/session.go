@@ -307,6 +307,14 @@ func (s *Session) exitErr(err error) {
 	s.Close()
 }
 
+// RemoteGoneAway reports whether the peer sent a GoAway: it takes no new
+// stream, and a stream opened before the GoAway arrived is reset. Tether
+// added it, so that an opener tells that reset from the peer's refusal of
+// that one stream and opens it elsewhere.
+func (s *Session) RemoteGoneAway() bool {
+	return atomic.LoadInt32(&s.remoteGoAway) == 1
+}
+
 // GoAway can be used to prevent accepting further
 // connections. It does not close the underlying conn.
 func (s *Session) GoAway() error {
