@@ -52,7 +52,7 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.noSessions = *noSessions || os.Getenv("TETHER_SESSIONS") == "0"
+	g.noSessions = sessionsOff(*noSessions)
 	device, stream, err := deviceAndStream(pos, "tether forward DEVICE STREAM --listen ADDR")
 	if err != nil {
 		return err
@@ -114,6 +114,13 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	}
 	f.serve(ctx, ln)
 	return nil
+}
+
+// sessionsOff is whether a service command (forward, pipe, shell) keeps
+// each stream on a connection of its own: --no-sessions, or
+// TETHER_SESSIONS=0.
+func sessionsOff(flag bool) bool {
+	return flag || os.Getenv("TETHER_SESSIONS") == "0"
 }
 
 // sessionsFlag registers forward's and pipe's --no-sessions. It is read

@@ -38,7 +38,7 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.noSessions = *noSessions || os.Getenv("TETHER_SESSIONS") == "0"
+	g.noSessions = sessionsOff(*noSessions)
 	device, stream, err := deviceAndStream(pos, "tether pipe DEVICE STREAM")
 	if err != nil {
 		return err

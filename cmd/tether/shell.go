@@ -47,7 +47,7 @@ func cmdShell(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.noSessions = *noSessions || os.Getenv("TETHER_SESSIONS") == "0"
+	g.noSessions = sessionsOff(*noSessions)
 	if len(pos) == 1 {
 		pos = append(pos, "shell")
 	}
