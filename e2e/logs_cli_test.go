@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -126,10 +127,20 @@ func TestLogsTableAndAgentStreamID(t *testing.T) {
 	waitConnected(t, env, tether, "dev1")
 	svc := h.service(t)
 
+	// Each stream is recorded before the next opens: a stream's record is
+	// written when the hub ends it, after its close handshake, and the
+	// rows' order below is the records'.
+	recorded := func(n int) {
+		eventually(t, 10*time.Second, fmt.Sprintf("%d records", n), func() bool {
+			return len(deviceLogRecords(t, svc, "dev1")) == n
+		})
+	}
 	echoStream(t, svc, "dev1", "echo", 3<<19) // 1.5 MiB each way
+	recorded(1)
 	if _, err := svc.OpenStream(context.Background(), "dev1", "nope"); !errors.Is(err, service.ErrRejected) {
 		t.Fatalf("a stream the agent does not serve: %v", err)
 	}
+	recorded(2)
 	echoStream(t, svc, "dev1", "echo", 5)
 	var recs []wire.StreamLogProperties
 	eventually(t, 10*time.Second, "three records", func() bool {
