@@ -114,8 +114,10 @@ export function devicesPage(session, main) {
     const rows = list.slice(first, first + pageSize);
     // Keep the keyboard where it was across a live update.
     const focused = document.activeElement?.dataset?.focusKey;
-    body.replaceChildren(...rows.map((e) => row(session, e, counts, writable)));
-    if (focused) body.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`)?.focus();
+    patchRows(body, rows.map((e) => row(session, e, counts, writable)));
+    if (focused && document.activeElement?.dataset?.focusKey !== focused) {
+      body.querySelector(`[data-focus-key="${CSS.escape(focused)}"]`)?.focus();
+    }
     let total = 0;
     for (const e of store.devices.values()) if (e.record) total++;
     summary.textContent = list.length === 0
@@ -136,6 +138,38 @@ export function devicesPage(session, main) {
     }
   };
   return every(3000, poll, listen(render));
+}
+
+// patchRows makes body's rows those of fresh, keeping every row and cell
+// that shows the same as before. A live update comes every few seconds;
+// replacing a button between a press and its release would lose the
+// click, and a moved element loses the keyboard's focus.
+function patchRows(body, fresh) {
+  const old = new Map();
+  for (const tr of body.children) old.set(tr.dataset.device, tr);
+  fresh.forEach((tr, i) => {
+    const kept = old.get(tr.dataset.device);
+    if (kept) {
+      old.delete(tr.dataset.device);
+      patchCells(kept, tr);
+      tr = kept;
+    }
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null);
+  });
+  for (const tr of old.values()) tr.remove();
+}
+
+// patchCells gives kept the cells of fresh, replacing only those whose
+// markup differs: handlers depend only on the device id, which the row
+// keeps, so the same markup does the same.
+function patchCells(kept, fresh) {
+  const cells = [...fresh.children];
+  cells.forEach((td, i) => {
+    const was = kept.children[i];
+    if (!was) kept.append(td);
+    else if (was.outerHTML !== td.outerHTML) was.replaceWith(td);
+  });
+  while (kept.children.length > cells.length) kept.lastElementChild.remove();
 }
 
 function row(session, e, counts, writable) {
