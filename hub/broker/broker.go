@@ -730,8 +730,12 @@ func (b *Broker) established(s *session) {
 	b.mu.Unlock()
 	if old != nil {
 		// mochi has disconnected it already, unless its client map lost
-		// track of it (its expiry sweep deletes by id); one session per
-		// id must not depend on that.
+		// track of it: a session ending as a newer one with its id comes
+		// in deletes that one's entry by id, and the sweep of expired
+		// sessions does too. One session per id must not depend on that,
+		// and neither must what the displaced client reads: DISCONNECT,
+		// then the close, as from mochi (a no-op if mochi did it).
+		_ = b.srv.DisconnectClient(old.cl, packets.ErrSessionTakenOver)
 		old.cl.Stop(packets.ErrSessionTakenOver)
 	}
 	if !ok {
