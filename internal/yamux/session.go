@@ -3,6 +3,7 @@ package yamux
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -157,6 +158,10 @@ func (s *Session) Open() (net.Conn, error) {
 
 // OpenStream is used to create a new stream
 func (s *Session) OpenStream() (*Stream, error) {
+	return s.openStream(nil)
+}
+
+func (s *Session) openStream(first []byte) (*Stream, error) {
 	if s.IsClosed() {
 		return nil, ErrSessionShutdown
 	}
@@ -183,17 +188,25 @@ GET_ID:
 
 	// Register the stream
 	stream := newStream(s, id, streamInit)
+	if s.config.StreamOpenTimeout > 0 {
+		stream.openTimer = time.AfterFunc(s.config.StreamOpenTimeout, func() { s.openTimedOut(stream) })
+	}
 	s.streamLock.Lock()
 	s.streams[id] = stream
 	s.inflight[id] = struct{}{}
 	s.streamLock.Unlock()
 
-	if s.config.StreamOpenTimeout > 0 {
-		go s.setOpenTimeout(stream)
+	// Send the window update to create, or the first data with the SYN
+	var err error
+	if first != nil && s.config.MaxStreamWindowSize == initialStreamWindow {
+		_, err = stream.Write(first)
+	} else if err = stream.sendWindowUpdate(); err == nil && first != nil {
+		_, err = stream.Write(first)
 	}
-
-	// Send the window update to create
-	if err := stream.sendWindowUpdate(); err != nil {
+	if err != nil {
+		if stream.openTimer != nil {
+			stream.openTimer.Stop()
+		}
 		select {
 		case <-s.synCh:
 		default:
@@ -204,25 +217,33 @@ GET_ID:
 	return stream, nil
 }
 
-// setOpenTimeout implements a timeout for streams that are opened but not established.
-// If the StreamOpenTimeout is exceeded we assume the peer is unable to ACK,
-// and close the session.
-// The number of running timers is bounded by the capacity of the synCh.
-func (s *Session) setOpenTimeout(stream *Stream) {
-	timer := time.NewTimer(s.config.StreamOpenTimeout)
-	defer timer.Stop()
+// OpenStreamWith opens a stream whose first bytes are first: they go in
+// the frame that opens the stream (its SYN), one frame where OpenStream
+// and a Write make two. A stream's first bytes are the header the peer
+// reads before anything else, so the peer accepts the stream with them.
+// With a window larger than the protocol's initial one, the window update
+// announcing it goes first, as OpenStream's.
+func (s *Session) OpenStreamWith(first []byte) (*Stream, error) {
+	if len(first) == 0 {
+		return nil, errors.New("yamux: OpenStreamWith needs first bytes")
+	}
+	return s.openStream(first)
+}
 
+// openTimedOut runs StreamOpenTimeout after a stream was opened: unless
+// the peer acknowledged it (or it ended, or the session did), the session
+// is closed to force its re-establishment. A timer per stream, not a
+// goroutine waiting on one.
+func (s *Session) openTimedOut(stream *Stream) {
 	select {
 	case <-stream.establishCh:
 		return
 	case <-s.shutdownCh:
 		return
-	case <-timer.C:
-		// Timeout reached while waiting for ACK.
-		// Close the session to force connection re-establishment.
-		s.logger.Printf("[ERR] yamux: aborted stream open (destination=%s): %v", s.RemoteAddr().String(), ErrTimeout.err)
-		s.Close()
+	default:
 	}
+	s.logger.Printf("[ERR] yamux: aborted stream open (destination=%s): %v", s.RemoteAddr().String(), ErrTimeout.err)
+	s.Close()
 }
 
 // Accept is used to block until the next available stream
@@ -240,7 +261,7 @@ func (s *Session) Accept() (net.Conn, error) {
 func (s *Session) AcceptStream() (*Stream, error) {
 	select {
 	case stream := <-s.acceptCh:
-		if err := stream.sendWindowUpdate(); err != nil {
+		if err := stream.sendAck(); err != nil {
 			return nil, err
 		}
 		return stream, nil
@@ -256,7 +277,7 @@ func (s *Session) AcceptStreamWithContext(ctx context.Context) (*Stream, error) 
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case stream := <-s.acceptCh:
-		if err := stream.sendWindowUpdate(); err != nil {
+		if err := stream.sendAck(); err != nil {
 			return nil, err
 		}
 		return stream, nil

@@ -52,6 +52,9 @@ type Stream struct {
 
 	// establishCh is notified if the stream is established or being closed.
 	establishCh chan struct{}
+	// openTimer runs StreamOpenTimeout for a stream this side opened; it
+	// is stopped once the peer acknowledged it.
+	openTimer *time.Timer
 
 	// closeTimer is set with stateLock held to honor the StreamCloseTimeout
 	// setting on Session.
@@ -308,6 +311,19 @@ func (s *Stream) sendFlags() uint16 {
 // sendWindowUpdate potentially sends a window update enabling
 // further writes to take place. Must be invoked with the lock.
 func (s *Stream) sendWindowUpdate() error {
+	return s.sendUpdate(true)
+}
+
+// sendAck acknowledges a stream the peer opened, as the window update
+// sendWindowUpdate sends, but without waiting for it to be written:
+// nothing of the stream's can go out before it, and the acceptor goes on
+// with the stream at once rather than after a hand-off to the writer and
+// back.
+func (s *Stream) sendAck() error {
+	return s.sendUpdate(false)
+}
+
+func (s *Stream) sendUpdate(wait bool) error {
 	s.controlHdrLock.Lock()
 	defer s.controlHdrLock.Unlock()
 
@@ -334,6 +350,11 @@ func (s *Stream) sendWindowUpdate() error {
 	s.recvLock.Unlock()
 
 	// Send the header
+	if !wait {
+		hdr := header(make([]byte, headerSize))
+		hdr.encode(typeWindowUpdate, flags, s.id, delta)
+		return s.session.sendNoWait(hdr)
+	}
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, delta)
 	if err := s.session.waitForSendErr(s.controlHdr, nil, s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
@@ -501,6 +522,9 @@ func (s *Stream) processFlags(flags uint16) error {
 	if flags&flagACK == flagACK {
 		if s.state == streamSYNSent {
 			s.state = streamEstablished
+		}
+		if s.openTimer != nil {
+			s.openTimer.Stop()
 		}
 		asyncNotify(s.establishCh)
 		s.session.establishStream(s.id)
