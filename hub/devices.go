@@ -90,6 +90,7 @@ func (s *Server) handlePutDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if saved.Status == wire.StatusDisabled {
+		s.dropDataSessions(id)
 		s.kick(id)
 	}
 	w.Header().Set("ETag", `"`+saved.ETag+`"`)
@@ -108,6 +109,7 @@ func (s *Server) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
 		s.registryError(w, id, err)
 		return
 	}
+	s.dropDataSessions(id)
 	s.kick(id)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -353,6 +353,7 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
 		policy: m.policy, start: start, sdk: open.UserAgent, remote: m.remote,
 		key: m.key, epoch: epoch,
 	}
+	a.gate.inv = inv
 	if err := validStreamPath(inv.deviceID, inv.module, inv.name); err != nil {
 		a.fail(http.StatusBadRequest, wire.CodeBadRequest, err.Error())
 		return
@@ -418,18 +419,14 @@ func (a *muxAnswer) rejected(deviceStatus int) {
 // service's side of st; with the device's side waiting, this goroutine
 // runs the stream until it ends.
 func (a *muxAnswer) accepted(st *relay.Stream, _ string) {
+	if a.gate.used.Load() {
+		// The relay has the stream, and answered the service as it read
+		// the device's acceptance (writeGate.acceptEarly).
+		return
+	}
 	a.gate.answered()
 	a.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
 	err := wire.WriteMuxHeader(a.conn, wire.MuxAnswer{Status: http.StatusOK, Accepted: true, StreamID: st.ID})
-	if a.gate.used.Load() {
-		// The relay has the stream already: the device's frames follow
-		// the answer once the gate opens.
-		if err != nil || !a.gate.decide(gateOpen) {
-			a.gate.decide(gateRefused)
-			a.conn.Close()
-		}
-		return
-	}
 	if err != nil {
 		a.s.relay.Cancel(st.ID)
 		a.conn.Close()

@@ -543,3 +543,41 @@ func TestMuxDataSessionFollowsMQTT(t *testing.T) {
 		t.Fatal("the data session outlived the MQTT session")
 	}
 }
+
+// TestMuxDeviceChangedWithDataSession: a stream to a device with its data
+// session open here is asked without reading the registry, yet a device
+// disabled or deleted through this node is refused from the moment the
+// change was answered, as the registry says, whatever its data session.
+func TestMuxDeviceChangedWithDataSession(t *testing.T) {
+	h := startMuxHub(t, nil)
+	h.sessionDevice(t, "dev1", accept)
+	svc := h.serviceSession(t)
+	ans, c := openStream(t, svc, wire.MuxOpen{DeviceID: "dev1", Name: "echo"})
+	if c == nil {
+		t.Fatalf("answer %+v", ans)
+	}
+	if err := echo(c, []byte("on the data session")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	d, err := h.reg.Get(t.Context(), "dev1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Status = wire.StatusDisabled
+	if status := h.rest(t, http.MethodPut, "/devices/dev1", d); status != http.StatusOK {
+		t.Fatalf("disabling: %d", status)
+	}
+	ans, c = openStream(t, svc, wire.MuxOpen{DeviceID: "dev1", Name: "echo"})
+	if c != nil || ans.Status != http.StatusNotFound || ans.ErrorCode != "DeviceNotOnline" {
+		t.Fatalf("stream to the disabled device: %+v", ans)
+	}
+	if status := h.rest(t, http.MethodDelete, "/devices/dev1", nil); status != http.StatusNoContent {
+		t.Fatalf("deleting: %d", status)
+	}
+	ans, c = openStream(t, svc, wire.MuxOpen{DeviceID: "dev1", Name: "echo"})
+	if c != nil || ans.Status != http.StatusNotFound || ans.ErrorCode != "DeviceNotFound" {
+		t.Fatalf("stream to the deleted device: %+v", ans)
+	}
+}

@@ -107,14 +107,42 @@ func (s *Server) dataSession(clientID string) *muxSession {
 	return s.muxes.devices[clientID]
 }
 
-// closeDataSessions closes the data sessions of deviceID and its modules
-// (all: an empty deviceID matches none) for which match holds, and
-// returns how many. Closing waits for the last flush, so callers that hold
-// a lock close on a goroutine.
-func (s *Server) closeDataSessions(deviceID string, match func(*muxSession) bool, reason string) int {
-	list := s.muxWhere(func(m *muxSession) bool {
+// dataSessionLive reports whether clientID has an open data session here,
+// which tells a stream request what the registry would: a device whose
+// record is deleted or disabled, or no longer takes the credential the
+// session opened with, loses it as its change reaches this node
+// (muxKeysChangedDevice), and a stream asked meanwhile is ended by the
+// change's kick. The stream skips its registry read, a round trip to the
+// store and a record decoded for each stream.
+func (s *Server) dataSessionLive(clientID string) bool {
+	m := s.dataSession(clientID)
+	return m != nil && m.ctx.Err() == nil
+}
+
+// dataSessionsOf lists the data sessions of deviceID and its modules (all:
+// an empty deviceID matches none) for which match holds.
+func (s *Server) dataSessionsOf(deviceID string, match func(*muxSession) bool) []*muxSession {
+	return s.muxWhere(func(m *muxSession) bool {
 		return m.kind == muxDevice && (m.clientID == deviceID || strings.HasPrefix(m.clientID, deviceID+"/")) && match(m)
 	})
+}
+
+// dropDataSessions takes the data sessions of deviceID and its modules here
+// out of use at once, for a device this node disabled or deleted: a
+// stream asked once the change was answered reads the registry
+// (dataSessionLive) rather than waiting for the kick to close them.
+func (s *Server) dropDataSessions(deviceID string) {
+	for _, m := range s.dataSessionsOf(deviceID, func(*muxSession) bool { return true }) {
+		m.cancel()
+		s.muxGo(func() { m.close(ws.StatusPolicyViolation, "device disabled or deleted") })
+	}
+}
+
+// closeDataSessions closes the data sessions of deviceID and its modules
+// for which match holds (dataSessionsOf), and returns how many. Closing waits for the last flush, so callers that hold
+// a lock close on a goroutine.
+func (s *Server) closeDataSessions(deviceID string, match func(*muxSession) bool, reason string) int {
+	list := s.dataSessionsOf(deviceID, match)
 	for _, m := range list {
 		m.close(ws.StatusPolicyViolation, reason)
 	}
@@ -171,17 +199,20 @@ var errPushFailed = errors.New("data session failed")
 // Any other status is the device's rejection. errTimeout: the device did
 // not answer in time; errPushFailed: the session failed, ask over MQTT.
 func (s *Server) pushStream(ctx context.Context, m *muxSession, req routeRequest) (int, error) {
-	st, err := m.ys.OpenStream()
+	hdr, err := wire.AppendMuxHeader(nil, wire.MuxRequest{Name: req.Name, RID: rand.Text(), StreamID: req.streamID})
+	if err != nil {
+		return 0, fmt.Errorf("routing to device: %w", err)
+	}
+	// The request opens the stream: it leaves in the frame of the
+	// stream's SYN. Should the session fail now, the device never
+	// accepted anything on it: the request goes over MQTT instead.
+	st, err := m.ys.OpenStreamWith(hdr)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", errPushFailed, err)
 	}
 	s.metrics.muxStreams.WithLabelValues(muxDevice).Inc()
 	deadline, _ := ctx.Deadline()
 	st.SetDeadline(deadline)
-	if err := wire.WriteMuxHeader(st, wire.MuxRequest{Name: req.Name, RID: rand.Text(), StreamID: req.streamID}); err != nil {
-		st.Reset()
-		return 0, s.pushError(ctx, err)
-	}
 	if req.early != nil {
 		return s.pushEarly(ctx, st, req)
 	}
@@ -217,7 +248,7 @@ func (s *Server) pushError(ctx context.Context, err error) error {
 // session now is the stream's: what the service sent went to the device.
 func (s *Server) pushEarly(ctx context.Context, st *yamux.Stream, req routeRequest) (int, error) {
 	g := req.early
-	a := &answerReader{Stream: st, svc: g, answered: make(chan pushResult, 1)}
+	a := &answerReader{Stream: st, svc: g, id: req.streamID, answered: make(chan pushResult, 1)}
 	if err := s.relay.AttachEarly(req.streamID, g, a, a.accepted); err != nil {
 		st.Reset()
 		return 0, fmt.Errorf("routing to device: %w", err)
@@ -233,6 +264,11 @@ func (s *Server) pushEarly(ctx context.Context, st *yamux.Stream, req routeReque
 		}
 		return 0, fmt.Errorf("routing to device: data session: %w", res.err)
 	case <-ctx.Done():
+		if !g.race.CompareAndSwap(raceOpen, raceGaveUp) {
+			// The device's acceptance came first: the service has it.
+			res := <-a.answered
+			return res.status, res.err
+		}
 		g.decide(gateRefused)
 		st.SetReadDeadline(time.Now()) // the relay's wait for the answer ends
 		return 0, errTimeout

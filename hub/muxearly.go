@@ -44,6 +44,13 @@ const (
 type writeGate struct {
 	net.Conn
 	used atomic.Bool // the stream was pushed with its early data
+	// inv is the stream's invocation, whose result the device's
+	// acceptance records before the service is answered.
+	inv *invocation
+	// race is who decides a pushed stream: raceAccepted once the device's
+	// acceptance is answered to the service, raceGaveUp once the hub
+	// stopped waiting for it; the first wins.
+	race atomic.Int32
 
 	mu       sync.Mutex
 	state    int
@@ -57,6 +64,36 @@ type writeGate struct {
 	// first, as one the device never answered.
 	told     chan struct{}
 	toldOnce sync.Once
+}
+
+// Outcomes of writeGate.race.
+const (
+	raceOpen = iota
+	raceAccepted
+	raceGaveUp
+)
+
+// acceptEarly answers the service that the device accepted stream id and
+// opens the gate, from the relay's goroutine that read the device's
+// answer: the service hears it without a hand-off to the stream request's
+// goroutine. The answer is recorded before the service has it, so that
+// the stream's record, written once it ends, never finds it unanswered.
+// It reports false when the hub gave up on the device first (the stream
+// request answers the service), or the answer could not be written.
+func (g *writeGate) acceptEarly(id string) bool {
+	if !g.race.CompareAndSwap(raceOpen, raceAccepted) {
+		return false
+	}
+	g.inv.answer(http.StatusOK, wire.ResultAccepted)
+	g.answered()
+	g.Conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
+	err := wire.WriteMuxHeader(g.Conn, wire.MuxAnswer{Status: http.StatusOK, Accepted: true, StreamID: id})
+	if err != nil || !g.decide(gateOpen) {
+		g.decide(gateRefused)
+		g.Conn.Close()
+		return false
+	}
+	return true
 }
 
 func newWriteGate(c net.Conn) *writeGate {
@@ -171,6 +208,7 @@ func (g *writeGate) Close() error {
 type answerReader struct {
 	*yamux.Stream
 	svc      *writeGate
+	id       string          // the stream's, for the service's answer
 	answered chan pushResult // the answer, once
 	once     sync.Once
 	err      error // after the answer: why nothing follows
@@ -196,6 +234,9 @@ func (a *answerReader) Read(p []byte) (int, error) {
 			now := time.Now()
 			a.at.Store(&now)
 			a.Stream.SetReadDeadline(time.Time{})
+			if !a.svc.acceptEarly(a.id) {
+				a.err = errRefused
+			}
 		}
 		if a.err != nil {
 			a.svc.decide(gateRefused)

@@ -8,6 +8,7 @@ package hub_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -353,6 +354,34 @@ func (h *muxHub) post(t *testing.T, id, name string) int {
 	res, err := client.Do(req)
 	if err != nil {
 		return 0
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// rest calls the hub's REST API with the owner's token, body (when not
+// nil) as JSON, and returns the answer's status.
+func (h *muxHub) rest(t *testing.T, method, path string, body any) int {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, "https://"+h.addr+path+"?api-version="+wire.APIVersion, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", h.token)
+	req.Header.Set("If-Match", "*")
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: h.tls}}
+	defer client.CloseIdleConnections()
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
 	res.Body.Close()
 	return res.StatusCode

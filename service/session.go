@@ -255,14 +255,13 @@ func (c *Client) startOnSession(ctx context.Context, deviceID, streamName string
 			}
 			return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, err)
 		}
-		ys, err := s.ys.OpenStream()
+		// The header opens the stream: it leaves in the frame of the
+		// stream's SYN, and the hub reads it as it accepts the stream.
+		ys, err := s.ys.OpenStreamWith(hdr)
 		if err == nil {
 			c.mux.opened(s)
 			st := &sessionStream{Stream: ys, m: &c.mux, s: s}
-			if _, err = st.Write(hdr); err == nil {
-				return c.newSessionStream(st, len(hdr), deviceID, streamName), nil
-			}
-			st.Close()
+			return c.newSessionStream(st, len(hdr), deviceID, streamName), nil
 		}
 		if !gone(s.ys, err) {
 			return nil, fmt.Errorf("stream %q to device %q: %w", streamName, deviceID, &hubError{addr: c.cs.Address(), err: err})

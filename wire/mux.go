@@ -144,6 +144,15 @@ func WriteMuxHeader(w io.Writer, v any) error {
 // AppendMuxHeader appends v as a session stream header to b, so that a
 // header and the bytes behind it leave in one write.
 func AppendMuxHeader(b []byte, v any) ([]byte, error) {
+	start := len(b)
+	if out, ok := appendMuxJSON(append(b, 0, 0), v); ok {
+		n := len(out) - start - 2
+		if n > MaxMuxHeader {
+			return b, fmt.Errorf("%w: %d bytes, more than %d", ErrMuxHeader, n, MaxMuxHeader)
+		}
+		binary.BigEndian.PutUint16(out[start:], uint16(n))
+		return out, nil
+	}
 	j, err := json.Marshal(v)
 	if err != nil {
 		return b, err
@@ -172,6 +181,9 @@ func ReadMuxHeader(r io.Reader, v any) error {
 			err = io.ErrUnexpectedEOF
 		}
 		return err
+	}
+	if readMuxJSON(b, v) {
+		return nil
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %v", ErrMuxHeader, err)
