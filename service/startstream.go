@@ -292,33 +292,14 @@ func (s *Stream) Write(p []byte) (int, error) {
 // ReadFrom sends what it reads from r: through Write until the stream is
 // accepted, then as the stream's own ReadFrom does. io.Copy uses it.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
-	if s.pending() {
-		buf := make([]byte, 32<<10)
-		for s.pending() {
-			n, rerr := r.Read(buf)
-			if n > 0 {
-				m, werr := s.Write(buf[:n])
-				total += int64(m)
-				if werr != nil {
-					return total, werr
-				}
-			}
-			if rerr == io.EOF {
-				return total, nil
-			}
-			if rerr != nil {
-				return total, rerr
-			}
-		}
+	total, done, err := s.readFromPending(r)
+	if done {
+		return total, err
 	}
 	if err := s.wait(nil); err != nil {
 		return total, err
 	}
-	var (
-		n   int64
-		err error
-	)
+	var n int64
 	if rf, ok := s.conn.(io.ReaderFrom); ok {
 		n, err = rf.ReadFrom(r)
 	} else {
@@ -326,6 +307,42 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	}
 	return total + n, err
 }
+
+// readFromPending is ReadFrom while the answer is to come, through Write;
+// done says r ended or failed, or the stream did.
+func (s *Stream) readFromPending(r io.Reader) (total int64, done bool, err error) {
+	if !s.pending() {
+		return 0, false, nil
+	}
+	bp := pendingBufs.Get().(*[]byte)
+	defer pendingBufs.Put(bp)
+	buf := *bp
+	for s.pending() {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			m, werr := s.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, true, werr
+			}
+		}
+		if rerr == io.EOF {
+			return total, true, nil
+		}
+		if rerr != nil {
+			return total, true, rerr
+		}
+	}
+	return total, false, nil
+}
+
+// pendingBufs are ReadFrom's buffers while the answer is to come, which
+// it is for a moment only: a forwarder starting streams one after another
+// reuses one rather than allocating one per stream.
+var pendingBufs = sync.Pool{New: func() any {
+	b := make([]byte, 32<<10)
+	return &b
+}}
 
 // lostSession reports, once the answer is known, whether the session
 // ended before it.
