@@ -23,7 +23,9 @@ package wire
 // # A stream on a session
 //
 // Every stream begins with one header each way (WriteMuxHeader: a 2-byte
-// big-endian length, at most MaxMuxHeader, then that many bytes of JSON),
+// big-endian length, at most MaxMuxHeader, then that many bytes of JSON;
+// Tether's ends send the opener's in the frame that opens the stream,
+// yamux's SYN on a data frame, which a peer must not rely on),
 // and carries from then on exactly what a tether-stream.v1 WebSocket
 // carries after its upgrade: WebSocket frames, masked by the end (the
 // hub's relay reads them as a server reads a client's), an empty binary
