@@ -71,7 +71,12 @@ type parser struct {
 	lastKey string
 	doc     *doc
 	cur     *table
+	depth   int // arrays and inline tables open
 }
+
+// maxDepth bounds the nesting of arrays and inline tables, so that a
+// document of brackets is an error rather than a deep recursion.
+const maxDepth = 100
 
 // parse reads a whole document.
 func parse(data []byte) (*doc, error) {
@@ -364,9 +369,15 @@ func (p *parser) value() (any, error) {
 		return p.basicString()
 	case p.peek() == '\'':
 		return p.literalString()
-	case p.peek() == '[':
-		return p.array()
-	case p.peek() == '{':
+	case p.peek() == '[' || p.peek() == '{':
+		if p.depth >= maxDepth {
+			return nil, p.errf("arrays and tables nested too deep")
+		}
+		p.depth++
+		defer func() { p.depth-- }()
+		if p.peek() == '[' {
+			return p.array()
+		}
 		return p.inlineTable()
 	}
 	return p.scalar()

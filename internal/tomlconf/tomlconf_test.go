@@ -119,6 +119,7 @@ func TestParseErrors(t *testing.T) {
 		{"a = 'x\x01'", 1, "a"},
 		{"a = 'x'\r", 1, "a"},
 		{"a = '\xff'", 1, ""},
+		{"a = " + strings.Repeat("[", 101) + strings.Repeat("]", 101), 1, "a"},
 	} {
 		_, err := parse([]byte(tc.doc))
 		var pe *ParseError
@@ -253,3 +254,18 @@ func FuzzParse(f *testing.F) {
 }
 
 func isValidUTF8(s string) bool { return strings.ToValidUTF8(s, "") == s }
+
+// Arrays nested as deep as maxDepth parse; one more is an error (above).
+func TestParseDepth(t *testing.T) {
+	v := tree(t, "a = "+strings.Repeat("[", maxDepth)+strings.Repeat("]", maxDepth))["a"]
+	for n := 1; n < maxDepth; n++ {
+		a, ok := v.([]any)
+		if !ok || len(a) != 1 {
+			t.Fatalf("level %d: %#v", n, v)
+		}
+		v = a[0]
+	}
+	if a, ok := v.([]any); !ok || len(a) != 0 {
+		t.Fatalf("innermost: %#v", v)
+	}
+}
