@@ -19,11 +19,19 @@ import (
 // at the hub: what one stalled stream may hold in each process.
 const Window = 256 << 10
 
+// MaxWindow is the most a session stream's receive window grows to while
+// its reader keeps up with a sender the window holds back (yamux's
+// receive-window auto-tuning): 16 MiB covers 1 Gbit/s at 130 ms. A
+// stream stalled from its start holds Window; one that stalls after it
+// grew holds the window it had, at most this.
+const MaxWindow = 16 << 20
+
 // Config is the yamux configuration every session uses, Tether's ends and
 // the hub alike, so that the two sides agree on windows and keep-alives.
 func Config() *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.MaxStreamWindowSize = Window
+	c.StreamWindowGrowthLimit = MaxWindow
 	c.AcceptBacklog = 1024
 	// The hub's idle limit for a session (90 s) is longer than the ends'
 	// keep-alive, so a quiet session is never mistaken for a dead one.

@@ -30,6 +30,13 @@ type Config struct {
 	// window size that we allow for a stream.
 	MaxStreamWindowSize uint32
 
+	// StreamWindowGrowthLimit, when larger than MaxStreamWindowSize, lets
+	// a stream's receive window grow past MaxStreamWindowSize while its
+	// reader keeps up, doubling up to this (receive-window auto-tuning,
+	// stream.go's autoTune). Zero: the window stays MaxStreamWindowSize,
+	// as upstream's does.
+	StreamWindowGrowthLimit uint32
+
 	// StreamOpenTimeout is the maximum amount of time that a stream will
 	// be allowed to remain in pending state while waiting for an ack from the peer.
 	// Once the timeout is reached the session will be gracefully closed.
