@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sync/atomic"
@@ -40,6 +41,18 @@ func StartTarget(addr string) (*Target, error) {
 	}
 	t := &Target{quit: make(chan struct{})}
 	t.srv.serve(ln, t.handle)
+	return t, nil
+}
+
+// StartTargetTLS is StartTarget behind TLS with conf: the baseline of a
+// path whose legs carry TLS, for comparing with Tether's.
+func StartTargetTLS(addr string, conf *tls.Config) (*Target, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{quit: make(chan struct{})}
+	t.srv.serve(tls.NewListener(ln, conf), t.handle)
 	return t, nil
 }
 

@@ -15,8 +15,9 @@
 //	go run ./bench/cmd/tetherbench            # full run, ~6 minutes on 2 cores
 //	go run ./bench/cmd/tetherbench -quick     # seconds per figure, for development
 //
-// Everything listens on 127.0.0.0/8 only; every load is bounded in time
-// and count.
+// Everything listens on 127.0.0.0/8 only (the wanbulk load: on its WAN
+// link, between this host and a network namespace); every load is
+// bounded in time and count.
 package main
 
 import (
@@ -82,11 +83,15 @@ type config struct {
 	// tcpPressure, when set, stands for tcp_mem's pressure threshold (in
 	// bytes), which a network namespace of its own does not show.
 	tcpPressure int64
-	only        map[string]bool
+	// The wanbulk load: the packet-level link's rate in bits per second
+	// (its delay each way is wanHold), and the bulk's warm-up and count.
+	wanRate               float64
+	wanBulkWarm, wanBulkN time.Duration
+	only                  map[string]bool
 }
 
 // loads are the names -only takes, in the order they run.
-var loads = []string{"bulk", "rtt", "setup", "streams", "authflood", "devices", "wan", "streams10k", "stalled"}
+var loads = []string{"bulk", "rtt", "setup", "streams", "authflood", "devices", "wan", "streams10k", "stalled", "wanbulk"}
 
 // runs reports whether the load named (one of loads) is part of this run.
 func (c *config) runs(load string) bool { return len(c.only) == 0 || c.only[load] }
@@ -114,6 +119,7 @@ func parseConfig() *config {
 	flag.IntVar(&c.bigN, "streams10k", 10000, "streams10k: streams held open at once")
 	flag.IntVar(&c.stalledN, "stalled-streams", 1000, "stalled: streams whose target never reads")
 	flag.BoolVar(&c.stalledNetns, "stalled-netns", true, "stalled: run in a network namespace of its own whose socket buffers are capped (needs CAP_SYS_ADMIN); false: in the machine's, the fill stopped at the kernel's TCP memory pressure")
+	flag.Float64Var(&c.wanRate, "wanbulk-rate", 100e6, "wanbulk: the packet-level WAN link's rate in bit/s (its delay each way is -wan-delay)")
 	only := flag.String("only", "", "comma-separated loads to run, of "+strings.Join(loads, ",")+" (default all); the report's rows of the loads run replace theirs in -docs")
 	flag.Parse()
 	c.only = map[string]bool{}
@@ -141,7 +147,9 @@ func parseConfig() *config {
 	c.wanPause = 300 * time.Millisecond
 	c.bigDur = 5 * time.Second
 	c.stalledMax = 30 * time.Second
+	c.wanBulkWarm, c.wanBulkN = 3*time.Second, 5*time.Second
 	if c.quick {
+		c.wanBulkWarm, c.wanBulkN = 2*time.Second, 3*time.Second
 		c.wanN = min(c.wanN, 5)
 		c.bigN = min(c.bigN, 500)
 		c.bigDur = 1500 * time.Millisecond
@@ -350,6 +358,11 @@ func (r *runner) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if c.runs("wanbulk") {
+		if err := r.measureWANBulk(ctx); err != nil {
+			return err
+		}
+	}
 	if c.profile && (streamLoads || c.runs("devices")) {
 		if err := r.profileLoads(ctx, streamLoads); err != nil {
 			r.logf("profiling failed: %v", err)
@@ -479,6 +492,15 @@ type tunnelConfig struct {
 	// mqttTLS: the agent's control channel is MQTT over TLS (--transport
 	// tls) instead of its default, MQTT over WebSocket on the HTTPS port.
 	mqttTLS bool
+	// link, when set, puts the agent in the peer namespace of a
+	// packet-level WAN link: it reaches the hub's HTTPS port (its control
+	// channel, MQTT over WebSocket, and its streams) across the link at
+	// its host address, where the hub listens; the forwarder and the
+	// service SDK reach that address in this namespace, without the link.
+	link *bench.WANLink
+	// noSessions: the agent and the forwarder run with TETHER_SESSIONS=0,
+	// a connection per stream.
+	noSessions bool
 }
 
 // startTunnel starts (or restarts, on dir) a hub, registers the device if
@@ -501,7 +523,10 @@ func (r *runner) startTunnelWith(ctx context.Context, cfg tunnelConfig) (*tunnel
 	t := &tunnel{device: "bench-dev"}
 	var err error
 	var hubArgs []string
-	var linkHTTPS, linkMQTT string
+	var linkHTTPS, linkMQTT, publicHost string
+	if cfg.link != nil {
+		publicHost = cfg.link.HostAddr.String()
+	}
 	if cfg.wan > 0 {
 		if linkHTTPS, err = freePort(); err != nil {
 			return nil, err
@@ -513,7 +538,7 @@ func (r *runner) startTunnelWith(ctx context.Context, cfg tunnelConfig) (*tunnel
 		// the device's stream legs would bypass it.
 		hubArgs = []string{"--public-url", "https://" + linkHTTPS}
 	}
-	if t.hub, err = r.startHub(ctx, "tetherd"+suffix, tetherd, cfg.dir, cfg.pprof, cfg.defaults, hubArgs...); err != nil {
+	if t.hub, err = r.startHubOn(ctx, "tetherd"+suffix, tetherd, cfg.dir, publicHost, cfg.pprof, cfg.defaults, hubArgs...); err != nil {
 		return nil, err
 	}
 	var d *wire.Device
@@ -547,6 +572,14 @@ func (r *runner) startTunnelWith(ctx context.Context, cfg tunnelConfig) (*tunnel
 	} else if cfg.mqttTLS {
 		agentArgs = []string{"--transport", "tls", "--mqtt-addr", t.hub.mqttAddr}
 	}
+	if cfg.link != nil {
+		cs, err := sas.ParseConnectionString(devCS)
+		if err != nil {
+			return nil, err
+		}
+		cs.HostName = t.hub.httpAddr
+		devCS = cs.String()
+	}
 	agentEnv, fwdEnv := t.hub.env(), t.hub.env()
 	if cfg.pprof {
 		if t.agentPprof, err = freePort(); err != nil {
@@ -560,8 +593,21 @@ func (r *runner) startTunnelWith(ctx context.Context, cfg tunnelConfig) (*tunnel
 	}
 	// The agent as users run it: its default transport (MQTT over
 	// WebSocket on the HTTPS port) unless mqttTLS.
+	if cfg.noSessions {
+		agentEnv = append(agentEnv, "TETHER_SESSIONS=0")
+		fwdEnv = append(fwdEnv, "TETHER_SESSIONS=0")
+	}
 	agentArgs = append([]string{"agent", "--device", devCS, "--allow", "echo=" + target}, agentArgs...)
-	if t.agent, err = r.start("agent"+suffix, agentEnv, tether, agentArgs...); err != nil {
+	startAgent := func() error {
+		t.agent, err = r.start("agent"+suffix, agentEnv, tether, agentArgs...)
+		return err
+	}
+	if cfg.link != nil {
+		err = cfg.link.InPeer(startAgent)
+	} else {
+		err = startAgent()
+	}
+	if err != nil {
 		return nil, err
 	}
 	if _, err := t.agent.WaitLog(ctx, "agent running", 60*time.Second); err != nil {

@@ -29,7 +29,8 @@ type hub struct {
 	svc       *service.Client
 	pprofAddr string // "" unless built with the pprof hook
 	// metricsAddr serves /metrics; set only on a hub with its default
-	// limits, whose refusals are counted there.
+	// limits, whose refusals are counted there, and on one behind a WAN
+	// link.
 	metricsAddr string
 }
 
@@ -48,10 +49,23 @@ func freePort() (string, error) {
 // defaults, the limits that would stand in the way of the loads are
 // lifted.
 func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, defaults bool, extra ...string) (*hub, error) {
+	return r.startHubOn(ctx, name, bin, dir, "", pprof, defaults, extra...)
+}
+
+// startHubOn is startHub whose HTTPS port is on publicHost, when not ""
+// (a WAN link's host side, a local address like loopback's): devices
+// across the link and clients here reach it there, and the certificate
+// and the streaming URLs name it.
+func (r *runner) startHubOn(ctx context.Context, name, bin, dir, publicHost string, pprof, defaults bool, extra ...string) (*hub, error) {
 	h := &hub{dir: dir}
 	var err error
 	if h.httpAddr, err = freePort(); err != nil {
 		return nil, err
+	}
+	if publicHost != "" {
+		_, port, _ := net.SplitHostPort(h.httpAddr)
+		h.httpAddr = net.JoinHostPort(publicHost, port)
+		extra = append([]string{"--hostname", "127.0.0.1," + publicHost, "--public-url", "https://" + h.httpAddr}, extra...)
 	}
 	if h.mqttAddr, err = freePort(); err != nil {
 		return nil, err
@@ -77,6 +91,13 @@ func (r *runner) startHub(ctx context.Context, name, bin, dir string, pprof, def
 		// measure.
 		args = append(args, "--mqtt-conns-per-source", "0", "--mqtt-conn-rate-per-source", "0",
 			"--max-streams-per-device", "0", "--stream-rate", "0", "--stream-rate-per-policy", "0")
+	}
+	if publicHost != "" && h.metricsAddr == "" {
+		// The wanbulk load reads which of its streams crossed a session.
+		if h.metricsAddr, err = freePort(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--metrics-listen", h.metricsAddr)
 	}
 	h.proc, err = r.start(name, env, bin, append(args, extra...)...)
 	if err != nil {

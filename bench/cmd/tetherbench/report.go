@@ -114,6 +114,7 @@ type results struct {
 	WAN             *WANFig       `json:",omitempty"`
 	Big             *BigFig       `json:",omitempty"`
 	Stalled         *StallFig     `json:",omitempty"`
+	WANBulk         *WANBulkFig   `json:",omitempty"`
 	Profiles        []ProfileSummary
 	ProfileError    string `json:",omitempty"`
 }
@@ -256,6 +257,7 @@ func (r *runner) rows() []row {
 		)
 	}
 	rows = append(rows, r.manyStreamRows()...)
+	rows = append(rows, r.wanBulkRows()...)
 	rows = append(rows, row{Figure: "6. agent binary (tether), stripped", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBinary), 1), Ratio: "–", Target: "≤ 10", Met: met(mib(res.AgentBinary) <= 10)})
 	return rows
 }
@@ -563,6 +565,11 @@ and the attackers on the others, in every window: a real attacker's CPU is elsew
 A control runs the same attack against a listener that only accepts and closes.
 (8) to (10), the loads of many streams on one connection (WAN first byte, ` + thousands(float64(r.cfg.bigN)) + ` streams,
 stalled streams): in their section below.
+(11) wanbulk: the agent and the target in a network namespace joined to the hub's through TUN devices by
+` + "`bench.WANLink`" + `, which forwards packets ` + r.cfg.wanHold.String() + ` each way behind a ` + fmt.Sprintf("%.0f", r.cfg.wanRate/1e6) + ` Mbit/s bottleneck whose
+queue (one bandwidth-delay product) drops beyond it, so every TCP connection crosses it end to end; one stream's
+bulk through the forwarder, ` + r.cfg.wanBulkWarm.String() + ` warm-up then ` + r.cfg.wanBulkN.String() + ` counted, each way, beside a plain TCP and a TLS
+connection to the same target across the same link, and again with the agent and the forwarder on TETHER_SESSIONS=0.
 Then the tunnel is restarted with builds that serve ` + "`net/http/pprof`" + ` (added by a
 ` + "`go build -overlay`" + ` file, the tree untouched) and each load is re-run under 5 s CPU profiles
 of the hub, agent and forwarder; and the hub's heap is profiled before and after 1,000 idle devices.
