@@ -16,8 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/tether-io/tether/internal/cliflag"
-	"github.com/tether-io/tether/internal/tomlconf"
 )
 
 // The agent reads its settings from four places; the first that gives a
@@ -170,24 +171,24 @@ func (f *agentFile) value(name string) (v string, list []string) {
 // decodeTOML strictly decodes data, the config file path, into v: a key
 // that v does not have is an error that lists the known ones, so that a
 // typo does not silently leave a setting unset. Errors name the file, the
-// line and the key, never a value: the file may hold a key (tomlconf's
-// errors quote nothing of the document, and the settings' own checks
-// quote no value).
+// line and the key, never a value: the file may hold a key, and the TOML
+// parser quotes what it found where a value should be. So the syntax is
+// checked first, alone, and its errors are told by line and key only;
+// what decoding into v says after that (a wrong type, the settings' own
+// checks) quotes no value.
 func decodeTOML(path string, data []byte, v any, known string) error {
-	un, err := tomlconf.Decode(data, v)
-	var pe *tomlconf.ParseError
-	switch {
-	case errors.As(err, &pe) && pe.LastKey == "":
-		return fmt.Errorf("config file %s: line %d: not valid TOML", path, pe.Line)
-	case errors.As(err, &pe):
-		return fmt.Errorf("config file %s: line %d: not valid TOML (after key %q)", path, pe.Line, pe.LastKey)
-	case err != nil:
+	var pe toml.ParseError
+	if _, err := toml.Decode(string(data), new(map[string]any)); errors.As(err, &pe) {
+		return fmt.Errorf("config file %s: line %d: not valid TOML (after key %q)", path, pe.Position.Line, pe.LastKey)
+	}
+	md, err := toml.Decode(string(data), v)
+	if err != nil {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
-	if len(un) > 0 {
+	if un := md.Undecoded(); len(un) > 0 {
 		keys := make([]string, len(un))
 		for i, k := range un {
-			keys[i] = fmt.Sprintf("%q", k)
+			keys[i] = fmt.Sprintf("%q", k.String())
 		}
 		return fmt.Errorf("config file %s: unknown key %s (known: %s)", path, strings.Join(keys, ", "), known)
 	}

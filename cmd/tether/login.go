@@ -12,7 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/tether-io/tether/internal/tomlconf"
+	"github.com/BurntSushi/toml"
+
 	"github.com/tether-io/tether/sas"
 )
 
@@ -179,9 +180,8 @@ func cmdLogin(ctx context.Context, g *globals, args []string) error {
 
 	var buf bytes.Buffer
 	buf.WriteString(cliConfigHeader)
-	fmt.Fprintf(&buf, "hub = %s\n", tomlconf.Quote(strings.TrimSpace(hub)))
-	if ca != "" {
-		fmt.Fprintf(&buf, "ca = %s\n", tomlconf.Quote(ca))
+	if err := toml.NewEncoder(&buf).Encode(cliConfig{Hub: strings.TrimSpace(hub), CA: ca}); err != nil {
+		return err
 	}
 	old, _ := loadCLIConfig(path)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -205,10 +205,9 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Tether's binaries link NATS's server, the CLI a pseudo-terminal
-	// package for the agent's shell, and both the copy of yamux kept in
-	// the tree.
-	for _, want := range []string{"| github.com/nats-io/nats-server/v2 | ", "| github.com/creack/pty | v", "| Go standard library and runtime | - | BSD-3-Clause | tetherd, tether |",
+	// Tether's binaries link NATS's server, the CLI a TOML parser, and
+	// both the copy of yamux kept in the tree.
+	for _, want := range []string{"| github.com/nats-io/nats-server/v2 | ", "| github.com/BurntSushi/toml | v", "| Go standard library and runtime | - | BSD-3-Clause | tetherd, tether |",
 		"| github.com/tether-io/tether/internal/yamux | in tree, from github.com/hashicorp/yamux v0.1.2 | MPL-2.0 | tetherd, tether |"} {
 		if !bytes.Contains(current, []byte(want)) {
 			t.Errorf("the list has no %q:\n%s", want, current)
@@ -251,7 +250,7 @@ func TestCheck(t *testing.T) {
 	var kept []string
 	var dropped string
 	for _, l := range strings.SplitAfter(string(current), "\n") {
-		if dropped == "" && strings.HasPrefix(l, "| github.com/creack/pty |") {
+		if dropped == "" && strings.HasPrefix(l, "| github.com/BurntSushi/toml |") {
 			dropped = l
 			continue
 		}
