@@ -186,6 +186,11 @@ func (c *frameConn) WriteRoomed(b []byte) (int, error) {
 	return c.wrote(n, err)
 }
 
+// WritesBounded tells yamux that each write ends within muxWriteTimeout
+// (writeData's deadline), so that streams write to the connection
+// themselves rather than through yamux's writer goroutine.
+func (c *frameConn) WritesBounded() bool { return true }
+
 // Write sends p as one binary frame.
 func (c *frameConn) Write(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -171,6 +171,11 @@ func readHandshakeError(ctx context.Context, raw net.Conn, status int, resp io.R
 	return herr
 }
 
+// sessionWriteTimeout bounds each write to a session's connection: an
+// end whose hub took nothing for that long has lost its session (the
+// hub's own bound on its writes to an end is the same).
+const sessionWriteTimeout = 30 * time.Second
+
 // ErrNoSession is returned by DialSession when the hub has no sessions: it
 // answered the upgrade with 404, 400, 405 or 426, or upgraded without
 // selecting wire.SubprotocolMux. The caller goes on with streams of their
@@ -201,6 +206,7 @@ func DialSession(ctx context.Context, url string, header http.Header, tlsConf *t
 		c.Abort(1002, "session subprotocol not selected")
 		return nil, ErrNoSession
 	}
+	c.writeTimeout = sessionWriteTimeout
 	return c, nil
 }
 

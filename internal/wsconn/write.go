@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -169,6 +170,11 @@ func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
 	}
 }
 
+// WritesBounded reports whether every write ends within a deadline of
+// its own (a session's conn: DialSession), so that the session's streams
+// may write to it directly (internal/yamux).
+func (c *Conn) WritesBounded() bool { return c.writeTimeout > 0 }
+
 // writeRaw writes one whole frame in one Write of the TLS conn and, with
 // the batching shim, one write syscall. The caller holds wmu.
 func (c *Conn) writeRaw(b []byte) error {
@@ -176,6 +182,9 @@ func (c *Conn) writeRaw(b []byte) error {
 		n   int
 		err error
 	)
+	if c.writeTimeout > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
 	if c.batch != nil {
 		err = c.batch.Batch(func() error {
 			var werr error

@@ -91,12 +91,15 @@ type Conn struct {
 	off       int                  // bytes of the current payload already unmasked
 	ctrl      [ws.MaxControlFramePayloadSize]byte
 
-	wmu       sync.Mutex
-	wbuf      []byte // one outgoing frame, reused
-	cbuf      [2 + maxHeader + ws.MaxControlFramePayloadSize]byte
-	closeSent bool // no data frame may follow a close frame
-	wbroken   bool // a frame went out in part: the stream is garbage now
-	eofSent   bool // CloseWrite sent the marker: no data frame may follow
+	wmu sync.Mutex
+	// writeTimeout, when set (a session's conn), bounds every write with
+	// a deadline of its own: see WritesBounded.
+	writeTimeout time.Duration
+	wbuf         []byte // one outgoing frame, reused
+	cbuf         [2 + maxHeader + ws.MaxControlFramePayloadSize]byte
+	closeSent    bool // no data frame may follow a close frame
+	wbroken      bool // a frame went out in part: the stream is garbage now
+	eofSent      bool // CloseWrite sent the marker: no data frame may follow
 
 	closeOnce sync.Once
 	closeErr  error

@@ -66,6 +66,14 @@ type Session struct {
 	// or to send a header out directly.
 	sendCh chan *sendReady
 
+	// writeMu is held by whoever writes to conn: the session's writer
+	// (sendLoop) or, where direct is set, a stream writing its own frame.
+	// rw and room say how to frame a write (see roomWriter).
+	writeMu sync.Mutex
+	direct  bool
+	rw      roomWriter
+	room    int
+
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}
@@ -114,6 +122,12 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		s.nextStreamID = 1
 	} else {
 		s.nextStreamID = 2
+	}
+	if rw, ok := conn.(roomWriter); ok {
+		s.rw, s.room = rw, rw.HeaderRoom()
+	}
+	if dw, ok := conn.(directWriter); ok {
+		s.direct = dw.WritesBounded()
 	}
 	go s.recv()
 	go s.send()
@@ -505,18 +519,30 @@ func (s *Session) send() {
 // roomWriter is a connection that frames what it writes, as a WebSocket
 // does: it wants HeaderRoom() free bytes in front of what WriteRoomed
 // gets, for its frame's header, and may change the bytes in place (a
-// client masks them). sendLoop gathers into a buffer with that room, so
+// client masks them). Writes gather into a buffer with that room, so
 // that the connection's frame is built where the bytes already are.
 type roomWriter interface {
 	HeaderRoom() int
 	WriteRoomed(b []byte) (int, error)
 }
 
-// maxGather bounds the bytes sendLoop gathers into one write: enough for
-// the frames of many streams ready together, or one full window.
+// directWriter is a connection each of whose writes ends within a bound
+// of its own (a write deadline it sets for each). On one that says so, a
+// stream writes its frame to the connection itself when no other write is
+// in progress, rather than handing it to the session's writer and waiting
+// for that goroutine to wake, write and wake it in turn: a blocked
+// connection still holds the stream no longer than the bound. Without the
+// bound (a pipe, a plain conn) every frame goes through sendLoop, whose
+// waiters give up after ConnectionWriteTimeout, as upstream's do.
+type directWriter interface {
+	WritesBounded() bool
+}
+
+// maxGather bounds the bytes gathered into one write: enough for the
+// frames of many streams ready together, or one full window.
 const maxGather = 256 << 10
 
-// gatherBufs hold sendLoop's buffers between writes, so that a quiet
+// gatherBufs hold the write buffers between writes, so that a quiet
 // session holds none.
 var gatherBufs = sync.Pool{New: func() any {
 	b := make([]byte, 0, 16<<10)
@@ -530,11 +556,6 @@ var gatherBufs = sync.Pool{New: func() any {
 // call for the frames of every stream ready together.
 func (s *Session) sendLoop() error {
 	defer close(s.sendDoneCh)
-	rw, _ := s.conn.(roomWriter)
-	room := 0
-	if rw != nil {
-		room = rw.HeaderRoom()
-	}
 	var batch []*sendReady
 	for {
 		var ready *sendReady
@@ -543,37 +564,80 @@ func (s *Session) sendLoop() error {
 		case <-s.shutdownCh:
 			return nil
 		}
+		s.writeMu.Lock()
 		bp := gatherBufs.Get().(*[]byte)
-		buf := append((*bp)[:0], make([]byte, room)...)
+		buf := append((*bp)[:0], make([]byte, s.room)...)
 		batch = append(batch[:0], ready)
 		buf = ready.appendTo(buf)
-	more:
-		for len(buf)-room < maxGather {
-			select {
-			case ready = <-s.sendCh:
-				batch = append(batch, ready)
-				buf = ready.appendTo(buf)
-			default:
-				break more
-			}
-		}
 		var err error
-		if rw != nil {
-			_, err = rw.WriteRoomed(buf)
-		} else {
-			_, err = s.conn.Write(buf)
-		}
-		*bp = buf[:0]
-		gatherBufs.Put(bp)
+		batch, err = s.gatherAndWrite(bp, buf, batch)
+		s.writeMu.Unlock()
 		for i, r := range batch {
 			asyncSendErr(r.Err, err)
 			batch[i] = nil
+		}
+		if err == ErrSessionShutdown {
+			return nil
 		}
 		if err != nil {
 			s.logger.Printf("[ERR] yamux: Failed to write frames: %v", err)
 			return err
 		}
 	}
+}
+
+// gatherAndWrite appends the frames queued on sendCh to buf, up to
+// maxGather bytes, adds them to batch, and writes buf to the connection
+// in one write. It returns buf's pool slot to gatherBufs. The caller
+// holds writeMu.
+func (s *Session) gatherAndWrite(bp *[]byte, buf []byte, batch []*sendReady) ([]*sendReady, error) {
+more:
+	for len(buf)-s.room < maxGather {
+		select {
+		case ready := <-s.sendCh:
+			batch = append(batch, ready)
+			buf = ready.appendTo(buf)
+		default:
+			break more
+		}
+	}
+	var err error
+	if s.IsClosed() {
+		err = ErrSessionShutdown
+	} else if s.rw != nil {
+		_, err = s.rw.WriteRoomed(buf)
+	} else {
+		_, err = s.conn.Write(buf)
+	}
+	*bp = buf[:0]
+	gatherBufs.Put(bp)
+	return batch, err
+}
+
+// writeFrame sends a frame, header and body: on the caller's goroutine
+// when the connection bounds its writes and nobody is writing (see
+// directWriter), frames queued meanwhile by others going out in the same
+// write; through sendLoop otherwise, as upstream does. It returns once
+// the frame was written, or with the error that kept it from going out.
+func (s *Session) writeFrame(hdr header, body []byte, errCh chan error) error {
+	if !s.direct || !s.writeMu.TryLock() {
+		return s.waitForSendErr(hdr, body, errCh)
+	}
+	bp := gatherBufs.Get().(*[]byte)
+	buf := append((*bp)[:0], make([]byte, s.room)...)
+	buf = append(append(buf, hdr...), body...)
+	batch, err := s.gatherAndWrite(bp, buf, nil)
+	s.writeMu.Unlock()
+	for _, r := range batch {
+		asyncSendErr(r.Err, err)
+	}
+	if err != nil && err != ErrSessionShutdown {
+		// As sendLoop's failed write does: the connection is broken,
+		// part of a frame may be on it.
+		s.logger.Printf("[ERR] yamux: Failed to write frames: %v", err)
+		s.exitErr(err)
+	}
+	return err
 }
 
 // appendTo appends the frame, header and body, to b. The body is copied

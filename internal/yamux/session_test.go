@@ -201,6 +201,10 @@ func testConnTypes(t *testing.T, testFunc func(t testing.TB, client, server io.R
 			Name:  "TLS_Reverse",
 			Conns: reverse(testConnTLS),
 		},
+		{
+			Name:  "TCP_Direct",
+			Conns: testConnDirect,
+		},
 	}
 	for i := range cases {
 		tc := cases[i]
