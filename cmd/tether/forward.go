@@ -52,7 +52,9 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.noSessions = sessionsOff(*noSessions)
+	if g.noSessions, err = sessionsOff(*noSessions); err != nil {
+		return err
+	}
 	device, stream, err := deviceAndStream(pos, "tether forward DEVICE STREAM --listen ADDR")
 	if err != nil {
 		return err
@@ -118,9 +120,11 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 
 // sessionsOff is whether a service command (forward, pipe, shell) keeps
 // each stream on a connection of its own: --no-sessions, or
-// TETHER_SESSIONS=0.
-func sessionsOff(flag bool) bool {
-	return flag || os.Getenv("TETHER_SESSIONS") == "0"
+// TETHER_SESSIONS read as the agent reads it (0, false or off), so that
+// one setting means the same to every command and a typo is an error.
+func sessionsOff(flag bool) (bool, error) {
+	on, err := sessionsOn(flag, os.Getenv("TETHER_SESSIONS"))
+	return !on, err
 }
 
 // sessionsFlag registers forward's and pipe's --no-sessions. It is read

@@ -38,7 +38,9 @@ func cmdPipe(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.noSessions = sessionsOff(*noSessions)
+	if g.noSessions, err = sessionsOff(*noSessions); err != nil {
+		return err
+	}
 	device, stream, err := deviceAndStream(pos, "tether pipe DEVICE STREAM")
 	if err != nil {
 		return err

@@ -116,7 +116,7 @@ func (h *sessionHub) serviceStreams(t *testing.T) int {
 // sessions and nothing on stdout, with sessions and without them.
 func TestPipeOnSession(t *testing.T) {
 	h := startSessionHub(t)
-	for _, env := range []string{"", "0"} {
+	for _, env := range []string{"", "0", "off"} {
 		t.Setenv("TETHER_SESSIONS", env)
 		before := h.serviceStreams(t)
 		p := startPipe(t, context.Background(), "dev1", "echo", "--hub", h.owner, "--ca", h.caFile)
@@ -141,6 +141,12 @@ func TestPipeOnSession(t *testing.T) {
 		if n := h.serviceStreams(t) - before; (env == "") != (n == 2) {
 			t.Errorf("TETHER_SESSIONS=%q: %d streams on sessions", env, n)
 		}
+	}
+	// A value no command reads is an error, as for the agent.
+	t.Setenv("TETHER_SESSIONS", "nope")
+	p := startPipe(t, context.Background(), "dev1", "echo", "--hub", h.owner, "--ca", h.caFile)
+	if err := p.wait(t); err == nil || !strings.Contains(err.Error(), "TETHER_SESSIONS") {
+		t.Errorf("TETHER_SESSIONS=nope: pipe returned %v, want an error naming the variable", err)
 	}
 }
 

@@ -47,7 +47,9 @@ func cmdShell(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	g.noSessions = sessionsOff(*noSessions)
+	if g.noSessions, err = sessionsOff(*noSessions); err != nil {
+		return err
+	}
 	if len(pos) == 1 {
 		pos = append(pos, "shell")
 	}
