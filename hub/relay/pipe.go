@@ -33,6 +33,10 @@ var bufPool = sync.Pool{New: func() any {
 
 var errProtocol = errors.New("websocket protocol error")
 
+// noMask is the zero key of a session stream's frames (wsconn.OnSession):
+// masking with it changes nothing, so it is skipped.
+var noMask [4]byte
+
 // pipe relays between the two sides of a paired stream.
 type pipe struct {
 	r      *Relay
@@ -250,7 +254,9 @@ func (pp *pipe) relayData(src, dst *peer, h ws.Header, dir string) (int64, error
 			pp.readFailed(src, dir, err)
 			return relayed, err
 		}
-		ws.Cipher(payload, h.Mask, off)
+		if h.Mask != noMask {
+			ws.Cipher(payload, h.Mask, off)
+		}
 		if pp.tap != nil {
 			pp.tap.Data(dst.side == device, payload)
 		}

@@ -218,5 +218,6 @@ func OnSession(nc net.Conn) *Conn {
 	c := newConn(nc, nil, nc, nil)
 	c.protocol = Subprotocol
 	c.halfClose = true
+	c.zeroMask = true
 	return c
 }

@@ -71,7 +71,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	for done < len(p) {
 		chunk := min(len(p)-done, maxChunk)
 		// A copy is masked: the caller's p must stay as it was.
-		frame := wsframe.AppendMaskedFrame(c.wbuf[:0], ws.OpBinary, p[done:done+chunk])
+		var frame []byte
+		if c.zeroMask {
+			n, _ := wsframe.PutMaskedHeader(c.wbuf, ws.OpBinary, true, chunk)
+			clear(c.wbuf[n-4 : n])
+			frame = append(c.wbuf[:n], p[done:done+chunk]...)
+		} else {
+			frame = wsframe.AppendMaskedFrame(c.wbuf[:0], ws.OpBinary, p[done:done+chunk])
+		}
 		if err := c.writeRaw(frame); err != nil {
 			return done, err
 		}
@@ -142,7 +149,11 @@ func (c *Conn) ReadFrom(src io.Reader) (int64, error) {
 		if n > 0 {
 			start := maxHeader - wsframe.HeaderSize(n, true)
 			_, mask := wsframe.PutMaskedHeader(buf[start:], ws.OpBinary, true, n)
-			ws.Cipher(buf[maxHeader:maxHeader+n], mask, 0)
+			if c.zeroMask {
+				clear(buf[maxHeader-4 : maxHeader])
+			} else {
+				ws.Cipher(buf[maxHeader:maxHeader+n], mask, 0)
+			}
 			c.wmu.Lock()
 			werr := c.writeErr()
 			if werr == nil {

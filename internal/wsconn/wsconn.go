@@ -95,11 +95,17 @@ type Conn struct {
 	// writeTimeout, when set (a session's conn), bounds every write with
 	// a deadline of its own: see WritesBounded.
 	writeTimeout time.Duration
-	wbuf         []byte // one outgoing frame, reused
-	cbuf         [2 + maxHeader + ws.MaxControlFramePayloadSize]byte
-	closeSent    bool // no data frame may follow a close frame
-	wbroken      bool // a frame went out in part: the stream is garbage now
-	eofSent      bool // CloseWrite sent the marker: no data frame may follow
+	// zeroMask is set for a stream of a session (OnSession): its frames
+	// travel inside the session's own masked frames, and the mask RFC
+	// 6455 asks of a client only defeats proxies reading the connection
+	// (§10.3), which cannot read these. Their key is zero, which a peer
+	// unmasks as any other, and no byte is masked twice.
+	zeroMask  bool
+	wbuf      []byte // one outgoing frame, reused
+	cbuf      [2 + maxHeader + ws.MaxControlFramePayloadSize]byte
+	closeSent bool // no data frame may follow a close frame
+	wbroken   bool // a frame went out in part: the stream is garbage now
+	eofSent   bool // CloseWrite sent the marker: no data frame may follow
 
 	closeOnce sync.Once
 	closeErr  error
