@@ -248,3 +248,27 @@ func TestAutoTuneSlowReaderKeepsWindow(t *testing.T) {
 		t.Errorf("window of a slow reader grew to %d, want %d", got, base)
 	}
 }
+
+// TestAutoTuneDrainingReaderKeepsWindow: a reader that comes back to a
+// full window after a pause of several round trips and reads it at once
+// does not grow the window: it read fast, but the bytes did not come fast
+// (a relay whose far side starts reading again after a pause does this).
+// A reader that reads each full window as soon as it is full does grow
+// it: the window is what holds it back.
+func TestAutoTuneDrainingReaderKeepsWindow(t *testing.T) {
+	send, recv := autoTuneSessions(t, 5*time.Millisecond, 16<<20)
+	stop := make(chan struct{})
+	defer close(stop)
+	writeUntil(send, stop)
+	base := recv.session.config.MaxStreamWindowSize
+	recv.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for range 4 {
+		waitFull(t, send, recv)
+		// The reader's own pace: five round trips of the 10 ms link.
+		<-time.After(50 * time.Millisecond)
+		readN(t, recv, nil, int(base))
+	}
+	if got := window(recv); got != base {
+		t.Errorf("window of a reader draining full windows after pauses grew to %d, want %d", got, base)
+	}
+}
