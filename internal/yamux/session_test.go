@@ -236,6 +236,17 @@ func testConfNoKeepAlive() *Config {
 	return conf
 }
 
+// testClientServerBusy is testClientServer for tests that move many
+// frames and test no timeout: on a loaded machine under -race a write
+// can take longer than testConf's 250 ms, which ends the session.
+func testClientServerBusy(t testing.TB) (*Session, *Session) {
+	client, server := testConnTLS(t)
+	clientConf, serverConf := testConf(), testConf()
+	clientConf.ConnectionWriteTimeout = 10 * time.Second
+	serverConf.ConnectionWriteTimeout = 10 * time.Second
+	return testClientServerConfig(t, client, server, clientConf, serverConf)
+}
+
 func testClientServer(t testing.TB) (*Session, *Session) {
 	client, server := testConnTLS(t)
 	return testClientServerConfig(t, client, server, testConf(), testConf())
@@ -713,7 +724,7 @@ func TestGoAway(t *testing.T) {
 }
 
 func TestManyStreams(t *testing.T) {
-	client, server := testClientServer(t)
+	client, server := testClientServerBusy(t)
 
 	const streams = 50
 
@@ -776,7 +787,7 @@ func TestManyStreams(t *testing.T) {
 }
 
 func TestManyStreams_PingPong(t *testing.T) {
-	client, server := testClientServer(t)
+	client, server := testClientServerBusy(t)
 
 	const streams = 50
 
@@ -1313,7 +1324,7 @@ func TestSendData_VeryLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipping slow test that may time out on the race detector")
 	}
-	client, server := testClientServer(t)
+	client, server := testClientServerBusy(t)
 
 	var n int64 = 32 * 1024 * 1024
 	var workers int = 16
