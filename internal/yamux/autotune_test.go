@@ -272,3 +272,28 @@ func TestAutoTuneDrainingReaderKeepsWindow(t *testing.T) {
 		t.Errorf("window of a reader draining full windows after pauses grew to %d, want %d", got, base)
 	}
 }
+
+// TestAutoTunePaceRoundTrip: the pace test times a window against the
+// smoothed round trip, bounded by four times the least. With round trips
+// of 10 ms at least and 1 s smoothed, a window read in 50 ms grows (the
+// least alone, 4 × 10 ms, would not let it); one read in 300 ms does not
+// (the smoothed alone, 4 × 1 s, would let it).
+func TestAutoTunePaceRoundTrip(t *testing.T) {
+	_, recv := autoTuneSessions(t, 0, 16<<20)
+	base := recv.session.config.MaxStreamWindowSize
+	for _, tc := range []struct {
+		elapsed time.Duration
+		grows   bool
+	}{{50 * time.Millisecond, true}, {300 * time.Millisecond, false}} {
+		recv.recvLock.Lock()
+		recv.recvTarget = 0
+		recv.rttMin, recv.rttSmooth = 10*time.Millisecond, time.Second
+		recv.windowRead = windowGrowthAfter * uint64(base)
+		recv.epochStart, recv.epochRecv = time.Now().Add(-tc.elapsed), base
+		grew := recv.autoTune(base)
+		recv.recvLock.Unlock()
+		if (grew > 0) != tc.grows {
+			t.Errorf("a window read in %v, round trips 10 ms least and 1 s smoothed: grew by %d, want growth %v", tc.elapsed, grew, tc.grows)
+		}
+	}
+}

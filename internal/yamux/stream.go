@@ -39,14 +39,15 @@ type Stream struct {
 	// Receive-window auto-tuning (autoTune), under recvLock: the window
 	// the stream advertises (0: the config's MaxStreamWindowSize), when
 	// the current epoch began and what arrived since, what was read at
-	// this window, the least round trip measured, and the probe measuring
-	// one: when its window update went, and the credit the peer had
-	// before that update.
+	// this window, the least and the smoothed round trip measured, and the
+	// probe measuring one: when its window update went, and the credit the
+	// peer had before that update.
 	recvTarget uint32
 	epochStart time.Time
 	epochRecv  uint32
 	windowRead uint64
 	rttMin     time.Duration
+	rttSmooth  time.Duration
 	probeAt    time.Time
 	probeLeft  uint32
 
@@ -431,7 +432,13 @@ func (s *Stream) autoTune(consumed uint32) uint32 {
 	// A window's worth at this pace takes elapsed × window ÷ paced; it
 	// grows when that is under four round trips, as quic-go's does: a
 	// window-limited stream reads a window a round trip plus its queues.
-	if float64(now.Sub(start))*float64(window) >= 4*float64(s.rttMin)*float64(paced) {
+	// The round trip is the smoothed one, bounded by four times the
+	// least (README.md says why both).
+	rtt := s.rttSmooth
+	if rtt > 4*s.rttMin {
+		rtt = 4 * s.rttMin
+	}
+	if float64(now.Sub(start))*float64(window) >= 4*float64(rtt)*float64(paced) {
 		return 0
 	}
 	grown := limit
@@ -464,8 +471,14 @@ func (s *Stream) probeRTT(length uint32) {
 		s.probeLeft -= length
 		return
 	}
-	if rtt := time.Since(s.probeAt); s.rttMin == 0 || rtt < s.rttMin {
+	rtt := time.Since(s.probeAt)
+	if s.rttMin == 0 || rtt < s.rttMin {
 		s.rttMin = rtt
+	}
+	if s.rttSmooth == 0 {
+		s.rttSmooth = rtt
+	} else {
+		s.rttSmooth += (rtt - s.rttSmooth) / 8
 	}
 	s.probeAt = time.Time{}
 }
