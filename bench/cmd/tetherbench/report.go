@@ -234,6 +234,11 @@ func (r *runner) rows() []row {
 		})
 	}
 	for _, h := range res.DeviceHeap {
+		if !r.ran("devices") {
+			// The profiling pass measures it on its own hub, with no
+			// devices connected unless their load ran.
+			break
+		}
 		rows = append(rows, row{
 			Figure: fmt.Sprintf("5. hub per idle device (pprof build, after GC), N = %d, %s: heap in use / goroutine stacks", h.N, transportName(h.Transport)), Unit: "KiB",
 			Direct: "–", Limit: "–", Tether: f(h.HeapInusePerDevice/1024, 1) + " / " + f(h.StackPerDevice/1024, 1), Ratio: "–",
@@ -242,8 +247,12 @@ func (r *runner) rows() []row {
 	if res.AgentIdle > 0 {
 		rows = append(rows,
 			row{Figure: "5. agent RSS, idle (connected, no stream yet)", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentIdle), 1), Ratio: "–", Target: "≤ 8", Met: met(mib(res.AgentIdle) <= 8)},
-			row{Figure: "5. agent RSS, relaying: bulk / " + fmt.Sprint(c.manyN) + " streams (peak)", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBulk), 1) + " / " + f(mib(res.AgentMany), 1), Ratio: "–"},
 		)
+		// Both halves or none: a run of some loads would write a 0 over
+		// the other's figure.
+		if r.ran("bulk") && r.ran("streams") {
+			rows = append(rows, row{Figure: "5. agent RSS, relaying: bulk / " + fmt.Sprint(c.manyN) + " streams (peak)", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBulk), 1) + " / " + f(mib(res.AgentMany), 1), Ratio: "–"})
+		}
 	}
 	if a := res.AuthFlood; a != nil {
 		name := fmt.Sprintf("7. %d streams × 1 KiB ping-pong while %s failing logins/s (%.0f achieved)", a.Streams, thousands(c.floodRate), a.Flood.Rate)
@@ -378,6 +387,11 @@ func keptTail(doc string) string {
 		return doc[i:]
 	}
 	return analysisBegin + "\n## Analysis\n\n(Not written yet: read the profiles above.)\n" + analysisEnd + "\n"
+}
+
+// ran says whether this run ran load: every load, or one of -only.
+func (r *runner) ran(load string) bool {
+	return len(r.cfg.only) == 0 || r.cfg.only[load]
 }
 
 // onlyLoads are the loads of -only, in the order they run.

@@ -94,3 +94,31 @@ func TestKeptTail(t *testing.T) {
 		t.Errorf("keptTail of a report without analysis: %q", got)
 	}
 }
+
+// A run of some loads writes no row it did not measure: the profiling
+// pass's hub heap per device has no devices unless their load ran, and
+// the agent's RSS relaying needs both bulk and the many streams.
+func TestRowsOfSomeLoadsOnly(t *testing.T) {
+	r := spliceRunner("bulk", "rtt")
+	r.res.DeviceHeap = []HeapFig{{Transport: "tls", N: 1000, HeapInusePerDevice: -278 << 10}}
+	r.res.AgentIdle, r.res.AgentBulk = 8<<20, 24<<20
+	for _, rw := range r.rows() {
+		for _, not := range []string{"hub per idle device (pprof build", "agent RSS, relaying"} {
+			if strings.Contains(rw.Figure, not) {
+				t.Errorf("a run of bulk and rtt wrote the row %q", rw.Figure)
+			}
+		}
+	}
+	r = spliceRunner()
+	r.res.DeviceHeap = []HeapFig{{Transport: "tls", N: 1000}}
+	r.res.AgentIdle = 8 << 20
+	var n int
+	for _, rw := range r.rows() {
+		if strings.Contains(rw.Figure, "hub per idle device (pprof build") || strings.Contains(rw.Figure, "agent RSS, relaying") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("a full run wrote %d of the two rows", n)
+	}
+}
