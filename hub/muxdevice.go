@@ -107,18 +107,6 @@ func (s *Server) dataSession(clientID string) *muxSession {
 	return s.muxes.devices[clientID]
 }
 
-// dataSessionLive reports whether clientID has an open data session here,
-// which tells a stream request what the registry would: a device whose
-// record is deleted or disabled, or no longer takes the credential the
-// session opened with, loses it as its change reaches this node
-// (muxKeysChangedDevice), and a stream asked meanwhile is ended by the
-// change's kick. The stream skips its registry read, a round trip to the
-// store and a record decoded for each stream.
-func (s *Server) dataSessionLive(clientID string) bool {
-	m := s.dataSession(clientID)
-	return m != nil && m.ctx.Err() == nil
-}
-
 // dataSessionsOf lists the data sessions of deviceID and its modules (all:
 // an empty deviceID matches none) for which match holds.
 func (s *Server) dataSessionsOf(deviceID string, match func(*muxSession) bool) []*muxSession {
@@ -128,9 +116,8 @@ func (s *Server) dataSessionsOf(deviceID string, match func(*muxSession) bool) [
 }
 
 // dropDataSessions takes the data sessions of deviceID and its modules here
-// out of use at once, for a device this node disabled or deleted: a
-// stream asked once the change was answered reads the registry
-// (dataSessionLive) rather than waiting for the kick to close them.
+// out of use at once, for a device this node disabled or deleted, rather
+// than waiting for the change's kick to close them.
 func (s *Server) dropDataSessions(deviceID string) {
 	for _, m := range s.dataSessionsOf(deviceID, func(*muxSession) bool { return true }) {
 		m.cancel()

@@ -206,27 +206,27 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 	if inv.module != "" {
 		clientID += "/" + inv.module
 	}
-	// A device with its data session open here is registered and enabled
-	// (dataSessionLive): only other devices cost a registry read.
-	if !s.dataSessionLive(clientID) {
-		rctx, cancel := ctxTimeout(ctx)
-		dev, err := s.reg.Record(rctx, inv.deviceID)
-		cancel()
-		switch {
-		case errors.Is(err, registry.ErrNotFound):
-			fail(http.StatusNotFound, wire.CodeDeviceNotFound, wire.ResultError, fmt.Sprintf("Device %s not registered", inv.deviceID))
-			s.logInvocation(inv, nil)
-			return
-		case err != nil:
-			s.log.Error("reading the registry", "device", inv.deviceID, "err", err)
-			fail(http.StatusInternalServerError, wire.CodeServerError, wire.ResultError, "registry unavailable")
-			s.logInvocation(inv, nil)
-			return
-		case dev.Status == wire.StatusDisabled:
-			fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is disabled", inv.deviceID))
-			s.logInvocation(inv, nil)
-			return
-		}
+	// Read for every stream, a device with its data session open here too:
+	// a device disabled or deleted through another node is refused from
+	// the moment that node answered, where this node's watch and the
+	// change's kick reach it only later, after the stream would have.
+	rctx, cancel := ctxTimeout(ctx)
+	dev, err := s.reg.Record(rctx, inv.deviceID)
+	cancel()
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		fail(http.StatusNotFound, wire.CodeDeviceNotFound, wire.ResultError, fmt.Sprintf("Device %s not registered", inv.deviceID))
+		s.logInvocation(inv, nil)
+		return
+	case err != nil:
+		s.log.Error("reading the registry", "device", inv.deviceID, "err", err)
+		fail(http.StatusInternalServerError, wire.CodeServerError, wire.ResultError, "registry unavailable")
+		s.logInvocation(inv, nil)
+		return
+	case dev.Status == wire.StatusDisabled:
+		fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is disabled", inv.deviceID))
+		s.logInvocation(inv, nil)
+		return
 	}
 	st, err := s.relay.Open(inv.deviceID, inv.name, window)
 	if err != nil && s.streamLimited(a, err) {
