@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
@@ -226,6 +227,30 @@ func TestShellClosedStreamLeavesNoProcess(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("pid %d is still running after the stream closed", pid)
 		}
+	}
+}
+
+// An agent started with SIGHUP ignored (under nohup) still hangs its
+// shells up: they do not inherit the ignored hangup, so a closed stream
+// ends the shell at once rather than after the grace period's kill.
+func TestShellHangsUpUnderNohup(t *testing.T) {
+	if signal.Ignored(unix.SIGHUP) {
+		t.Skip("the test process ignores SIGHUP already")
+	}
+	signal.Ignore(unix.SIGHUP)
+	t.Cleanup(func() { signal.Reset(unix.SIGHUP) })
+	v, res := openSession(t, Options{Grace: time.Minute})
+	v.typeLine("echo ready-$((1+1))-end")
+	v.waitFor("ready-2-end")
+	v.conn.Close()
+	select {
+	case r := <-res:
+		res <- r
+		if r.Status != 128+int(unix.SIGHUP) {
+			t.Errorf("result %+v, want the shell hung up (status %d)", r, 128+int(unix.SIGHUP))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the shell outlived its closed stream by 30 s: it ignored the hangup")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,25 @@ type session struct {
 	in, out atomic.Int64
 }
 
+// inheritedIgnore receives SIGHUP and SIGINT where the agent was started
+// with them ignored; nothing reads it, so the agent ignores them still.
+var inheritedIgnore = make(chan os.Signal, 1)
+
+// defaultSignalsInChildren makes a shell start with SIGHUP and SIGINT at
+// their defaults although the agent was started with them ignored (under
+// nohup, say). Go keeps an ignored SIGHUP or SIGINT ignored and a child
+// inherits that across exec: such a shell outlives the hangup of a closed
+// stream until the grace period's kill, and Ctrl-C stops none of its
+// jobs. A handler of Go's own is reset in a forked child, so one that
+// swallows the signal keeps the agent as it was and frees the shell.
+func defaultSignalsInChildren() {
+	for _, sig := range []os.Signal{syscall.SIGHUP, syscall.SIGINT} {
+		if signal.Ignored(sig) {
+			signal.Notify(inheritedIgnore, sig)
+		}
+	}
+}
+
 // start starts the shell on a new pseudo-terminal of size.
 func (s *Server) start(size *pty.Winsize) (*session, error) {
 	ptmx, tty, err := pty.Open()
@@ -115,6 +135,7 @@ func (s *Server) start(size *pty.Winsize) (*session, error) {
 	if acc.other {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: acc.uid, Gid: acc.gid, Groups: acc.groups}
 	}
+	defaultSignalsInChildren()
 	if err := cmd.Start(); err != nil {
 		ptmx.Close()
 		return nil, fmt.Errorf("starting %s: %w", acc.shell, err)
