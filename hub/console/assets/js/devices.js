@@ -159,15 +159,16 @@ function patchRows(body, fresh) {
   for (const tr of old.values()) tr.remove();
 }
 
-// patchCells gives kept the cells of fresh, replacing only those whose
-// markup differs: handlers depend only on the device id, which the row
-// keeps, so the same markup does the same.
+// patchCells gives kept the cells of fresh, replacing only those that
+// differ (isEqualNode: the same elements, attributes and text): handlers
+// depend only on the device id, which the row keeps, so an equal cell
+// does the same.
 function patchCells(kept, fresh) {
   const cells = [...fresh.children];
   cells.forEach((td, i) => {
     const was = kept.children[i];
     if (!was) kept.append(td);
-    else if (was.outerHTML !== td.outerHTML) was.replaceWith(td);
+    else if (!was.isEqualNode(td)) was.replaceWith(td);
   });
   while (kept.children.length > cells.length) kept.lastElementChild.remove();
 }
