@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"regexp"
 	"strconv"
@@ -232,25 +233,37 @@ func TestShellClosedStreamLeavesNoProcess(t *testing.T) {
 
 // An agent started with SIGHUP ignored (under nohup) still hangs its
 // shells up: they do not inherit the ignored hangup, so a closed stream
-// ends the shell at once rather than after the grace period's kill.
+// ends the shell at once rather than after the grace period's kill. The
+// test runs itself again under nohup(1), so that the hangup is ignored
+// from the start as an agent's would be, in a process of its own.
 func TestShellHangsUpUnderNohup(t *testing.T) {
-	if signal.Ignored(unix.SIGHUP) {
-		t.Skip("the test process ignores SIGHUP already")
-	}
-	signal.Ignore(unix.SIGHUP)
-	t.Cleanup(func() { signal.Reset(unix.SIGHUP) })
-	v, res := openSession(t, Options{Grace: time.Minute})
-	v.typeLine("echo ready-$((1+1))-end")
-	v.waitFor("ready-2-end")
-	v.conn.Close()
-	select {
-	case r := <-res:
-		res <- r
-		if r.Status != 128+int(unix.SIGHUP) {
-			t.Errorf("result %+v, want the shell hung up (status %d)", r, 128+int(unix.SIGHUP))
+	if os.Getenv("TETHER_SHELL_TEST_NOHUP") == "1" {
+		if !signal.Ignored(unix.SIGHUP) {
+			t.Fatal("started under nohup, the test does not ignore SIGHUP")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the shell outlived its closed stream by 30 s: it ignored the hangup")
+		v, res := openSession(t, Options{Grace: time.Minute})
+		v.typeLine("echo ready-$((1+1))-end")
+		v.waitFor("ready-2-end")
+		v.conn.Close()
+		select {
+		case r := <-res:
+			res <- r
+			if r.Status != 128+int(unix.SIGHUP) {
+				t.Errorf("result %+v, want the shell hung up (status %d)", r, 128+int(unix.SIGHUP))
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the shell outlived its closed stream by 30 s: it ignored the hangup")
+		}
+		return
+	}
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Skipf("no nohup to start the agent's side with SIGHUP ignored: %v", err)
+	}
+	cmd := exec.Command(nohup, os.Args[0], "-test.run=^TestShellHangsUpUnderNohup$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "TETHER_SHELL_TEST_NOHUP=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("under nohup: %v\n%s", err, out)
 	}
 }
 
