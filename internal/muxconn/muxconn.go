@@ -26,12 +26,19 @@ const Window = 256 << 10
 // grew holds the window it had, at most this.
 const MaxWindow = 16 << 20
 
+// MaxSessionGrowth bounds by how much the windows of one session's
+// streams grow past Window in all: four streams at MaxWindow. Without it
+// a peer could make a thousand streams fast and then stall them, each
+// holding 16 MiB here; with it they hold Window each and 64 MiB more.
+const MaxSessionGrowth = 64 << 20
+
 // Config is the yamux configuration every session uses, Tether's ends and
 // the hub alike, so that the two sides agree on windows and keep-alives.
 func Config() *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.MaxStreamWindowSize = Window
 	c.StreamWindowGrowthLimit = MaxWindow
+	c.SessionWindowGrowthLimit = MaxSessionGrowth
 	c.AcceptBacklog = 1024
 	// The hub's idle limit for a session (90 s) is longer than the ends'
 	// keep-alive, so a quiet session is never mistaken for a dead one.

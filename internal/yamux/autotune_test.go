@@ -297,3 +297,65 @@ func TestAutoTunePaceRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestAutoTuneSessionBudget: the windows of a session's streams grow past
+// the initial window by no more than the session's budget in all; a
+// stream gone gives its growth back to the others.
+func TestAutoTuneSessionBudget(t *testing.T) {
+	c, s := testConnTCP(t)
+	conf := testConfNoKeepAlive()
+	conf.ConnectionWriteTimeout = 10 * time.Second
+	serverConf := conf.Clone()
+	serverConf.StreamWindowGrowthLimit = 16 << 20
+	serverConf.SessionWindowGrowthLimit = uint64(conf.MaxStreamWindowSize) // one doubling
+	client, server := testClientServerConfig(t, c, s, conf, serverConf)
+	base := conf.MaxStreamWindowSize
+	var sends, recvs []*Stream
+	for range 2 {
+		send, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := send.Write([]byte{0}); err != nil {
+			t.Fatal(err)
+		}
+		recv, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sends, recvs = append(sends, send), append(recvs, recv)
+		t.Cleanup(func() { send.Close(); recv.Close() })
+	}
+	// grow asks st's pace rule for a doubling it passes by far.
+	grow := func(st *Stream) uint32 {
+		st.recvLock.Lock()
+		defer st.recvLock.Unlock()
+		st.rttMin, st.rttSmooth = 10*time.Millisecond, 10*time.Millisecond
+		st.windowRead = windowGrowthAfter * uint64(st.recvWindowSize())
+		st.epochStart, st.epochRecv = time.Now().Add(-time.Millisecond), st.recvWindowSize()
+		return st.autoTune(st.recvWindowSize())
+	}
+	if got := grow(recvs[0]); got != base {
+		t.Fatalf("the first stream grew by %d, want %d", got, base)
+	}
+	if got := grow(recvs[1]); got != 0 {
+		t.Fatalf("the second stream grew by %d past the session's budget, want 0", got)
+	}
+	if got := server.windowGrown.Load(); got != uint64(base) {
+		t.Fatalf("the session counts %d of growth, want %d", got, base)
+	}
+	// The first stream ends both ways: its growth goes back.
+	sends[0].Close()
+	recvs[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for server.windowGrown.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the first stream closed, the session still counts %d of growth", server.windowGrown.Load())
+		}
+		// The peer's FIN arrives on the session's reader: no event here.
+		time.Sleep(time.Millisecond)
+	}
+	if got := grow(recvs[1]); got != base {
+		t.Fatalf("with the first stream gone, the second grew by %d, want %d", got, base)
+	}
+}

@@ -37,6 +37,13 @@ type Config struct {
 	// as upstream's does.
 	StreamWindowGrowthLimit uint32
 
+	// SessionWindowGrowthLimit bounds by how much, in all, the receive
+	// windows of a session's open streams may grow past
+	// MaxStreamWindowSize: a stream's window does not grow while the
+	// others' growth takes it all, and a stream gone gives its growth
+	// back. Zero: no bound but each stream's StreamWindowGrowthLimit.
+	SessionWindowGrowthLimit uint64
+
 	// StreamOpenTimeout is the maximum amount of time that a stream will
 	// be allowed to remain in pending state while waiting for an ack from the peer.
 	// Once the timeout is reached the session will be gracefully closed.

@@ -51,6 +51,9 @@ type Session struct {
 	// for any outgoing stream that has not yet been established. Both are
 	// protected by streamLock.
 	streams    map[uint32]*Stream
+	// windowGrown is by how much the receive windows of the streams here
+	// grew past MaxStreamWindowSize, in all (Config.SessionWindowGrowthLimit).
+	windowGrown atomic.Uint64
 	inflight   map[uint32]struct{}
 	streamLock sync.Mutex
 
@@ -853,8 +856,29 @@ func (s *Session) closeStream(id uint32) {
 			s.logger.Printf("[ERR] yamux: SYN tracking out of sync")
 		}
 	}
+	st := s.streams[id]
 	delete(s.streams, id)
 	s.streamLock.Unlock()
+	if st != nil {
+		st.releaseWindowGrowth()
+	}
+}
+
+// reserveWindowGrowth takes n bytes of window growth from the session's
+// budget, or says there are none left: many streams that grew their
+// windows and then stalled hold no more than the budget beyond their
+// initial windows.
+func (s *Session) reserveWindowGrowth(n uint32) bool {
+	limit := s.config.SessionWindowGrowthLimit
+	for {
+		cur := s.windowGrown.Load()
+		if limit > 0 && cur+uint64(n) > limit {
+			return false
+		}
+		if s.windowGrown.CompareAndSwap(cur, cur+uint64(n)) {
+			return true
+		}
+	}
 }
 
 // establishStream is used to mark a stream that was in the

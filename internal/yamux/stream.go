@@ -50,6 +50,9 @@ type Stream struct {
 	rttSmooth  time.Duration
 	probeAt    time.Time
 	probeLeft  uint32
+	// growthReleased: the stream is gone, and what its window grew by
+	// went back to the session's budget (releaseWindowGrowth).
+	growthReleased bool
 
 	controlHdr     header
 	controlErr     chan error
@@ -445,9 +448,27 @@ func (s *Stream) autoTune(consumed uint32) uint32 {
 	if window < limit/2 {
 		grown = 2 * window
 	}
+	if s.growthReleased || !s.session.reserveWindowGrowth(grown-window) {
+		return 0
+	}
 	s.recvTarget = grown
 	s.windowRead = 0
 	return grown - window
+}
+
+// releaseWindowGrowth gives back to the session what this stream's window
+// grew by, once the stream is gone: the session's budget is for streams
+// that hold their windows. It grows no more after.
+func (s *Stream) releaseWindowGrowth() {
+	s.recvLock.Lock()
+	defer s.recvLock.Unlock()
+	if s.growthReleased {
+		return
+	}
+	s.growthReleased = true
+	if base := s.session.config.MaxStreamWindowSize; s.recvTarget > base {
+		s.session.windowGrown.Add(-uint64(s.recvTarget - base))
+	}
 }
 
 // windowGrowthAfter is how many windows a stream reads at a window before
