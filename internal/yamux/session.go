@@ -51,11 +51,12 @@ type Session struct {
 	// for any outgoing stream that has not yet been established. Both are
 	// protected by streamLock.
 	streams    map[uint32]*Stream
+	inflight   map[uint32]struct{}
+	streamLock sync.Mutex
+
 	// windowGrown is by how much the receive windows of the streams here
 	// grew past MaxStreamWindowSize, in all (Config.SessionWindowGrowthLimit).
 	windowGrown atomic.Uint64
-	inflight   map[uint32]struct{}
-	streamLock sync.Mutex
 
 	// synCh acts like a semaphore. It is sized to the AcceptBacklog which
 	// is assumed to be symmetric between the client and server. This allows
