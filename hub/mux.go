@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -46,10 +45,8 @@ type muxSession struct {
 	cancel context.CancelFunc
 
 	// A service's: the policy and the fingerprint of the key it signed
-	// with, and the key epoch (keys.go) at which they last opened a
-	// stream, so that a stream reads the policy again only after a change.
+	// with, checked again for every stream.
 	policy, key string
-	epoch       atomic.Uint64
 
 	// A device's: its client id and its credential (keys.go), as its MQTT
 	// session keeps it.
@@ -283,7 +280,6 @@ func (s *Server) handleMuxService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m.policy, m.key = policy.Name, key
-	m.epoch.Store(epoch)
 	if !s.addMux(m) {
 		return
 	}
@@ -336,14 +332,15 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
 	st.SetReadDeadline(time.Time{})
 	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st)}
 	start := time.Now()
-	epoch := s.keys.epoch.Load() // before the policy is read again, if it is
-	if epoch != m.epoch.Load() {
-		if !s.muxKeyValid(m) {
-			a.fail(http.StatusUnauthorized, wire.CodeUnauthorized, "Unauthorized")
-			m.close(ws.StatusPolicyViolation, "the key that opened the session was withdrawn")
-			return
-		}
-		m.epoch.Store(epoch)
+	// The policy is read for every stream, as for a POST: a key withdrawn
+	// through another node is in the registry before that node answers,
+	// but reaches this node's watch (keys.go) only later, and a stream
+	// asked in between must be refused all the same.
+	epoch := s.keys.epoch.Load() // before the policy is read (keys.go)
+	if !s.muxKeyValid(m) {
+		a.fail(http.StatusUnauthorized, wire.CodeUnauthorized, "Unauthorized")
+		m.close(ws.StatusPolicyViolation, "the key that opened the session was withdrawn")
+		return
 	}
 	if !s.allowStream(a, m.remote, m.policy) {
 		return // 429, not a stream invocation: no stream-log record
