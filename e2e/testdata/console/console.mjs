@@ -152,6 +152,10 @@ await test('fits a phone screen: the table scrolls, the page does not', async ()
 });
 
 await test('the hub page lists the node with its devices', async () => {
+  // added-1's agent comes back after its enable at its own back-off: the
+  // node counts it once it is connected again.
+  await page.goto(`${consoleURL}#/devices`);
+  await waitState(page, 'added-1', 'connected', 30000);
   await page.goto(`${consoleURL}#/hub`);
   const row = page.locator('table.nodes tbody tr').first();
   await row.waitFor({ timeout: 5000 });
