@@ -234,7 +234,7 @@ func (r *runner) rows() []row {
 		})
 	}
 	for _, h := range res.DeviceHeap {
-		if !r.ran("devices") {
+		if !r.cfg.runs("devices") {
 			// The profiling pass measures it on its own hub, with no
 			// devices connected unless their load ran.
 			break
@@ -250,7 +250,7 @@ func (r *runner) rows() []row {
 		)
 		// Both halves or none: a run of some loads would write a 0 over
 		// the other's figure.
-		if r.ran("bulk") && r.ran("streams") {
+		if r.cfg.runs("bulk") && r.cfg.runs("streams") {
 			rows = append(rows, row{Figure: "5. agent RSS, relaying: bulk / " + fmt.Sprint(c.manyN) + " streams (peak)", Unit: "MiB", Direct: "–", Limit: "–", Tether: f(mib(res.AgentBulk), 1) + " / " + f(mib(res.AgentMany), 1), Ratio: "–"})
 		}
 	}
@@ -387,11 +387,6 @@ func keptTail(doc string) string {
 		return doc[i:]
 	}
 	return analysisBegin + "\n## Analysis\n\n(Not written yet: read the profiles above.)\n" + analysisEnd + "\n"
-}
-
-// ran says whether this run ran load: every load, or one of -only.
-func (r *runner) ran(load string) bool {
-	return len(r.cfg.only) == 0 || r.cfg.only[load]
 }
 
 // onlyLoads are the loads of -only, in the order they run.
