@@ -17,6 +17,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/tether-io/tether/internal/procstat"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -137,16 +138,6 @@ func (s *shellTerm) remotePID() int {
 	return pid
 }
 
-// running says whether pid is a process that has not ended (a zombie has).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || len(b) < i+3 || b[i+2] != 'Z'
-}
-
 // startShellAgent runs an agent that serves @shell as "shell" with the
 // shell at path, beside the other --allow entries.
 func (h *procHub) startShellAgent(t *testing.T, id, path string, allow ...string) *proc {
@@ -199,7 +190,7 @@ func TestShellCLI(t *testing.T) {
 	if code := s.exit(); code != 3 {
 		t.Errorf("tether shell exited with %d, want the shell's 3", code)
 	}
-	eventually(t, 30*time.Second, "the device's shell to end", func() bool { return !running(pid) })
+	eventually(t, 30*time.Second, "the device's shell to end", func() bool { return !procstat.Alive(pid) })
 }
 
 // A viewer that goes away (tether shell killed, its stream closed) ends
@@ -213,13 +204,13 @@ func TestShellCLIClosedStreamEndsShell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !running(pid) || !running(job) {
+	if !procstat.Alive(pid) || !procstat.Alive(job) {
 		t.Fatalf("shell %d or its job %d is not running", pid, job)
 	}
 	if err := s.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "the device's shell and its job to end", func() bool { return !running(pid) && !running(job) })
+	eventually(t, 30*time.Second, "the device's shell and its job to end", func() bool { return !procstat.Alive(pid) && !procstat.Alive(job) })
 }
 
 // An agent that does not serve @shell under the name refuses the stream

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tether-io/tether/internal/procstat"
 )
 
 // TestTerminalInBrowser runs the console's Terminal tests
@@ -35,10 +37,10 @@ func TestTerminalInBrowser(t *testing.T) {
 		}
 		// No event tells that a process ended elsewhere: poll /proc.
 		deadline := time.Now().Add(30 * time.Second)
-		for running(req.PID) && time.Now().Before(deadline) {
+		for procstat.Alive(req.PID) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		return map[string]any{"gone": !running(req.PID)}
+		return map[string]any{"gone": !procstat.Alive(req.PID)}
 	}
 	shots := t.ArtifactDir()
 	runBrowserScript(t, node, "terminal.mjs", answer,

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
+	"github.com/tether-io/tether/internal/procstat"
 	"github.com/tether-io/tether/wire"
 )
 
@@ -166,16 +167,6 @@ func (v *viewer) pid(expr, mark string) int {
 	return v.number(mark)
 }
 
-// alive says whether pid is a process that has not ended (a zombie has).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || len(b) < i+3 || b[i+2] != 'Z'
-}
-
 // A command's output comes back, and exit 3 is status 3, to the viewer
 // and in the result.
 func TestShellExitStatus(t *testing.T) {
@@ -214,7 +205,7 @@ func TestShellClosedStreamLeavesNoProcess(t *testing.T) {
 	v.typeLine("sh -c 'trap \"\" HUP; echo stubborn-$$-end; exec sleep 1000' &")
 	stubborn := v.number("stubborn")
 	for _, pid := range []int{shellPID, jobPID, stubborn} {
-		if !alive(pid) {
+		if !procstat.Alive(pid) {
 			t.Fatalf("pid %d is not running before the close", pid)
 		}
 	}
@@ -225,7 +216,7 @@ func TestShellClosedStreamLeavesNoProcess(t *testing.T) {
 		t.Errorf("result %+v, want a hangup for the viewer's close", r)
 	}
 	for _, pid := range []int{shellPID, jobPID, stubborn} {
-		if alive(pid) {
+		if procstat.Alive(pid) {
 			t.Errorf("pid %d is still running after the stream closed", pid)
 		}
 	}

@@ -1,9 +1,10 @@
 package shell
 
 import (
-	"bytes"
 	"os"
 	"strconv"
+
+	"github.com/tether-io/tether/internal/procstat"
 )
 
 // sessionMembers lists the live processes of session sid, from /proc:
@@ -22,21 +23,8 @@ func sessionMembers(sid int) []int {
 		if err != nil || pid == sid {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + n + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp session ...; comm may hold spaces and
-		// parentheses, so the fields are counted after its last ")".
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := bytes.Fields(b[i+1:])
-		if len(f) < 4 || string(f[0]) == "Z" {
-			continue
-		}
-		if s, err := strconv.Atoi(string(f[3])); err == nil && s == sid {
+		st, err := procstat.Read(pid)
+		if err == nil && st.State != 'Z' && st.Session == sid {
 			pids = append(pids, pid)
 		}
 	}

@@ -1,0 +1,51 @@
+package procstat
+
+import (
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+)
+
+func TestReadSelf(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/PID/stat is Linux's")
+	}
+	st, err := Read(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State == 'Z' || st.Session <= 0 {
+		t.Errorf("this process: %+v, want alive in a session", st)
+	}
+	if !Alive(os.Getpid()) {
+		t.Error("this process is not alive")
+	}
+}
+
+// A child that ended and was not reaped is a zombie: not alive; once
+// reaped, it has no stat at all.
+func TestEndedChild(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/PID/stat is Linux's")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	pid := cmd.Process.Pid
+	// No event says the child ended before it is reaped: poll its state.
+	for Alive(pid) {
+		runtime.Gosched()
+	}
+	if st, err := Read(pid); err != nil || st.State != 'Z' {
+		t.Errorf("an ended, unreaped child: %+v, %v; want a zombie", st, err)
+	}
+	cmd.Wait()
+	if Alive(pid) {
+		t.Error("a reaped child is alive")
+	}
+	if _, err := Read(pid); err == nil {
+		t.Error("a reaped child has a stat")
+	}
+}
