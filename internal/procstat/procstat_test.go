@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"syscall"
 	"testing"
 )
 
@@ -15,11 +16,40 @@ func TestReadSelf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State == 'Z' || st.Session <= 0 {
-		t.Errorf("this process: %+v, want alive in a session", st)
+	// The state is the main thread's, which may sleep while another
+	// thread reads. The session may be 0: one whose leader is outside
+	// this PID namespace (a container's) reads as 0, so sessions are
+	// checked on a child that leads its own, below.
+	if st.State == 'Z' || st.Session < 0 {
+		t.Errorf("this process: %+v, want alive", st)
 	}
 	if !Alive(os.Getpid()) {
 		t.Error("this process is not alive")
+	}
+}
+
+// A child started with setsid leads a session whose id is its pid.
+func TestSessionOfLeader(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/PID/stat is Linux's")
+	}
+	cmd := exec.Command("cat")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	defer cmd.Wait()
+	defer in.Close()
+	st, err := Read(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Session != cmd.Process.Pid {
+		t.Errorf("a session leader's stat: %+v, want session %d", st, cmd.Process.Pid)
 	}
 }
 
