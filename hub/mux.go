@@ -332,27 +332,35 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
 	st.SetReadDeadline(time.Time{})
 	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st)}
 	start := time.Now()
+	// The rates are checked first, in memory: a throttled request reads
+	// nothing from the registry.
+	if !s.allowStream(a, m.remote, m.policy) {
+		return // 429, not a stream invocation: no stream-log record
+	}
 	// The policy is read for every stream, as for a POST: a key withdrawn
 	// through another node is in the registry before that node answers,
 	// but reaches this node's watch (keys.go) only later, and a stream
-	// asked in between must be refused all the same.
+	// asked in between must be refused all the same. The device's record,
+	// which createStream reads for the same reason, is read meanwhile.
+	var record *recordRead
+	pathErr := validStreamPath(open.DeviceID, open.ModuleID, open.Name)
+	if pathErr == nil {
+		record = s.readRecord(m.ctx, open.DeviceID)
+	}
 	epoch := s.keys.epoch.Load() // before the policy is read (keys.go)
 	if !s.muxKeyValid(m) {
 		a.fail(http.StatusUnauthorized, wire.CodeUnauthorized, "Unauthorized")
 		m.close(ws.StatusPolicyViolation, "the key that opened the session was withdrawn")
 		return
 	}
-	if !s.allowStream(a, m.remote, m.policy) {
-		return // 429, not a stream invocation: no stream-log record
-	}
 	inv := &invocation{
 		deviceID: open.DeviceID, module: open.ModuleID, name: open.Name,
 		policy: m.policy, start: start, sdk: open.UserAgent, remote: m.remote,
-		key: m.key, epoch: epoch,
+		key: m.key, epoch: epoch, record: record,
 	}
 	a.gate.inv = inv
-	if err := validStreamPath(inv.deviceID, inv.module, inv.name); err != nil {
-		a.fail(http.StatusBadRequest, wire.CodeBadRequest, err.Error())
+	if pathErr != nil {
+		a.fail(http.StatusBadRequest, wire.CodeBadRequest, pathErr.Error())
 		return
 	}
 	window, err := muxTimeout("connectTimeoutMs", open.ConnectTimeoutMs, s.opts.Window, s.opts.MaxWindow)

@@ -29,6 +29,10 @@ type invocation struct {
 	epoch                  uint64 // key changes seen before the policy was read (keys.go)
 
 	open *streamlog.Pending // its entry in the open-stream journal (interrupted.go)
+	// record, when set, is the device's registry record read while the
+	// policy was (readRecord): createStream waits for it in place of
+	// reading it after.
+	record *recordRead
 
 	mu       sync.Mutex // answer may race the relay's end of the stream
 	status   int

@@ -210,9 +210,11 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 	// a device disabled or deleted through another node is refused from
 	// the moment that node answered, where this node's watch and the
 	// change's kick reach it only later, after the stream would have.
-	rctx, cancel := ctxTimeout(ctx)
-	dev, err := s.reg.Record(rctx, inv.deviceID)
-	cancel()
+	rd := inv.record
+	if rd == nil {
+		rd = s.readRecord(ctx, inv.deviceID)
+	}
+	dev, err := rd.wait()
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		fail(http.StatusNotFound, wire.CodeDeviceNotFound, wire.ResultError, fmt.Sprintf("Device %s not registered", inv.deviceID))
@@ -270,4 +272,31 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 		inv.answer(http.StatusOK, wire.ResultAccepted)
 		a.accepted(st, url)
 	}
+}
+
+// recordRead is a device's registry record being read. A stream on a
+// service's session starts it beside the read of the session's policy:
+// both are reads of the registry (a JetStream round trip each), made for
+// every stream, and neither needs the other's answer.
+type recordRead struct {
+	done chan struct{}
+	dev  wire.Device
+	err  error
+}
+
+// readRecord starts reading device id's record; wait has it.
+func (s *Server) readRecord(ctx context.Context, id string) *recordRead {
+	rd := &recordRead{done: make(chan struct{})}
+	go func() {
+		defer close(rd.done)
+		rctx, cancel := ctxTimeout(ctx)
+		defer cancel()
+		rd.dev, rd.err = s.reg.Record(rctx, id)
+	}()
+	return rd
+}
+
+func (rd *recordRead) wait() (wire.Device, error) {
+	<-rd.done
+	return rd.dev, rd.err
 }
