@@ -34,7 +34,9 @@ type Limits struct {
 	// burst).
 	StreamRate          float64
 	StreamRatePerPolicy float64
-	// PendingHandshakes caps the streams waiting for a side to connect.
+	// PendingHandshakes caps the streams waiting for a side to connect,
+	// and, counted apart, the streams of services' sessions being set up
+	// (from their opening frame to their answer).
 	PendingHandshakes int
 
 	// MQTTConnsPerSource caps the MQTT connections (over TLS and over

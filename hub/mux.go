@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -73,6 +74,10 @@ type muxSessions struct {
 	devices  map[string]*muxSession // by client id
 	// wg counts the goroutines serving sessions and their streams.
 	wg sync.WaitGroup
+	// setting counts the streams of services' sessions being set up: from
+	// their acceptance to their answer, each on a goroutine of its own
+	// (setupSlot).
+	setting atomic.Int64
 }
 
 // muxRoutes adds the session routes to mux, unless sessions are off: the
@@ -238,11 +243,46 @@ func (s *Server) serveMux(m *muxSession, serve func(*muxSession, *yamux.Stream))
 		if err != nil {
 			return
 		}
-		if !s.muxGo(func() { serve(m, st) }) {
+		release, ok := s.setupSlot(m)
+		if !ok {
+			s.refuseSetup(m, st)
+			continue
+		}
+		if !s.muxGo(func() { defer release(); serve(m, st) }) {
+			release()
 			st.Reset()
 			return
 		}
 	}
+}
+
+// setupSlot takes one of the node's slots for a service's stream being
+// set up, unless all PendingHandshakes are taken. A stream costs a
+// goroutine from its acceptance on, before its header says anything, and
+// a session can open streams as fast as it writes their frames: without
+// the cap, one service could hold a goroutine per stream for the header's
+// timeout, without bound. A device's session takes no slot: the hub
+// resets the streams a device opens at once.
+func (s *Server) setupSlot(m *muxSession) (release func(), ok bool) {
+	limit := int64(s.lim.l.PendingHandshakes)
+	if m.kind != muxService || limit <= 0 {
+		return func() {}, true
+	}
+	if s.muxes.setting.Add(1) > limit {
+		s.muxes.setting.Add(-1)
+		return nil, false
+	}
+	return func() { s.muxes.setting.Add(-1) }, true
+}
+
+// refuseSetup answers a stream over setupSlot's cap as the relay answers
+// one over its own, 429, without reading its header: written on the
+// session's accepting goroutine, so that a service that opens streams
+// faster than it reads their answers slows only its own session.
+func (s *Server) refuseSetup(m *muxSession, st *yamux.Stream) {
+	s.lim.hit(relay.LimitPendingHandshakes, "stream request refused: too many streams on sessions being set up on this hub", "remote", m.remote, "policy", m.policy)
+	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st)}
+	a.throttled(time.Second, fmt.Sprintf("Too many streams being set up on this hub (at most %d)", s.lim.l.PendingHandshakes))
 }
 
 // muxGo runs f on a goroutine of its own, which closeMuxes waits for,

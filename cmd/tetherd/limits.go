@@ -31,7 +31,7 @@ func addLimitFlags(fs *flag.FlagSet, l *hub.Limits) (names []string, finish func
 	intFlag(&l.StreamsPerHub, "max-streams", d.StreamsPerHub, "streams open at once on this node")
 	floatFlag(&l.StreamRate, "stream-rate", d.StreamRate, "new streams a second on this node")
 	floatFlag(&l.StreamRatePerPolicy, "stream-rate-per-policy", d.StreamRatePerPolicy, "new streams a second per access policy")
-	intFlag(&l.PendingHandshakes, "max-pending-streams", d.PendingHandshakes, "streams waiting for a side to connect")
+	intFlag(&l.PendingHandshakes, "max-pending-streams", d.PendingHandshakes, "streams waiting for a side to connect, and streams on sessions being set up")
 	intFlag(&l.MQTTConnsPerSource, "mqtt-conns-per-source", d.MQTTConnsPerSource, "MQTT connections one address (IPv6: /64) holds before they log in")
 	floatFlag(&l.MQTTConnRatePerSource, "mqtt-conn-rate-per-source", d.MQTTConnRatePerSource, "MQTT CONNECTs a second from one address")
 	intFlag(&headerBytes, "max-header-bytes", d.MaxHeaderBytes, "bytes of an HTTP request's header (431 past it)")
