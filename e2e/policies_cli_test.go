@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -125,5 +127,83 @@ func TestPolicyCommands(t *testing.T) {
 	refused("", "did you mean list", "policies", "lst")
 	if !strings.Contains(must("", "policies", "list"), "iothubowner") {
 		t.Error("the owner policy is gone")
+	}
+}
+
+// TestPolicyCommandsOut: show, add and rotate-key --out write the
+// connection string to a new file of mode 0600 and none to stdout; an
+// existing file stops add and rotate-key before the hub is asked (no key
+// made with nowhere to go), --force replaces it, and the key in each file
+// is the one the hub holds.
+func TestPolicyCommandsOut(t *testing.T) {
+	t.Parallel()
+	h := startProcHub(t)
+	dir := t.TempDir()
+	run := func(args ...string) (string, string, error) {
+		t.Helper()
+		return runCmd(t, h.env, h.tether, args...)
+	}
+	read := func(path string) sas.ConnectionString {
+		t.Helper()
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %04o, want 0600", path, st.Mode().Perm())
+		}
+		b, _ := os.ReadFile(path)
+		cs, err := sas.ParseConnectionString(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return cs
+	}
+
+	added := filepath.Join(dir, "ops.connstr")
+	stdout, stderr, err := run("policies", "add", "ops", "--rights", "ServiceConnect", "--out", added)
+	if err != nil {
+		t.Fatalf("policies add --out: %v\n%s", err, stderr)
+	}
+	cs := read(added)
+	if stdout != "" || strings.Contains(stderr, cs.SharedAccessKey) || !strings.Contains(stderr, "policy ops's connection string is in "+added) {
+		t.Errorf("policies add --out: stdout %q, stderr %q; want nothing on stdout and the file named", stdout, stderr)
+	}
+	if cs.SharedAccessKeyName != "ops" {
+		t.Errorf("the file names policy %q", cs.SharedAccessKeyName)
+	}
+
+	shown := filepath.Join(dir, "shown.connstr")
+	if _, stderr, err := run("policies", "show", "ops", "--out", shown); err != nil {
+		t.Fatalf("policies show --out: %v\n%s", err, stderr)
+	}
+	if got := read(shown); got.SharedAccessKey != cs.SharedAccessKey {
+		t.Error("policies show --out wrote another key than add made")
+	}
+
+	// rotate-key onto an existing file: refused before the hub is asked,
+	// so the key in it still works.
+	if _, stderr, err := run("policies", "rotate-key", "ops", "--out", added); err == nil || !strings.Contains(stderr, "--force") {
+		t.Errorf("rotate-key --out over a file: %v, %q; want a refusal naming --force", err, stderr)
+	}
+	if _, stderr, err := run("policies", "show", "ops", "--out", filepath.Join(dir, "again.connstr")); err != nil {
+		t.Fatal(err, stderr)
+	} else if read(filepath.Join(dir, "again.connstr")).SharedAccessKey != cs.SharedAccessKey {
+		t.Error("a refused rotate-key rotated the key")
+	}
+	if _, stderr, err := run("policies", "rotate-key", "ops", "--force"); err == nil || !strings.Contains(stderr, "--force goes with --out") {
+		t.Errorf("--force alone: %v, %q", err, stderr)
+	}
+	if _, stderr, err := run("policies", "rotate-key", "ops", "--out", added, "--force"); err != nil {
+		t.Fatalf("rotate-key --out --force: %v\n%s", err, stderr)
+	}
+	rotated := read(added)
+	if rotated.SharedAccessKey == cs.SharedAccessKey {
+		t.Error("rotate-key --force left the old key in the file")
+	}
+	if _, stderr, err := run("policies", "show", "ops", "--out", shown, "--force"); err != nil {
+		t.Fatal(err, stderr)
+	} else if read(shown).SharedAccessKey != rotated.SharedAccessKey {
+		t.Error("the key rotate-key wrote is not the hub's")
 	}
 }

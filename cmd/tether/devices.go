@@ -100,7 +100,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 	defer c.Close()
 	var keyOut *connStrOut
 	if out != nil {
-		if keyOut, err = newConnStrOut(g, *out, *force); err != nil {
+		if keyOut, err = newConnStrOut(g, "device", *out, *force); err != nil {
 			return err
 		}
 		defer keyOut.close()
@@ -137,7 +137,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		if cs == "" {
 			return fmt.Errorf("device %q was created but the hub returned no key for it", pos[0])
 		}
-		return keyOut.put(pos[0], cs)
+		return keyOut.put(pos[0], cs, true)
 	case "list":
 		ds, err := c.ListDevices(ctx)
 		if err != nil {
@@ -194,7 +194,7 @@ func cmdDevices(ctx context.Context, g *globals, args []string) error {
 		if *secondary {
 			cs.SharedAccessKey = d.Authentication.SymmetricKey.SecondaryKey
 		}
-		return keyOut.put(pos[0], cs.String())
+		return keyOut.put(pos[0], cs.String(), true)
 	}
 	return nil
 }

@@ -184,19 +184,21 @@ func (k *keyFile) remove() {
 	os.Remove(k.path) // created by createKeyFile, exclusively: ours
 }
 
-// connStrOut is where devices add and rotate-key put a new connection
-// string: stdout, alone on it so that scripts can take it, or the --out
-// file, claimed before the hub is asked so that a key is never made with
-// nowhere to go.
+// connStrOut is where devices add and rotate-key, and policies show, add
+// and rotate-key, put a connection string: stdout, alone on it so that
+// scripts can take it, or the --out file, claimed before the hub is asked
+// so that a key is never made with nowhere to go.
 type connStrOut struct {
 	g    *globals
+	kind string // "device" or "policy": whose key it is
 	path string
 	file *keyFile // nil for stdout, or once written
 }
 
-// newConnStrOut claims path for a connection string ("" for stdout).
-func newConnStrOut(g *globals, path string, replace bool) (*connStrOut, error) {
-	o := &connStrOut{g: g, path: path}
+// newConnStrOut claims path for the connection string of a kind's ("" for
+// stdout).
+func newConnStrOut(g *globals, kind, path string, replace bool) (*connStrOut, error) {
+	o := &connStrOut{g: g, kind: kind, path: path}
 	if path == "" {
 		return o, nil
 	}
@@ -211,21 +213,30 @@ func newConnStrOut(g *globals, path string, replace bool) (*connStrOut, error) {
 	return o, nil
 }
 
-// put writes the connection string cs of device id.
-func (o *connStrOut) put(id, cs string) error {
+// put writes the connection string cs of the device or policy name; made
+// says the hub has just made its key (add, rotate-key), which a failed
+// write must not leave unsaid.
+func (o *connStrOut) put(name, cs string, made bool) error {
 	if o.path == "" {
 		fmt.Fprintln(o.g.Stdout, cs)
 		if isCharDevice(o.g.Stdout) && holdsKey(cs) {
-			fmt.Fprintln(o.g.Stderr, "tether: that is the device's key, now in the terminal's scrollback: --out FILE writes it to a file only you can read")
+			fmt.Fprintf(o.g.Stderr, "tether: that is the %s's key, now in the terminal's scrollback: --out FILE writes it to a file only you can read\n", o.kind)
 		}
 		return nil
 	}
 	f := o.file
 	o.file = nil
 	if err := f.commit([]byte(cs + "\n")); err != nil {
-		return fmt.Errorf("device %q has its key, but writing it to %s failed: %w; tether devices rotate-key %s --out FILE makes another", id, o.path, err, id)
+		if made {
+			return fmt.Errorf("%s %q has its key, but writing it to %s failed: %w; tether %ss rotate-key %s --out FILE makes another", o.kind, name, o.path, err, o.kind, name)
+		}
+		return fmt.Errorf("writing the connection string of %s %q to %s: %w", o.kind, name, o.path, err)
 	}
-	fmt.Fprintf(o.g.Stderr, "tether: %s's connection string is in %s (mode 0600)\n", id, o.path)
+	who := name
+	if o.kind != "device" {
+		who = o.kind + " " + name
+	}
+	fmt.Fprintf(o.g.Stderr, "tether: %s's connection string is in %s (mode 0600)\n", who, o.path)
 	return nil
 }
 

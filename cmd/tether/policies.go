@@ -12,19 +12,22 @@ import (
 
 const policiesUsage = `usage:
   tether policies list [--json]   list the hub's access policies: name and rights
-  tether policies show NAME [--secondary]
+  tether policies show NAME [--secondary] [--out FILE [--force]]
                                   print the policy's connection string (with its
-                                  primary key, or its secondary)
-  tether policies add NAME --rights RIGHT,RIGHT...
+                                  primary key, or its secondary), or write it to
+                                  FILE (new, mode 0600)
+  tether policies add NAME --rights RIGHT,RIGHT... [--out FILE [--force]]
                                   add a policy; RIGHTs from RegistryRead,
                                   RegistryWrite, ServiceConnect, DeviceConnect;
-                                  prints its connection string
+                                  prints its connection string, or writes it
+                                  to FILE
   tether policies rm NAME         remove a policy: its connection strings stop
                                   working, the streams and sessions they opened end
-  tether policies rotate-key NAME [--secondary]
+  tether policies rotate-key NAME [--secondary] [--out FILE [--force]]
                                   new primary (or secondary) key: the old one stops
                                   working, what it opened ends; prints the
-                                  connection string with the new key
+                                  connection string with the new key, or
+                                  writes it to FILE
 
 Hand out the least a program needs: 'service' (ServiceConnect) for forward
 and pipe, 'registryRead' to watch devices. Managing policies takes an owner
@@ -38,8 +41,8 @@ func cmdPolicies(ctx context.Context, g *globals, args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := g.newFlagSet("policies "+sub, policiesUsage)
-	var asJSON, secondary *bool
-	var rights *string
+	var asJSON, secondary, force *bool
+	var rights, out *string
 	switch sub {
 	case "list":
 		asJSON = fs.Bool("json", false, "print a JSON array (names and rights, no keys)")
@@ -49,6 +52,11 @@ func cmdPolicies(ctx context.Context, g *globals, args []string) error {
 		secondary = fs.Bool("secondary", false, "rotate the secondary key instead of the primary")
 	case "add":
 		rights = fs.String("rights", "", "the policy's `RIGHTS`, comma-separated: RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect")
+	}
+	switch sub {
+	case "show", "add", "rotate-key":
+		out = fs.String("out", "", "write the connection string to `FILE`, created with mode 0600, instead of stdout; an existing FILE is an error")
+		force = fs.Bool("force", false, "with --out, replace FILE if it exists")
 	}
 	if err := checkSub(g, "policies", sub, policiesUsage); err != nil {
 		return err
@@ -64,12 +72,21 @@ func cmdPolicies(ctx context.Context, g *globals, args []string) error {
 		return fmt.Errorf("policies %s needs exactly one policy NAME", sub)
 	case sub == "add" && *rights == "":
 		return errors.New("policies add needs --rights, e.g. --rights ServiceConnect (RegistryRead, RegistryWrite, ServiceConnect, DeviceConnect)")
+	case force != nil && *force && *out == "":
+		return errors.New("--force goes with --out FILE: it lets FILE be replaced")
 	}
 	c, err := newServiceClient(g)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	var keyOut *connStrOut
+	if out != nil {
+		if keyOut, err = newConnStrOut(g, "policy", *out, *force); err != nil {
+			return err
+		}
+		defer keyOut.close()
+	}
 
 	name := ""
 	if len(pos) == 1 {
@@ -111,9 +128,7 @@ func cmdPolicies(ctx context.Context, g *globals, args []string) error {
 	if cs == "" {
 		return fmt.Errorf("policy %q: the hub returned no key", name)
 	}
-	// Alone on stdout, for a file or a secret store to take.
-	fmt.Fprintln(g.Stdout, cs)
-	return nil
+	return keyOut.put(name, cs, sub != "show")
 }
 
 // explainPolicyError is explainHubError for policy calls, whose 404 is
