@@ -29,7 +29,7 @@ type invocation struct {
 	epoch                  uint64 // key changes seen before the policy was read (keys.go)
 
 	open *streamlog.Pending // its entry in the open-stream journal (interrupted.go)
-	// record, when set, is the device's registry record read while the
+	// record, when set, is the device's status being read while the
 	// policy was (readRecord): createStream waits for it in place of
 	// reading it after.
 	record *recordRead

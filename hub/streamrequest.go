@@ -214,7 +214,7 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 	if rd == nil {
 		rd = s.readRecord(ctx, inv.deviceID)
 	}
-	dev, err := rd.wait()
+	devStatus, err := rd.wait()
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		fail(http.StatusNotFound, wire.CodeDeviceNotFound, wire.ResultError, fmt.Sprintf("Device %s not registered", inv.deviceID))
@@ -225,7 +225,7 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 		fail(http.StatusInternalServerError, wire.CodeServerError, wire.ResultError, "registry unavailable")
 		s.logInvocation(inv, nil)
 		return
-	case dev.Status == wire.StatusDisabled:
+	case devStatus == wire.StatusDisabled:
 		fail(http.StatusNotFound, wire.CodeNotOnline, wire.ResultOffline, fmt.Sprintf("Device %s is disabled", inv.deviceID))
 		s.logInvocation(inv, nil)
 		return
@@ -274,29 +274,29 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 	}
 }
 
-// recordRead is a device's registry record being read. A stream on a
-// service's session starts it beside the read of the session's policy:
-// both are reads of the registry (a JetStream round trip each), made for
-// every stream, and neither needs the other's answer.
+// recordRead is a device's status being read from its registry record.
+// A stream on a service's session starts it beside the read of the
+// session's policy: both are reads of the registry (a JetStream round trip
+// each), made for every stream, and neither needs the other's answer.
 type recordRead struct {
-	done chan struct{}
-	dev  wire.Device
-	err  error
+	done   chan struct{}
+	status string
+	err    error
 }
 
-// readRecord starts reading device id's record; wait has it.
+// readRecord starts reading device id's status; wait has it.
 func (s *Server) readRecord(ctx context.Context, id string) *recordRead {
 	rd := &recordRead{done: make(chan struct{})}
 	go func() {
 		defer close(rd.done)
 		rctx, cancel := ctxTimeout(ctx)
 		defer cancel()
-		rd.dev, rd.err = s.reg.Record(rctx, id)
+		rd.status, rd.err = s.reg.Status(rctx, id)
 	}()
 	return rd
 }
 
-func (rd *recordRead) wait() (wire.Device, error) {
+func (rd *recordRead) wait() (string, error) {
 	<-rd.done
-	return rd.dev, rd.err
+	return rd.status, rd.err
 }

@@ -29,6 +29,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,6 +76,10 @@ type Registry struct {
 	certs    jetstream.KeyValue
 	log      *slog.Logger
 	now      func() time.Time
+
+	// statuses holds the status Status decoded from each device's record,
+	// by the record's revision (statusCache).
+	statuses statusCache
 }
 
 // Open opens the registry's buckets, creating those that are missing.
@@ -151,6 +156,74 @@ func (r *Registry) Record(ctx context.Context, id string) (wire.Device, error) {
 	}
 	d, _, err := r.load(ctx, id)
 	return d, err
+}
+
+// Status returns device id's status (wire.StatusEnabled or
+// wire.StatusDisabled), read from the registry as Record reads it, for
+// every stream: only the decoding is spared when the record's revision is
+// the one decoded last time. A record changes only with a new revision, so
+// the answer is always the record's as the registry holds it now.
+func (r *Registry) Status(ctx context.Context, id string) (string, error) {
+	if err := ValidateID(id); err != nil {
+		return "", err
+	}
+	key := cluster.SubjectToken(id)
+	e, err := r.devices.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		r.statuses.forget(key)
+		return "", fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return "", fmt.Errorf("registry: get device %q: %w", id, err)
+	}
+	if st, ok := r.statuses.get(key, e.Revision()); ok {
+		return st, nil
+	}
+	var d struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(e.Value(), &d); err != nil {
+		return "", fmt.Errorf("registry: device %q: stored record: %w", id, err)
+	}
+	r.statuses.put(key, e.Revision(), d.Status)
+	return d.Status, nil
+}
+
+// statusCache maps a device's key to the status decoded from its record at
+// a revision. It is bounded: past maxStatuses entries it starts again
+// empty, which costs a decoding per device and nothing else.
+type statusCache struct {
+	mu sync.Mutex
+	m  map[string]revStatus
+}
+
+type revStatus struct {
+	rev    uint64
+	status string
+}
+
+const maxStatuses = 100_000
+
+func (c *statusCache) get(key string, rev uint64) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[key]
+	return v.status, ok && v.rev == rev
+}
+
+func (c *statusCache) put(key string, rev uint64, status string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxStatuses {
+		c.m = make(map[string]revStatus)
+	}
+	c.m[key] = revStatus{rev, status}
+}
+
+func (c *statusCache) forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
 }
 
 // load reads a device and the revision its etag comes from.
