@@ -20,13 +20,17 @@ import (
 	"github.com/tether-io/tether/wire"
 )
 
-// Path names: the two baselines, Tether through `tether forward`, and
-// Tether through the service SDK's OpenStream.
+// Path names: the two baselines, Tether through `tether forward`,
+// Tether through the service SDK's OpenStream, and Tether through `tether
+// forward` on a tunnel of its own whose agent and forwarder run without
+// sessions (a connection per stream), to tell in the same run what
+// sessions change.
 const (
 	direct = "direct"
 	limit  = "limit"
 	tether = "tether"
 	sdk    = "sdk"
+	plain  = "nosessions"
 )
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -80,6 +84,20 @@ func (r *runner) measureStreams(ctx context.Context) error {
 		}
 	}
 	cpuProcs := map[string][]*bench.Proc{limit: relays, tether: {t.hub.proc, t.agent, t.fwd}, sdk: {t.hub.proc, t.agent}}
+	if c.runs("rtt") || c.runs("setup") || c.runs("streams") {
+		// Started after the idle figures above, so that they are of one
+		// tunnel alone.
+		tp, err := r.startTunnelWith(ctx, tunnelConfig{suffix: "-" + plain, dir: filepath.Join(r.out, "data", "hub-"+plain), fresh: true, noSessions: true})
+		if err != nil {
+			return fmt.Errorf("the tunnel without sessions: %w", err)
+		}
+		defer r.stopTunnel(tp)
+		dials[plain] = tp.forwardDial
+		if res := bench.Setup(ctx, dials[plain], 1, 30*time.Second, 1); res.OK != 1 {
+			return fmt.Errorf("path %s does not echo: %v", plain, res.LastErr)
+		}
+		cpuProcs[plain] = []*bench.Proc{tp.hub.proc, tp.agent, tp.fwd}
+	}
 	r.cpuProcs = cpuProcs
 	r.res.CPUPerOp = map[string]map[string]float64{}
 
@@ -193,7 +211,7 @@ func (r *runner) spread(name string, vs []float64) {
 // whose samples are merged.
 func (r *runner) measureRTT(ctx context.Context, dials map[string]bench.DialFunc) error {
 	c := r.cfg
-	paths := []string{direct, limit, tether}
+	paths := []string{direct, limit, tether, plain}
 	hists := map[string]*bench.Hist{}
 	p50s := map[string][]float64{}
 	for round := range c.rounds {
@@ -234,7 +252,7 @@ func (r *runner) measureSetup(ctx context.Context, dials map[string]bench.DialFu
 	}
 	accs := map[string]*acc{}
 	for round := range c.rounds {
-		for _, p := range []string{direct, limit, tether, sdk} {
+		for _, p := range []string{direct, limit, tether, sdk, plain} {
 			for _, conc := range []int{1, 32} {
 				key := fmt.Sprintf("%s/%d", p, conc)
 				cpu0 := r.cpuNow(p)
@@ -274,7 +292,7 @@ func (r *runner) measureSetup(ctx context.Context, dials map[string]bench.DialFu
 func (r *runner) measureMany(ctx context.Context, t *tunnel, dials map[string]bench.DialFunc) {
 	c := r.cfg
 	r.res.Many = map[string]ManyFig{}
-	for _, p := range []string{direct, limit, tether} {
+	for _, p := range []string{direct, limit, tether, plain} {
 		var s *rssSampler
 		if p == tether {
 			s = sampleRSS(t.agent)

@@ -185,8 +185,13 @@ func (r *runner) rows() []row {
 			row{Figure: "2. RTT 64 B, p99", Unit: "µs", Direct: f(rt[direct].P99, 0), Limit: f(rt[limit].P99, 0), Tether: f(rt[tether].P99, 0),
 				Ratio: ratio(rt[tether].P99, rt[limit].P99)},
 		)
+		if np, ok := rt[plain]; ok {
+			rows = append(rows, row{Figure: "2. RTT 64 B, p50 / p99, " + withoutSessions, Unit: "µs", Direct: f(rt[direct].P50, 0), Limit: f(rt[limit].P50, 0),
+				Tether: f(np.P50, 0) + " / " + f(np.P99, 0), Ratio: ratio(np.P50, rt[limit].P50)})
+		}
 	}
 	rows = append(rows, r.cpuRows("rtt", "2. CPU per 64 B round trip", "µs", 1)...)
+	rows = append(rows, r.cpuRowsOf("rtt", plain, "2. CPU per 64 B round trip, "+withoutSessions, "µs", 1)...)
 	if res.Setup != nil {
 		s := res.Setup
 		pair := func(k string) string { return f(s[k].P50, 2) + " / " + f(s[k].P99, 2) }
@@ -215,7 +220,21 @@ func (r *runner) rows() []row {
 			})
 		}
 	}
+	if s := res.Setup; s != nil {
+		if one, ok := s[plain+"/1"]; ok {
+			c32 := s[plain+"/32"]
+			rows = append(rows,
+				row{Figure: "3. setup from connect to tether forward, p50 / p99, one at a time, " + withoutSessions, Unit: "ms",
+					Direct: f(s[direct+"/1"].P50, 2), Limit: f(s[limit+"/1"].P50, 2), Tether: f(one.P50, 2) + " / " + f(one.P99, 2),
+					Ratio: ratio(one.P50, s[limit+"/1"].P50)},
+				row{Figure: "3. streams set up per second from connect to tether forward, 32 at once, " + withoutSessions, Unit: "/s",
+					Direct: f(s[direct+"/32"].Rate, 0), Limit: f(s[limit+"/32"].Rate, 0), Tether: f(c32.Rate, 0),
+					Ratio: ratio(c32.Rate, s[limit+"/32"].Rate)},
+			)
+		}
+	}
 	rows = append(rows, r.cpuRows("setup", "3. CPU per stream set up (forward, 32 at once)", "ms", 2)...)
+	rows = append(rows, r.cpuRowsOf("setup", plain, "3. CPU per stream set up (forward, 32 at once), "+withoutSessions, "ms", 2)...)
 	if res.Many != nil {
 		m := res.Many
 		name := fmt.Sprintf("4. %d streams × 1 KiB ping-pong", c.manyN)
@@ -226,7 +245,18 @@ func (r *runner) rows() []row {
 				Ratio: ratio(m[tether].P99, m[limit].P99)},
 		)
 	}
+	if np, ok := res.Many[plain]; ok {
+		m := res.Many
+		name := fmt.Sprintf("4. %d streams × 1 KiB ping-pong, %s", c.manyN, withoutSessions)
+		rows = append(rows,
+			row{Figure: name + ", steady state", Unit: "msgs/s", Direct: f(m[direct].Rate, 0), Limit: f(m[limit].Rate, 0), Tether: f(np.Rate, 0),
+				Ratio: ratio(np.Rate, m[limit].Rate)},
+			row{Figure: name + ", p99", Unit: "ms", Direct: f(m[direct].P99, 1), Limit: f(m[limit].P99, 1), Tether: f(np.P99, 1),
+				Ratio: ratio(np.P99, m[limit].P99)},
+		)
+	}
 	rows = append(rows, r.cpuRows("streams", fmt.Sprintf("4. CPU per 1 KiB round trip, %d streams", c.manyN), "µs", 1)...)
+	rows = append(rows, r.cpuRowsOf("streams", plain, fmt.Sprintf("4. CPU per 1 KiB round trip, %d streams, %s", c.manyN, withoutSessions), "µs", 1)...)
 	for _, d := range res.DevMem {
 		rows = append(rows, row{
 			Figure: fmt.Sprintf("5. hub RSS per idle device, N = %d, %s", d.N, d.Transport), Unit: "KiB",
@@ -284,25 +314,40 @@ func transportName(t string) string {
 	return map[string]string{"tls": "MQTT/TLS", "ws": "MQTT/WebSocket"}[t]
 }
 
+// withoutSessions names the rows of the tunnel whose agent and forwarder
+// run without sessions.
+const withoutSessions = "without sessions (TETHER_SESSIONS=0)"
+
 // cpuRows compares the CPU per operation of Tether's processes with their
 // counterparts in the limit chain: hub with r2, agent with r3, forwarder
 // with r1.
 func (r *runner) cpuRows(load, figure, unit string, prec int) []row {
+	return r.cpuRowsOf(load, tether, figure, unit, prec)
+}
+
+// cpuRowsOf is cpuRows for the processes of path (tether or plain, whose
+// processes' names end in "-" + plain).
+func (r *runner) cpuRowsOf(load, path, figure, unit string, prec int) []row {
 	suffix := ""
 	if load == "setup" {
 		suffix = "/32"
 	}
-	t, l := r.res.CPUPerOp[load+" "+tether+suffix], r.res.CPUPerOp[load+" "+limit+suffix]
+	t, l := r.res.CPUPerOp[load+" "+path+suffix], r.res.CPUPerOp[load+" "+limit+suffix]
 	if t == nil || l == nil {
 		return nil
+	}
+	procSuffix := ""
+	if path == plain {
+		procSuffix = "-" + plain
 	}
 	var rows []row
 	for _, p := range []struct{ name, tether, limit string }{
 		{"hub", "tetherd", "limit-r2"}, {"agent", "agent", "limit-r3"}, {"forwarder", "forward", "limit-r1"},
 	} {
+		v := t[p.tether+procSuffix]
 		rows = append(rows, row{
 			Figure: fmt.Sprintf("%s: %s (limit: %s)", figure, p.name, strings.TrimPrefix(p.limit, "limit-")), Unit: "CPU " + unit,
-			Direct: "–", Limit: f(l[p.limit], prec), Tether: f(t[p.tether], prec), Ratio: ratio(t[p.tether], l[p.limit]),
+			Direct: "–", Limit: f(l[p.limit], prec), Tether: f(v, prec), Ratio: ratio(v, l[p.limit]),
 		})
 	}
 	return rows
@@ -552,7 +597,10 @@ every path, so only the path differs:
   processes (` + "`bench/cmd/benchrelay`" + `) with the hub's certificate on the two
   middle legs: Tether's topology and TLS with nothing else;
 - **Tether**: client → ` + "`tether forward`" + ` ─WSS→ ` + "`tetherd`" + ` ←WSS─ ` + "`tether agent`" + ` → target;
-  stream setup is also timed from the service SDK's ` + "`OpenStream`" + `.
+  stream setup is also timed from the service SDK's ` + "`OpenStream`" + `;
+- **without sessions**: the same, on a second hub, agent and forwarder whose agent and forwarder
+  run with ` + "`TETHER_SESSIONS=0`" + ` (a connection per stream), for loads 2 to 4: what sessions
+  change, in the same run.
 
 Loads 1 to 3 run in ` + "`-rounds`" + ` rounds, the three paths interleaved in each, because the
 machine is shared: bulk figures are the median of the rounds, latencies come from the merged samples.
