@@ -198,6 +198,11 @@ func (c *config) validate() error {
 	}
 	if c.publicURL == "" {
 		_, port, _ := net.SplitHostPort(c.listen) // checked above
+		if port == "0" {
+			// The port is known once the listener is up: the node names
+			// it then.
+			return nil
+		}
 		c.publicURL = "https://" + net.JoinHostPort(c.hostnames[0], port)
 	}
 	u, err := url.Parse(c.publicURL)

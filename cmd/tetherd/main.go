@@ -114,6 +114,7 @@ func run(ctx context.Context, c *config, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	c.publicURL = n.PublicURL() // named by the node when --listen's port was 0
 	printWelcome(stdout, c, n.HTTPAddr(), n.MQTTAddr(), n.OwnerFile())
 	log.Info("hub started", "listen", n.HTTPAddr().String(), "public", c.publicURL, "node", n.Cluster().Node(), "version", version.Get().String())
 

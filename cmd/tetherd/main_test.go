@@ -29,6 +29,11 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if c.publicURL != "https://hub.example:443" || node.ConnectionStringHost(c.publicURL) != "hub.example" || len(c.hostnames) != 2 {
 		t.Fatalf("env and flags: %+v %s", c, node.ConnectionStringHost(c.publicURL))
 	}
+	// Port 0: the port is the listener's, known once it is up, when the
+	// node names the public URL (not https://host:0).
+	if c, err = parseFlags([]string{"--listen", "127.0.0.1:0"}, os.Stderr); err != nil || c.publicURL != "" {
+		t.Fatalf("--listen 127.0.0.1:0: public URL %q (%v), want it left to the node", c.publicURL, err)
+	}
 	if node.ConnectionStringHost("https://127.0.0.1:18443") != "127.0.0.1:18443" {
 		t.Fatal("the port must stay in HostName when it is not 443")
 	}
