@@ -276,6 +276,7 @@ func TestShellRecording(t *testing.T) {
 	}
 
 	var id string
+	var recorded bool
 	eventually(t, 30*time.Second, "the session's stream-log record", func() bool {
 		out, _, err := runCmd(t, h.env, h.tether, "logs", "--json", "--device", "dev1", "-n", "1")
 		var rec wire.StreamLog
@@ -283,9 +284,12 @@ func TestShellRecording(t *testing.T) {
 		if err != nil || json.Unmarshal([]byte(out), &rec) != nil || json.Unmarshal([]byte(rec.Properties), &props) != nil {
 			return false
 		}
-		id = props.StreamID
+		id, recorded = props.StreamID, props.Recorded
 		return id != ""
 	})
+	if !recorded {
+		t.Error("the session's stream-log record does not say it was recorded")
+	}
 	file := filepath.Join(h.dir, "recordings", id+".cast")
 	st, err := os.Stat(file)
 	if err != nil {

@@ -104,6 +104,7 @@ func (s *Server) logInvocation(inv *invocation, info *relay.Info) {
 	if info != nil {
 		p.BytesToDevice, p.BytesToService = info.BytesToDevice, info.BytesToService
 		p.ClosedBy, p.CloseReason = info.ClosedBy, info.Reason
+		p.Recorded = info.Recorded
 		end = info.Closed
 		if info.PairedOK {
 			p.SetupMs = info.Paired.Sub(inv.start).Milliseconds()

@@ -356,6 +356,10 @@ type StreamLogProperties struct {
 	// stream request, the POST or the one-request upgrade, as the hub
 	// saw it: who opened the stream, beyond the policy's name.
 	ServiceAddress string `json:"serviceAddress,omitempty"`
+	// Recorded is Tether's own: the stream was a terminal session the
+	// node recorded (tetherd --record-terminals), whose recording that
+	// node serves at GET /streams/{streamId}/recording.
+	Recorded bool `json:"recorded,omitempty"`
 }
 
 // Results of a stream invocation.

@@ -87,8 +87,12 @@ func (pp *pipe) run() Info {
 	pp.deviceToService(&wg, &toService)
 	wg.Wait()
 	stopIdle()
+	recorded := false
 	if pp.tap != nil {
 		pp.tap.Close()
+		if r, ok := pp.tap.(interface{ Recorded() bool }); ok {
+			recorded = r.Recorded()
+		}
 	}
 	// Once a copy loop ended, stop was called; wait until it returned, so
 	// that it has done with both conns before they are reused or closed.
@@ -101,7 +105,7 @@ func (pp *pipe) run() Info {
 		Opened: st.opened, Paired: pp.paired, Closed: time.Now(),
 		BytesToDevice: toDevice, BytesToService: toService,
 		ClosedBy: pp.closedBy, Reason: pp.reason, PairedOK: true,
-		HalfClosedBy: pp.halfClosedBy(),
+		HalfClosedBy: pp.halfClosedBy(), Recorded: recorded,
 	}
 	if pp.accepted != nil {
 		if at, ok := pp.accepted(); ok {

@@ -92,6 +92,9 @@ type Info struct {
 	// HalfClosedBy is "service" or "device" when that side sent the first
 	// end-of-stream marker, empty when no side half-closed.
 	HalfClosedBy string
+	// Recorded says the stream's Tap kept a recording of it (a Tap with a
+	// Recorded method that says so: the hub's terminal recordings).
+	Recorded bool
 }
 
 // Subprotocol is the WebSocket subprotocol of Tether's own clients

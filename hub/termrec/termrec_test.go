@@ -68,6 +68,9 @@ func TestRecordsTerminalSession(t *testing.T) {
 	s.Data(true, wire.TermResizeFrame(50, 100))
 	s.Data(false, wire.TermExitFrame(0, ""))
 	s.Close()
+	if !s.Recorded() {
+		t.Error("a recorded terminal session says it was not recorded")
+	}
 
 	h, events := castLines(t, r, "STREAM1")
 	if h["version"] != 2.0 || h["width"] != 132.0 || h["height"] != 40.0 {
@@ -109,6 +112,9 @@ func TestIgnoresPlainStreams(t *testing.T) {
 	s.Data(true, []byte("GET / HTTP/1.1\r\n\r\n"))
 	s.Data(false, wire.TermHelloFrame())
 	s.Close()
+	if s.Recorded() {
+		t.Error("a plain stream says it was recorded")
+	}
 	for _, id := range []string{"PLAIN1", "PLAIN2"} {
 		if _, err := r.Open(id); err != ErrNotFound {
 			t.Errorf("%s: %v, want no recording", id, err)
