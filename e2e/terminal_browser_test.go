@@ -14,14 +14,16 @@ import (
 // TestTerminalInBrowser runs the console's Terminal tests
 // (testdata/console/terminal.mjs) in Chromium against tetherd and an agent
 // serving @shell with bash: a command's output, the size following the
-// page, UTF-8 both ways, copy and paste, and the shell gone once the tab
-// closed. With TETHER_CONSOLE_DOCS=1 its screenshot replaces
-// docs/console/terminal.png.
+// page, UTF-8 both ways, copy and paste, the shell gone once the tab
+// closed, and the session, recorded by the hub, replayed from the Logs
+// page. With TETHER_CONSOLE_DOCS=1 its screenshots replace
+// docs/console/terminal.png and replay.png.
 func TestTerminalInBrowser(t *testing.T) {
 	node, chromium := browserTools(t)
 	tools := needTools(t, "bash")
 	t.Parallel()
-	h := startProcHub(t)
+	tetherd, tether := buildBinaries(t)
+	h := startProcHubOf(t, tetherd, tether, "--record-terminals")
 	h.startShellAgent(t, "term-1", tools["bash"])
 	link, stderr, err := runCmd(t, h.env, h.tether, "console", "--no-open")
 	if err != nil {

@@ -3,10 +3,13 @@
 // serves @shell (bash) as device term-1, and answers "gone": whether the
 // device's process PID has ended.
 //
+// The hub records terminal sessions (--record-terminals): the last test
+// replays this one from the Logs page.
+//
 // Environment: TETHER_CONSOLE_LINK, TETHER_SHOTS, CHROMIUM (lib.mjs).
 
 import assert from 'node:assert/strict';
-import { ask, finish, link, newPage, shot, test, violations, waitState } from './lib.mjs';
+import { ask, consoleURL, finish, link, newPage, shot, test, violations, waitState } from './lib.mjs';
 
 const page = await newPage();
 
@@ -101,6 +104,42 @@ await test('closing the tab ends the shell on the device', async () => {
   await page.close();
   const { gone } = await ask({ do: 'gone', pid });
   assert.ok(gone, `the device's shell ${pid} still runs after the tab closed`);
+});
+
+await test('the Logs page replays the recorded session', async () => {
+  const logs = await newPage();
+  await logs.goto(link);
+  await logs.waitForSelector('#policy');
+  await logs.goto(`${consoleURL}#/logs`);
+  await logs.fill('#log-device', 'term-1');
+  // The record is written as the stream ends: ask until it is there.
+  const start = Date.now();
+  while (!(await logs.$('a.replay'))) {
+    if (Date.now() - start > 15000) throw new Error(`no Replay link for term-1's session:\n${await logs.textContent('main')}`);
+    await logs.click('form.filters button[type=submit]');
+    await logs.waitForTimeout(300);
+  }
+  await logs.click('a.replay');
+  await logs.waitForSelector('#replay .xterm-rows');
+  await logs.click('#replay-end');
+  await logs.waitForSelector('#replay[data-state="ended"]');
+  const shown = async () => logs.evaluate(() => [...document.querySelectorAll('#replay .xterm-rows > div')]
+    .map((r) => r.textContent.replace(/\u00a0/g, ' ')).join('\n'));
+  const until = Date.now() + 10000;
+  while (!/^copyme-42\s*$/m.test(await shown())) {
+    if (Date.now() > until) throw new Error(`the replay's end shows no copyme-42:\n${await shown()}`);
+    await logs.waitForTimeout(50);
+  }
+  assert.match(await logs.textContent('#replay-status'), /ended/);
+  await shot(logs, 'replay');
+  // Played from the start, it runs on its own.
+  await logs.click('#replay-restart');
+  await logs.waitForSelector('#replay[data-state="playing"], #replay[data-state="ended"]');
+  // A stream with no recording says why, in the hub's words.
+  await logs.goto(`${consoleURL}#/replay/NOSUCHSTREAM`);
+  await logs.waitForSelector('#replay-status.error');
+  assert.match(await logs.textContent('#replay-status'), /no recording of stream NOSUCHSTREAM/);
+  await logs.close();
 });
 
 await test('no CSP violation, script error, cookie, outside request or credential in a URL', async () => {

@@ -65,6 +65,13 @@ export async function call(session, method, path, opts) {
   return text ? JSON.parse(text) : null;
 }
 
+// text makes one GET and returns the answer's body as text: a terminal
+// recording (GET /streams/ID/recording).
+export async function text(session, path, signal) {
+  const res = await request(session, 'GET', path, { signal, headers: { Accept: '*/*' } });
+  return res.text();
+}
+
 // lines calls path and yields each JSON line of its answer as it comes:
 // the change feed (GET /events) and the stream logs (GET /streamlogs).
 export async function* lines(session, path, signal) {

@@ -11,6 +11,7 @@ import { streamsPage } from './streams.js';
 import { logsPage } from './logs.js';
 import { hubPage } from './hub.js';
 import { terminalPage } from './terminal.js';
+import { replayPage } from './replay.js';
 
 const pages = {
   devices: { title: 'Devices', show: devicesPage },
@@ -18,6 +19,7 @@ const pages = {
   logs: { title: 'Logs', show: logsPage },
   hub: { title: 'Hub', show: hubPage },
   terminal: { title: 'Terminal', show: terminalPage },
+  replay: { title: 'Replay', show: replayPage },
 };
 
 let session = null;

@@ -120,6 +120,16 @@ function loadCSS() {
   document.head.append(h('link', { rel: 'stylesheet', href: 'vendor/xterm.css', dataset: { xterm: '' } }));
 }
 
+// xtermModules loads xterm.js and its fit addon, the page made ready for
+// them first (their stylesheet, their styles through the CSSOM): the
+// Terminal's and the Replay's.
+export async function xtermModules() {
+  const [xterm, addon] = await Promise.all([import('../vendor/xterm.mjs'), import('../vendor/addon-fit.mjs')]);
+  styleThroughCSSOM();
+  loadCSS();
+  return { xterm, addon };
+}
+
 // terminalPage is #/terminal/DEVICE, or #/terminal/DEVICE/STREAM for a
 // shell served under another name than "shell".
 export function terminalPage(session, main) {
@@ -262,14 +272,12 @@ export function terminalPage(session, main) {
     let xterm;
     let addon;
     try {
-      [xterm, addon] = await Promise.all([import('../vendor/xterm.mjs'), import('../vendor/addon-fit.mjs')]);
+      ({ xterm, addon } = await xtermModules());
     } catch (e) {
       say(`Could not load the terminal: ${e.message}`, 'error');
       return;
     }
     if (left) return;
-    styleThroughCSSOM();
-    loadCSS();
     term = new xterm.Terminal({
       cursorBlink: true,
       scrollback: 5000,
