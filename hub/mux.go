@@ -234,7 +234,7 @@ func (s *Server) goAwayMuxes() int {
 
 // serveMux runs until m ends: it accepts the streams the end opens and
 // serves each with serve on a goroutine of its own. addMux counted it.
-func (s *Server) serveMux(m *muxSession, serve func(*muxSession, *yamux.Stream)) {
+func (s *Server) serveMux(m *muxSession, serve func(*muxSession, *yamux.Stream, func())) {
 	defer s.muxes.wg.Done()
 	defer s.removeMux(m)
 	defer m.close(ws.StatusNormalClosure, "")
@@ -248,7 +248,9 @@ func (s *Server) serveMux(m *muxSession, serve func(*muxSession, *yamux.Stream))
 			s.refuseSetup(m, st)
 			continue
 		}
-		if !s.muxGo(func() { defer release(); serve(m, st) }) {
+		// serve gives the slot back once the stream is answered (it may
+		// then run the stream on this goroutine), or when it returns.
+		if !s.muxGo(func() { defer release(); serve(m, st, release) }) {
 			release()
 			st.Reset()
 			return
@@ -272,7 +274,8 @@ func (s *Server) setupSlot(m *muxSession) (release func(), ok bool) {
 		s.muxes.setting.Add(-1)
 		return nil, false
 	}
-	return func() { s.muxes.setting.Add(-1) }, true
+	var once sync.Once
+	return func() { once.Do(func() { s.muxes.setting.Add(-1) }) }, true
 }
 
 // refuseSetup answers a stream over setupSlot's cap as the relay answers
@@ -360,7 +363,7 @@ func (s *Server) headerTimeout() time.Duration {
 // a stream request, checked and asked as the POST's, and answered with a
 // MuxAnswer; the stream is then the service's side of the stream. A
 // malformed header resets this stream alone.
-func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
+func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream, setupDone func()) {
 	s.metrics.muxStreams.WithLabelValues(muxService).Inc()
 	st.SetReadDeadline(time.Now().Add(s.headerTimeout()))
 	var open wire.MuxOpen
@@ -370,7 +373,7 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream) {
 		return
 	}
 	st.SetReadDeadline(time.Time{})
-	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st)}
+	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st), answered: setupDone}
 	start := time.Now()
 	// The rates are checked first, in memory: a throttled request reads
 	// nothing from the registry.
@@ -436,11 +439,21 @@ type muxAnswer struct {
 	// gate is conn as the relay has it when the stream was pushed to the
 	// device with its early data (muxearly.go).
 	gate *writeGate
+	// answered, when set, is called as the answer is given: the stream's
+	// setup is over (setupSlot).
+	answered func()
+}
+
+func (a *muxAnswer) setupOver() {
+	if a.answered != nil {
+		a.answered()
+	}
 }
 
 // end writes ans and ends the stream: nothing of it reached a device's
 // accepted stream.
 func (a *muxAnswer) end(ans wire.MuxAnswer) {
+	a.setupOver()
 	a.gate.answered()
 	a.gate.decide(gateRefused)
 	a.conn.SetWriteDeadline(time.Now().Add(muxWriteTimeout))
@@ -464,6 +477,7 @@ func (a *muxAnswer) rejected(deviceStatus int) {
 // service's side of st; with the device's side waiting, this goroutine
 // runs the stream until it ends.
 func (a *muxAnswer) accepted(st *relay.Stream, _ string) {
+	a.setupOver()
 	if a.gate.used.Load() {
 		// The relay has the stream, and answered the service as it read
 		// the device's acceptance (writeGate.acceptEarly).

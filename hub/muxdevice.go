@@ -71,7 +71,7 @@ func (s *Server) handleMuxDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	s.recheckDataSession(m)
 	s.log.Debug("device data session opened", "device", clientID, "remote", m.remote)
-	s.serveMux(m, func(m *muxSession, st *yamux.Stream) {
+	s.serveMux(m, func(m *muxSession, st *yamux.Stream, _ func()) {
 		// A device's session carries the streams the hub opens only.
 		st.Reset()
 	})

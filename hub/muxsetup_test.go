@@ -1,6 +1,8 @@
 package hub_test
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/tether-io/tether/hub"
 	"github.com/tether-io/tether/hub/node"
+	"github.com/tether-io/tether/internal/wsconn"
 	"github.com/tether-io/tether/internal/yamux"
 	"github.com/tether-io/tether/wire"
 )
@@ -67,5 +70,54 @@ func TestMuxSetupCap(t *testing.T) {
 	}
 	for _, st := range silent[1:] {
 		st.Reset()
+	}
+}
+
+// TestMuxSetupCapEndsAtAnswer: a stream holds its setup slot until it is
+// answered, not while it runs, though its serving goroutine runs it (the
+// device's side joined first, over a stream connection of its own, as an
+// Azure device's does): with one slot, a second stream is set up while
+// the first still runs.
+func TestMuxSetupCapEndsAtAnswer(t *testing.T) {
+	h := startMuxHub(t, func(c *node.Config) {
+		c.Limits = hub.Limits{AuthFailures: -1, AuthFailureRatePerSource: -1, PendingHandshakes: 1}
+	})
+	tok := h.addDevice(t, "dev1")
+	mq := h.connectMQTT(t, "dev1", tok, false)
+	svc := h.serviceSession(t)
+	for i := range 2 {
+		type opened struct {
+			ans wire.MuxAnswer
+			c   *wsconn.Conn
+		}
+		ch := make(chan opened, 1)
+		go func() {
+			ans, c := openStream(t, svc, wire.MuxOpen{DeviceID: "dev1", Name: "echo"})
+			ch <- opened{ans, c}
+		}()
+		req := recv(t, mq.reqs)
+		// The device joins before it answers: the service's side, when
+		// it comes, finds it waiting and runs the stream.
+		ctx, cancel := context.WithTimeout(context.Background(), muxWait)
+		dev, err := wsconn.Dial(ctx, req.URL, req.Token, h.tls)
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d: the device's side: %v", i, err)
+		}
+		defer dev.Close()
+		mq.answer(t, req, http.StatusOK)
+		o := recv(t, ch)
+		if !o.ans.Accepted || o.c == nil {
+			t.Fatalf("stream %d with the first still open: %+v, want it accepted", i, o.ans)
+		}
+		defer o.c.Close()
+		if _, err := o.c.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 4)
+		dev.SetReadDeadline(time.Now().Add(muxWait))
+		if _, err := io.ReadFull(dev, b); err != nil || string(b) != "ping" {
+			t.Fatalf("stream %d: the device read %q, %v", i, b, err)
+		}
 	}
 }
