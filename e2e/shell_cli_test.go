@@ -290,6 +290,9 @@ func TestShellRecording(t *testing.T) {
 	if !recorded {
 		t.Error("the session's stream-log record does not say it was recorded")
 	}
+	if out, _, err := runCmd(t, h.env, h.tether, "logs", "--device", "dev1", "-n", "1"); err != nil || !strings.Contains(out, id+" (recorded)") {
+		t.Errorf("tether logs: %v\n%s\nwant the stream marked recorded", err, out)
+	}
 	file := filepath.Join(h.dir, "recordings", id+".cast")
 	st, err := os.Stat(file)
 	if err != nil {

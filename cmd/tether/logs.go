@@ -36,7 +36,7 @@ the stream was asked for.
 
 --replay plays a terminal session (a device's @shell) as the hub node
 that relayed it recorded it, when that node runs with --record-terminals:
-the stream's ID is in the records (--json's streamId, or tether streams).
+its record's STREAM-ID says (recorded) (--json: "recorded": true).
 `
 
 // defaultLogWindow is what logs shows when told neither --since nor -n:
@@ -285,9 +285,13 @@ func logRow(rec wire.StreamLog) []string {
 	if closed == "" && p.Result != wire.ResultAccepted {
 		closed = rec.ResultDescription
 	}
+	id := orDash(p.StreamID)
+	if p.Recorded {
+		id += " (recorded)" // --replay plays it
+	}
 	return []string{ended, orDash(dev), orDash(p.RequestName), orDash(p.Result),
 		humanDuration(time.Duration(p.SetupMs) * time.Millisecond), lifetime, toDev, toSvc,
-		orDash(p.Policy), orDash(p.ServiceAddress), orDash(p.StreamID), orDash(closed)}
+		orDash(p.Policy), orDash(p.ServiceAddress), id, orDash(closed)}
 }
 
 // humanBytes is n in bytes or binary units, one decimal: 512 B, 1.2 MiB.

@@ -94,6 +94,8 @@ func TestLogPrinter(t *testing.T) {
 			ServiceAddress: "192.0.2.7:50123", ClosedBy: "hub", CloseReason: "killed by policy ops"}, 75_012, "stream accepted by the device"),
 		mk(wire.StreamLogProperties{DeviceID: "a-much-longer-device", ModuleID: "m", RequestName: "web", Result: wire.ResultOffline,
 			Policy: "service", StreamID: "DEF"}, 3, "device not online"),
+		mk(wire.StreamLogProperties{DeviceID: "dev1", RequestName: "shell", Result: wire.ResultAccepted, Policy: "iothubowner",
+			StreamID: "GHI", Recorded: true, ClosedBy: "device"}, 5_000, "stream accepted by the device"),
 	}
 	var b strings.Builder
 	p := &logPrinter{w: &b}
@@ -109,8 +111,12 @@ func TestLogPrinter(t *testing.T) {
 		}
 	}
 	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ENDED") {
-		t.Fatalf("want a header and two rows:\n%s", b.String())
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ENDED") {
+		t.Fatalf("want a header and three rows:\n%s", b.String())
+	}
+	// A recorded terminal session says so where its ID is, for --replay.
+	if !strings.Contains(lines[3], "GHI (recorded)") || strings.Contains(lines[1], "recorded") {
+		t.Errorf("recorded row: %s; row without a recording: %s", lines[3], lines[1])
 	}
 	ended := start.Add(75_012 * time.Millisecond).Local().Format(time.DateTime)
 	fields := strings.Fields(lines[1])
