@@ -80,7 +80,8 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 		// should take an explicit host.
 		addr = net.JoinHostPort("127.0.0.1", addr)
 	}
-	ln, err := net.Listen("tcp", addr)
+	lc := localKeepAlive(addr)
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) {
@@ -338,6 +339,32 @@ func (f *forwarder) explain(err error) error {
 	// Failures to reach the hub keep the SDK's own line, which names the
 	// address.
 	return err
+}
+
+// onLoopbackHost reports whether hostport names a loopback address: an IP
+// of one, or localhost.
+func onLoopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// localKeepAlive is how the forwarder listens and the agent dials its
+// target: without TCP keep-alive probes on loopback, where the kernel
+// itself ends a connection whose other end is gone, and which spares four
+// socket options on every connection; with Go's default elsewhere, where
+// a peer can vanish without a word.
+func localKeepAlive(hostport string) (lc net.ListenConfig) {
+	if onLoopbackHost(hostport) {
+		lc.KeepAlive = -1
+	}
+	return lc
 }
 
 // onLoopback reports whether addr is a loopback address, which only this
