@@ -373,7 +373,7 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream, setupDone f
 		return
 	}
 	st.SetReadDeadline(time.Time{})
-	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st), answered: setupDone}
+	a := &muxAnswer{s: s, conn: st, gate: newWriteGate(st), setupDone: setupDone}
 	start := time.Now()
 	// The rates are checked first, in memory: a throttled request reads
 	// nothing from the registry.
@@ -385,10 +385,10 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream, setupDone f
 	// but reaches this node's watch (keys.go) only later, and a stream
 	// asked in between must be refused all the same. The device's record,
 	// which createStream reads for the same reason, is read meanwhile.
-	var record *recordRead
+	var devStatus *statusRead
 	pathErr := validStreamPath(open.DeviceID, open.ModuleID, open.Name)
 	if pathErr == nil {
-		record = s.readRecord(m.ctx, open.DeviceID)
+		devStatus = s.readStatus(m.ctx, open.DeviceID)
 	}
 	epoch := s.keys.epoch.Load() // before the policy is read (keys.go)
 	if !s.muxKeyValid(m) {
@@ -399,7 +399,7 @@ func (s *Server) serveServiceStream(m *muxSession, st *yamux.Stream, setupDone f
 	inv := &invocation{
 		deviceID: open.DeviceID, module: open.ModuleID, name: open.Name,
 		policy: m.policy, start: start, sdk: open.UserAgent, remote: m.remote,
-		key: m.key, epoch: epoch, record: record,
+		key: m.key, epoch: epoch, devStatus: devStatus,
 	}
 	a.gate.inv = inv
 	if pathErr != nil {
@@ -439,14 +439,14 @@ type muxAnswer struct {
 	// gate is conn as the relay has it when the stream was pushed to the
 	// device with its early data (muxearly.go).
 	gate *writeGate
-	// answered, when set, is called as the answer is given: the stream's
+	// setupDone, when set, is called as the answer is given: the stream's
 	// setup is over (setupSlot).
-	answered func()
+	setupDone func()
 }
 
 func (a *muxAnswer) setupOver() {
-	if a.answered != nil {
-		a.answered()
+	if a.setupDone != nil {
+		a.setupDone()
 	}
 }
 

@@ -29,10 +29,10 @@ type invocation struct {
 	epoch                  uint64 // key changes seen before the policy was read (keys.go)
 
 	open *streamlog.Pending // its entry in the open-stream journal (interrupted.go)
-	// record, when set, is the device's status being read while the
-	// policy was (readRecord): createStream waits for it in place of
+	// devStatus, when set, is the device's status being read while the
+	// policy was (readStatus): createStream waits for it in place of
 	// reading it after.
-	record *recordRead
+	devStatus *statusRead
 
 	mu       sync.Mutex // answer may race the relay's end of the stream
 	status   int

@@ -210,11 +210,13 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 	// a device disabled or deleted through another node is refused from
 	// the moment that node answered, where this node's watch and the
 	// change's kick reach it only later, after the stream would have.
-	rd := inv.record
-	if rd == nil {
-		rd = s.readRecord(ctx, inv.deviceID)
+	var devStatus string
+	var err error
+	if inv.devStatus != nil {
+		devStatus, err = inv.devStatus.wait()
+	} else {
+		devStatus, err = s.deviceStatus(ctx, inv.deviceID)
 	}
-	devStatus, err := rd.wait()
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		fail(http.StatusNotFound, wire.CodeDeviceNotFound, wire.ResultError, fmt.Sprintf("Device %s not registered", inv.deviceID))
@@ -274,29 +276,34 @@ func (s *Server) createStream(ctx context.Context, a streamAnswer, inv *invocati
 	}
 }
 
-// recordRead is a device's status being read from its registry record.
-// A stream on a service's session starts it beside the read of the
-// session's policy: both are reads of the registry (a JetStream round trip
-// each), made for every stream, and neither needs the other's answer.
-type recordRead struct {
+// deviceStatus reads device id's status in the registry.
+func (s *Server) deviceStatus(ctx context.Context, id string) (string, error) {
+	ctx, cancel := ctxTimeout(ctx)
+	defer cancel()
+	return s.reg.Status(ctx, id)
+}
+
+// statusRead is a device's status being read from the registry. A stream
+// on a service's session starts it beside the read of the session's
+// policy: both are reads of the registry (a JetStream round trip each),
+// made for every stream, and neither needs the other's answer.
+type statusRead struct {
 	done   chan struct{}
 	status string
 	err    error
 }
 
-// readRecord starts reading device id's status; wait has it.
-func (s *Server) readRecord(ctx context.Context, id string) *recordRead {
-	rd := &recordRead{done: make(chan struct{})}
+// readStatus starts reading device id's status; wait has it.
+func (s *Server) readStatus(ctx context.Context, id string) *statusRead {
+	rd := &statusRead{done: make(chan struct{})}
 	go func() {
 		defer close(rd.done)
-		rctx, cancel := ctxTimeout(ctx)
-		defer cancel()
-		rd.status, rd.err = s.reg.Status(rctx, id)
+		rd.status, rd.err = s.deviceStatus(ctx, id)
 	}()
 	return rd
 }
 
-func (rd *recordRead) wait() (string, error) {
+func (rd *statusRead) wait() (string, error) {
 	<-rd.done
 	return rd.status, rd.err
 }

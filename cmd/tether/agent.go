@@ -261,7 +261,7 @@ func (a *agent) handle(ctx context.Context, req *device.Request) {
 	// The target first: a service should hear "rejected" at once, and why,
 	// not find its stream closed on arrival.
 	dctx, cancel := context.WithTimeout(ctx, targetDialTimeout)
-	d := net.Dialer{KeepAlive: localKeepAlive(target).KeepAlive}
+	d := net.Dialer{KeepAlive: keepAliveFor(target)}
 	tc, err := d.DialContext(dctx, "tcp", target)
 	cancel()
 	if err != nil {

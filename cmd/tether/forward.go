@@ -80,7 +80,7 @@ func cmdForward(ctx context.Context, g *globals, args []string) error {
 		// should take an explicit host.
 		addr = net.JoinHostPort("127.0.0.1", addr)
 	}
-	lc := localKeepAlive(addr)
+	lc := net.ListenConfig{KeepAlive: keepAliveFor(addr)}
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		var oe *net.OpError
@@ -355,16 +355,16 @@ func onLoopbackHost(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// localKeepAlive is how the forwarder listens and the agent dials its
-// target: without TCP keep-alive probes on loopback, where the kernel
-// itself ends a connection whose other end is gone, and which spares four
-// socket options on every connection; with Go's default elsewhere, where
-// a peer can vanish without a word.
-func localKeepAlive(hostport string) (lc net.ListenConfig) {
+// keepAliveFor is the KeepAlive of the forwarder's listener and of the
+// agent's dial of its target, on hostport: none (-1) on loopback, where
+// the kernel itself ends a connection whose other end is gone, which
+// spares four socket options on every connection; Go's default (0)
+// elsewhere, where a peer can vanish without a word.
+func keepAliveFor(hostport string) time.Duration {
 	if onLoopbackHost(hostport) {
-		lc.KeepAlive = -1
+		return -1
 	}
-	return lc
+	return 0
 }
 
 // onLoopback reports whether addr is a loopback address, which only this

@@ -5,6 +5,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestOnLoopbackHost(t *testing.T) {
@@ -39,17 +40,18 @@ func keepAliveOn(t *testing.T, c net.Conn) bool {
 func TestLocalKeepAlive(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
-		lc   net.ListenConfig
+		ka   time.Duration
 		want bool
 	}{
-		{localKeepAlive("127.0.0.1:0"), false},
-		{localKeepAlive("192.0.2.1:0"), true}, // listened on loopback all the same: only the setting differs
+		{keepAliveFor("127.0.0.1:0"), false},
+		{keepAliveFor("192.0.2.1:0"), true}, // listened on loopback all the same: only the setting differs
 	} {
-		ln, err := tc.lc.Listen(ctx, "tcp", "127.0.0.1:0")
+		lc := net.ListenConfig{KeepAlive: tc.ka}
+		ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := net.Dialer{KeepAlive: tc.lc.KeepAlive}
+		d := net.Dialer{KeepAlive: tc.ka}
 		c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -59,10 +61,10 @@ func TestLocalKeepAlive(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := keepAliveOn(t, s); got != tc.want {
-			t.Errorf("KeepAlive %v: the accepted connection's SO_KEEPALIVE %v, want %v", tc.lc.KeepAlive, got, tc.want)
+			t.Errorf("KeepAlive %v: the accepted connection's SO_KEEPALIVE %v, want %v", tc.ka, got, tc.want)
 		}
 		if got := keepAliveOn(t, c); got != tc.want {
-			t.Errorf("KeepAlive %v: the dialed connection's SO_KEEPALIVE %v, want %v", tc.lc.KeepAlive, got, tc.want)
+			t.Errorf("KeepAlive %v: the dialed connection's SO_KEEPALIVE %v, want %v", tc.ka, got, tc.want)
 		}
 		c.Close()
 		s.Close()

@@ -168,13 +168,12 @@ func (r *Registry) Status(ctx context.Context, id string) (string, error) {
 		return "", err
 	}
 	key := cluster.SubjectToken(id)
-	e, err := r.devices.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	e, err := r.deviceEntry(ctx, id)
+	if errors.Is(err, ErrNotFound) {
 		r.statuses.forget(key)
-		return "", fmt.Errorf("%w: device %q", ErrNotFound, id)
 	}
 	if err != nil {
-		return "", fmt.Errorf("registry: get device %q: %w", id, err)
+		return "", err
 	}
 	if st, ok := r.statuses.get(key, e.Revision()); ok {
 		return st, nil
@@ -228,12 +227,9 @@ func (c *statusCache) forget(key string) {
 
 // load reads a device and the revision its etag comes from.
 func (r *Registry) load(ctx context.Context, id string) (wire.Device, uint64, error) {
-	e, err := r.devices.Get(ctx, cluster.SubjectToken(id))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return wire.Device{}, 0, fmt.Errorf("%w: device %q", ErrNotFound, id)
-	}
+	e, err := r.deviceEntry(ctx, id)
 	if err != nil {
-		return wire.Device{}, 0, fmt.Errorf("registry: get device %q: %w", id, err)
+		return wire.Device{}, 0, err
 	}
 	var d wire.Device
 	if err := json.Unmarshal(e.Value(), &d); err != nil {
@@ -241,6 +237,19 @@ func (r *Registry) load(ctx context.Context, id string) (wire.Device, uint64, er
 	}
 	d.ETag = etag(e.Revision())
 	return d, e.Revision(), nil
+}
+
+// deviceEntry reads device id's entry in the bucket; ErrNotFound when
+// there is none.
+func (r *Registry) deviceEntry(ctx context.Context, id string) (jetstream.KeyValueEntry, error) {
+	e, err := r.devices.Get(ctx, cluster.SubjectToken(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: device %q", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry: get device %q: %w", id, err)
+	}
+	return e, nil
 }
 
 // etag turns a bucket revision into an Azure-looking etag: Azure's are

@@ -98,7 +98,6 @@ type Session struct {
 	w       *bufio.Writer
 	start   time.Time
 	header  bool
-	kept    bool // a recording was started: Recorded
 	rows    uint16
 	cols    uint16
 	tail    []byte // the start of a UTF-8 sequence the next output ends
@@ -166,7 +165,6 @@ func (s *Session) decide() {
 	s.f, s.w = f, bufio.NewWriter(f)
 	s.start = time.Now()
 	s.state = recording
-	s.kept = true
 	s.r.log.Info("recording a terminal session", "stream", s.id, "device", s.device, "name", s.name, "file", s.r.Path(s.id))
 }
 
@@ -301,7 +299,7 @@ func (s *Session) Close() {
 func (s *Session) Recorded() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.kept
+	return s.f != nil // opened once, as the recording starts
 }
 
 // frames cuts one direction's bytes into frames of the terminal framing.
